@@ -1,0 +1,130 @@
+"""The `edgeclip` command: argument parsing only; each verb calls one library function.
+
+Heavy imports (torch, transformers, tvm) happen inside the verbs so `edgeclip --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from edgeclip import __version__
+from edgeclip.errors import EdgeclipError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeclip",
+        description="Ternary CLIP and embedding encoders for edge devices.",
+        epilog="Run 'edgeclip VERB --help' for the options of one verb.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgeclip {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    _add_ternarize(verbs)
+    _add_inspect(verbs)
+    _add_demo(verbs)
+    # TRAINING-WIRE from edgeclip.training.cli_commands import add_training_commands
+
+    # TRAINING-WIRE add_training_commands(verbs)
+    return parser
+
+
+def _add_ternarize(verbs) -> None:
+    p = verbs.add_parser(
+        "ternarize",
+        help="post-training ternarization of a model (no training)",
+        description="Swap the layers a policy selects for ternary ones and save a packed checkpoint.",
+    )
+    p.add_argument("--model", required=True, help="HF CLIPModel directory, BERT/MiniLM directory, 'minilm' or 'demo'")
+    p.add_argument("--policy", default="q-all", choices=["q-all", "q-ffn", "q-attn"])
+    p.add_argument("--granularity", default="channel", help="'tensor', 'channel' (default) or 'group:ROWS'")
+    p.add_argument("--beta", type=float, default=None, help="scale = beta * mean|W| (default 1.5)")
+    p.add_argument("--skip", action="append", default=[], help="module name (prefix) to keep in float; repeatable")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.set_defaults(func=_ternarize)
+
+
+def _add_inspect(verbs) -> None:
+    p = verbs.add_parser("inspect", help="show how much of a checkpoint is ternary and what it weighs")
+    p.add_argument("checkpoint", help="edgeclip checkpoint directory")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=_inspect)
+
+
+def _add_demo(verbs) -> None:
+    p = verbs.add_parser(
+        "demo",
+        help="run the longest pipeline that exists on the built-in default",
+        description="Today: ternarize the packaged all-MiniLM-L6-v2 (q-all) and print its statistics.",
+    )
+    p.add_argument("--out", default="runs/demo", help="where to write the ternary checkpoint (default runs/demo)")
+    p.set_defaults(func=_demo)
+
+
+def _ternarize(args) -> None:
+    from edgeclip.pipeline import ternarize_source
+    from edgeclip.quant import DEFAULT_BETA, TernaryConfig, parse_granularity
+
+    config = TernaryConfig(
+        policy=args.policy,
+        granularity=parse_granularity(args.granularity),
+        beta=DEFAULT_BETA if args.beta is None else args.beta,
+        skip=tuple(args.skip),
+    )
+    report, path = ternarize_source(args.model, config, args.out)
+    print(f"{report}\nwrote {path}")
+
+
+def _inspect(args) -> None:
+    from edgeclip.pipeline import inspect_checkpoint
+
+    stats = inspect_checkpoint(args.checkpoint)
+    print(json.dumps(stats) if args.json else format_stats(stats))
+
+
+def _demo(args) -> None:
+    from edgeclip.pipeline import inspect_checkpoint, ternarize_source
+    from edgeclip.quant import TernaryConfig
+
+    report, path = ternarize_source("minilm", TernaryConfig(policy="q-all"), args.out)
+    print(f"all-MiniLM-L6-v2: {report}\nwrote {path}\n")
+    print(format_stats(inspect_checkpoint(path)))
+
+
+def format_stats(stats: dict) -> str:
+    """Two-column table; fractions as percentages, sizes in MB."""
+    rows = []
+    for key, value in stats.items():
+        if isinstance(value, float) and (key.startswith("ternary_fraction") or key == "sparsity"):
+            text = f"{100 * value:.1f} %"
+        elif key.endswith("size_bytes"):
+            text = f"{value / 1e6:.2f} MB"
+        elif isinstance(value, float):
+            text = f"{value:.2f}"
+        else:
+            text = str(value)
+        rows.append((key, text))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except EdgeclipError as err:
+        if args.debug:
+            raise
+        print(f"edgeclip {args.verb}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"edgeclip {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

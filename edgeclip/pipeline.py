@@ -1,0 +1,34 @@
+"""Whole-pipeline steps the CLI verbs call: each reads and writes files so it can be re-run alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeclip.quant import QuantReport, TernaryConfig, model_stats, quantize
+
+
+def ternarize_source(source: str, config: TernaryConfig, out) -> tuple[QuantReport, Path]:
+    """Plain post-training ternarization of a teacher, saved as a packed checkpoint."""
+    from edgeclip.export.model_io import save_model
+    from edgeclip.models.families import load_source
+
+    model, family, arch = load_source(source)
+    report = quantize(model, config)
+    return report, save_model(model, out, family, arch, config)
+
+
+def inspect_checkpoint(directory) -> dict:
+    """model_stats of the rebuilt model, plus what the files weigh on disk."""
+    from edgeclip.export.model_io import load_model
+
+    model, config = load_model(directory)
+    stats = model_stats(model)
+    on_disk = sum(f.stat().st_size for f in Path(directory).iterdir() if f.is_file())
+    quant = config.get("quant") or {}
+    return {
+        "family": config["family"],
+        "policy": quant.get("policy", "none"),
+        **stats,
+        "checkpoint_bytes": on_disk,
+        "compression_on_disk_vs_fp32": stats["fp32_size_bytes"] / on_disk,
+    }

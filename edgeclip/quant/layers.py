@@ -1,0 +1,146 @@
+"""Ternary drop-ins for nn.Linear, nn.Conv2d and nn.Embedding.
+
+While training each keeps a latent float weight and quantizes it on every forward with a
+straight-through estimator. `freeze()` drops the latent weight and keeps only int8 trits and
+float scales, which is what a checkpoint stores and a kernel consumes. Both modes compute the
+forward with the same arithmetic, so a frozen layer reproduces its training-mode output bit for bit.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgeclip.errors import QuantError
+from edgeclip.quant.ternarize import (
+    DEFAULT_BETA,
+    DEFAULT_GRANULARITY,
+    Granularity,
+    TernaryTensor,
+    expand_scales,
+    rows_per_scale,
+    ternarize_tensor,
+)
+
+DEFAULT_CLIP = 2.0  # latent weights beyond clip * gamma get no gradient: rounding cannot move them
+
+
+class _SteTernarize(torch.autograd.Function):
+    """Forward: the exact ternary weight. Backward: identity inside the clip range, zero outside."""
+
+    @staticmethod
+    def forward(ctx, weight, granularity, beta, clip):
+        ternary = ternarize_tensor(weight, granularity, beta)
+        gamma = expand_scales(ternary.scales, ternary.rows_per_scale, weight.dim())
+        ctx.save_for_backward(weight.detach().abs() <= clip * gamma)
+        return ternary.dequantize(weight.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (inside,) = ctx.saved_tensors
+        return grad_output * inside, None, None, None
+
+
+class TernaryWeight(nn.Module):
+    """Weight handling shared by the ternary layers; subclasses only say how the weight is applied."""
+
+    def __init__(self, weight: torch.Tensor, granularity: Granularity, beta: float, clip: float):
+        super().__init__()
+        self.granularity = granularity
+        self.beta = beta
+        self.clip = clip
+        self.group = rows_per_scale(granularity, weight.shape[0])
+        self.weight = nn.Parameter(weight.detach().clone())
+
+    @property
+    def frozen(self) -> bool:
+        return "weight" not in self._parameters
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The latent parameter while training; once frozen, the dequantized weight (read-only view
+        for code such as HF's that inspects `.weight.dtype`)."""
+        if self.frozen:
+            return self.ternary().dequantize()
+        return self._parameters["weight"]
+
+    @property
+    def weight_shape(self) -> torch.Size:
+        return self.trits.shape if self.frozen else self.weight.shape
+
+    def ternary(self) -> TernaryTensor:
+        if self.frozen:
+            return TernaryTensor(self.trits, self.scales, self.group)
+        return ternarize_tensor(self.weight, self.granularity, self.beta)
+
+    def effective_weight(self) -> torch.Tensor:
+        if self.frozen:
+            return self.ternary().dequantize()
+        return _SteTernarize.apply(self.weight, self.granularity, self.beta, self.clip)
+
+    def freeze(self) -> None:
+        """Keep only int8 trits + scales (inference form)."""
+        if self.frozen:
+            return
+        ternary = self.ternary()
+        del self._parameters["weight"]
+        self.register_buffer("trits", ternary.values)
+        self.register_buffer("scales", ternary.scales.float())
+
+    def load_ternary(self, values: torch.Tensor, scales: torch.Tensor) -> None:
+        """Freeze with given trits and scales (used when reading a checkpoint)."""
+        self.freeze()
+        if values.shape != self.trits.shape or scales.shape != self.scales.shape:
+            raise QuantError(
+                f"ternary shapes {tuple(values.shape)}/{tuple(scales.shape)} do not match "
+                f"{tuple(self.trits.shape)}/{tuple(self.scales.shape)}"
+            )
+        self.trits.copy_(values)
+        self.scales.copy_(scales)
+
+    def extra_repr(self) -> str:
+        mode = "frozen" if self.frozen else "latent"
+        return f"shape={tuple(self.weight_shape)}, granularity={self.granularity!r}, beta={self.beta}, {mode}"
+
+
+class TernaryLinear(TernaryWeight):
+    def __init__(self, source: nn.Linear, granularity=DEFAULT_GRANULARITY, beta=DEFAULT_BETA, clip=DEFAULT_CLIP):
+        super().__init__(source.weight, granularity, beta, clip)
+        self.in_features, self.out_features = source.in_features, source.out_features
+        self.bias = None if source.bias is None else nn.Parameter(source.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.effective_weight().to(x.dtype), self.bias)
+
+
+class TernaryConv2d(TernaryWeight):
+    """Ternary patch embedding (ViT's conv with stride = kernel)."""
+
+    def __init__(self, source: nn.Conv2d, granularity=DEFAULT_GRANULARITY, beta=DEFAULT_BETA, clip=DEFAULT_CLIP):
+        super().__init__(source.weight, granularity, beta, clip)
+        self.stride, self.padding = source.stride, source.padding
+        self.dilation, self.groups = source.dilation, source.groups
+        self.bias = None if source.bias is None else nn.Parameter(source.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.effective_weight().to(x.dtype)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class TernaryEmbedding(TernaryWeight):
+    """Ternary token embedding: one scale per token row under 'channel' granularity."""
+
+    def __init__(self, source: nn.Embedding, granularity=DEFAULT_GRANULARITY, beta=DEFAULT_BETA, clip=DEFAULT_CLIP):
+        super().__init__(source.weight, granularity, beta, clip)
+        self.padding_idx = source.padding_idx
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if not self.frozen:
+            return F.embedding(ids, self.effective_weight(), self.padding_idx)
+        # Gather int8 rows first: dequantizing the whole vocabulary per call would dominate.
+        row_scales = expand_scales(self.scales, self.group, 1)[ids].unsqueeze(-1)
+        return self.trits[ids].float() * row_scales
+
+
+TERNARY_TYPES = {nn.Linear: TernaryLinear, nn.Conv2d: TernaryConv2d, nn.Embedding: TernaryEmbedding}

@@ -1,0 +1,1 @@
+"""Ternary tensor-expression kernels per target family (installed as `edgeclip.schedules`)."""

@@ -1,0 +1,1 @@
+"""Board descriptions as TOML data (installed as `edgeclip.targets`)."""

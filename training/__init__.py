@@ -1,0 +1,1 @@
+"""Quantization-aware training with distillation (installed as `edgeclip.training`)."""
