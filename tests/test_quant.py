@@ -93,7 +93,7 @@ def test_frozen_layers_hold_only_int8_and_match_latent_outputs():
         assert [name for name, _ in layer.named_parameters()] in (["bias"], [])
         assert layer.trits.dtype == torch.int8
     after = (linear(x), conv(img), embed(ids))
-    for a, b in zip(before, after):
+    for a, b in zip(before, after, strict=True):
         assert torch.equal(a, b)
 
 

@@ -8,13 +8,12 @@ scale: a fused QKV weight uses g = N/3 so each slice keeps its own scale.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 
 from edgeclip.errors import QuantError
 
-Granularity = Union[str, tuple]  # "tensor" | "channel" | ("group", rows_per_group)
+Granularity = str | tuple  # "tensor" | "channel" | ("group", rows_per_group)
 
 DEFAULT_BETA = 1.5  # measured on MiniLM: per-channel beta=1.5 beat 1.0 and 2.0, and per-tensor scales
 DEFAULT_GRANULARITY = "channel"

@@ -1,0 +1,306 @@
+"""The device side: `edgeclip-agent serial --port PORT --dir DIR` receives bundles and installs them.
+
+Standard library and pyserial only, so it runs on a bare board. Data lands in
+`DIR/.partial/<sha256>.part`, which survives a cut link so the next session resumes from its size;
+keying it by the bundle's hash means a different bundle never continues a stale partial. Nothing
+is installed until the whole file matches the announced sha256 and every member verifies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import serial
+
+from edgeclip.bundle.format import sha256_file
+from edgeclip.errors import BundleError
+from edgeclip.flash.install import install_bundle
+from edgeclip.flash.link import Link, SerialTransport, SocketTransport
+from edgeclip.flash.protocol import MAX_PAYLOAD, OFFSET, VERSION, Damaged, Frame, FrameType
+
+MAX_BUNDLE_BYTES = 1 << 40
+IDLE_POLL_SECONDS = 1.0
+REOPEN_SECONDS = 0.5
+Reply = tuple[int, int, bytes]
+
+
+def log(message: str) -> None:
+    print(f"edgeclip-agent: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Session:
+    sha256: str
+    size: int
+    path: Path
+    received: int
+    refusal: tuple[str, str] | None
+    fd: int | None
+    budget: int  # bytes this session may still write under --max-bytes
+
+
+class Agent:
+    """The protocol state machine: one frame in, at most one reply out. Never raises on bad input."""
+
+    def __init__(self, root, arch: str, max_bytes: int | None = None):
+        self.root = Path(root)
+        self.arch = arch
+        self.max_bytes = max_bytes
+        self.partials = self.root / ".partial"
+        self.partials.mkdir(parents=True, exist_ok=True)
+        self.session: Session | None = None
+        self.last_done: tuple[str, bytes] | None = None
+
+    def handle(self, event: Frame | Damaged) -> Reply | None:
+        if isinstance(event, Damaged):
+            return self._nak(event.seq)
+        if event.version != VERSION:
+            return _error(
+                event.seq,
+                "version",
+                f"this agent speaks protocol version {VERSION} but the frame is version {event.version}; "
+                "use the same edgeclip release on host and device",
+            )
+        handler = {
+            FrameType.HELLO: self._hello,
+            FrameType.DATA: self._data,
+            FrameType.END: self._end,
+            FrameType.ABORT: self._abort,
+        }.get(event.type)
+        if handler is None:
+            return _error(event.seq, "protocol", f"frame type {event.type} is not one a host sends")
+        return handler(event)
+
+    def free_bytes(self) -> int:
+        free = shutil.disk_usage(self.root).free
+        if self.max_bytes is not None:
+            free = min(free, max(0, self.max_bytes - _tree_bytes(self.root)))
+        return free
+
+    def close_session(self) -> None:
+        if self.session is not None and self.session.fd is not None:
+            os.close(self.session.fd)
+        self.session = None
+
+    def _hello(self, frame: Frame) -> Reply:
+        try:
+            request = json.loads(frame.payload)
+            sha256, size, arch = str(request["sha256"]), int(request["size"]), str(request["arch"])
+        except (ValueError, KeyError, TypeError) as err:
+            return _error(frame.seq, "protocol", f"HELLO is not the JSON object the protocol defines ({err})")
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256) or not 0 < size <= MAX_BUNDLE_BYTES:
+            return _error(frame.seq, "protocol", "HELLO needs a lowercase hex sha256 and a positive size")
+        self.close_session()
+        path = self.partials / f"{sha256}.part"
+        for stale in self.partials.glob("*.part"):
+            if stale != path:
+                stale.unlink()
+        received = path.stat().st_size if path.exists() else 0
+        if received > size:
+            path.unlink()
+            received = 0
+        free = self.free_bytes()
+        needed = (size - received) + size  # the rest of the partial, then its extracted copy
+        refusal = None
+        if arch != self.arch:
+            refusal = ("arch", f"this device is {self.arch} but the bundle is built for {arch}; build it for a {self.arch} target")
+        elif free < needed:
+            refusal = (
+                "space",
+                f"the device has {free} bytes free in {self.root} but needs {needed} (the bundle and its "
+                "extracted copy); free some space on the device",
+            )
+        fd = None if refusal else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.session = Session(sha256, size, path, received, refusal, fd, free)
+        log(f"session for {sha256[:12]} ({size} bytes), resuming at {received}" + (f", refused: {refusal[0]}" if refusal else ""))
+        info = {"version": VERSION, "arch": self.arch, "free": free, "offset": received, "max_payload": MAX_PAYLOAD - OFFSET.size}
+        return FrameType.INFO, frame.seq, json.dumps(info).encode()
+
+    def _data(self, frame: Frame) -> Reply:
+        session = self.session
+        if session is None:
+            return _error(frame.seq, "protocol", "DATA before HELLO; start a new session")
+        if session.refusal:
+            return _error(frame.seq, *session.refusal)
+        if len(frame.payload) < OFFSET.size:
+            return self._nak(frame.seq)
+        (offset,) = OFFSET.unpack_from(frame.payload)
+        data = frame.payload[OFFSET.size :]
+        if offset == session.received and data:
+            if offset + len(data) > session.size:
+                return _error(frame.seq, "protocol", f"DATA goes past the announced size of {session.size} bytes")
+            try:
+                self._append(session, data)
+            except OSError as err:
+                self._drop_partial()
+                code = "space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "io"
+                return _error(frame.seq, code, f"writing the bundle failed ({err}); the partial file was removed")
+        # Out of place (a duplicate, or ahead of a gap): the ACK's count tells the host where to go on.
+        return FrameType.ACK, frame.seq, OFFSET.pack(session.received)
+
+    def _append(self, session: Session, data: bytes) -> None:
+        if self.max_bytes is not None and len(data) > session.budget:
+            raise OSError(errno.ENOSPC, f"--max-bytes {self.max_bytes} reached")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(session.fd, view) :]
+        session.received += len(data)
+        session.budget -= len(data)
+
+    def _end(self, frame: Frame) -> Reply:
+        try:
+            sha256 = str(json.loads(frame.payload)["sha256"])
+        except (ValueError, KeyError, TypeError) as err:
+            return _error(frame.seq, "protocol", f"END is not the JSON object the protocol defines ({err})")
+        if self.last_done and self.last_done[0] == sha256 and self.session is None:
+            return FrameType.DONE, frame.seq, self.last_done[1]  # our DONE was lost; say it again
+        session = self.session
+        if session is None or session.sha256 != sha256:
+            return _error(frame.seq, "protocol", "END for a bundle this session did not announce")
+        if session.refusal:
+            return _error(frame.seq, *session.refusal)
+        if session.received != session.size:
+            return _error(frame.seq, "short", f"only {session.received} of {session.size} bytes arrived; flash again to resume")
+        os.fsync(session.fd)
+        if sha256_file(session.path) != sha256:
+            self._drop_partial()
+            return _error(frame.seq, "hash", "the received bundle does not match its sha256 and was deleted; flash again")
+        try:
+            result = install_bundle(self.root, session.path, sha256, self.arch)
+        except (BundleError, OSError) as err:
+            self._drop_partial()
+            code = "space" if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) else "bundle"
+            return _error(frame.seq, code, f"the bundle was not installed: {err}")
+        self._drop_partial()
+        payload = json.dumps(result).encode()
+        self.last_done = (sha256, payload)
+        log(f"installed {result['installed']}")
+        return FrameType.DONE, frame.seq, payload
+
+    def _abort(self, frame: Frame) -> None:
+        self.close_session()  # the partial stays for a later resume
+
+    def _nak(self, seq: int) -> Reply:
+        received = self.session.received if self.session else 0
+        return FrameType.NAK, seq, OFFSET.pack(received)
+
+    def _drop_partial(self) -> None:
+        path = self.session.path
+        self.close_session()
+        path.unlink(missing_ok=True)
+
+
+def _error(seq: int, code: str, message: str) -> Reply:
+    log(f"refused ({code}): {message}")
+    return FrameType.ERROR, seq, json.dumps({"code": code, "message": message}).encode()
+
+
+def _tree_bytes(root: Path) -> int:
+    return sum(path.lstat().st_size for path in root.rglob("*") if path.is_file() and not path.is_symlink())
+
+
+def serve(agent: Agent, link: Link) -> None:
+    """Answer frames until the link drops (ConnectionError); a bug in one reply never ends the agent."""
+    while True:
+        event = link.receive(IDLE_POLL_SECONDS)
+        if event is None:
+            continue
+        try:
+            reply = agent.handle(event)
+        except Exception:  # a device daemon logs and keeps serving
+            log("internal error, session dropped:\n" + traceback.format_exc())
+            agent.close_session()
+            reply = _error(event.seq, "internal", "the agent hit an internal error; see its log and flash again")
+        if reply is not None:
+            link.send(*reply)
+
+
+def serve_serial(agent: Agent, url: str, baud: int, rtscts: bool) -> None:
+    while True:
+        try:
+            link = Link(SerialTransport(url, baud, rtscts))
+        except (serial.SerialException, OSError, ValueError) as err:
+            log(f"cannot open {url} ({err}); retrying")
+            time.sleep(REOPEN_SECONDS)
+            continue
+        log(f"serving on {url} at {baud} baud, arch {agent.arch}")
+        try:
+            serve(agent, link)
+        except ConnectionError as err:
+            log(f"link lost ({err}); reopening")
+        finally:
+            agent.close_session()
+            link.close()
+        time.sleep(REOPEN_SECONDS)
+
+
+def serve_tcp(agent: Agent, host: str, port: int) -> None:
+    """One connection at a time, for `edgeclip flash --port socket://HOST:PORT`."""
+    with socket.create_server((host, port)) as server:
+        bound_host, bound_port = server.getsockname()[:2]
+        print(f"listening on {bound_host}:{bound_port}", flush=True)
+        while True:
+            conn, peer = server.accept()
+            log(f"connection from {peer[0]}:{peer[1]}, arch {agent.arch}")
+            link = Link(SocketTransport(conn))
+            try:
+                serve(agent, link)
+            except ConnectionError as err:
+                log(f"connection ended ({err})")
+            finally:
+                agent.close_session()
+                link.close()
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host or "127.0.0.1", int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeclip-agent", description="Receive edgeclip bundles on a device.")
+    modes = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
+    p = modes.add_parser("serial", help="receive bundles over a serial line (or one TCP connection at a time)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="serial device path or pyserial URL")
+    where.add_argument("--listen", type=_host_port, metavar="HOST:PORT", help="accept TCP connections instead")
+    p.add_argument("--dir", required=True, type=Path, help="install root: versions/, current, .partial/")
+    p.add_argument("--baud", type=int, default=921600)
+    p.add_argument("--rtscts", action="store_true", help="hardware flow control")
+    p.add_argument("--arch", default=platform.machine(), help="architecture to report (default: uname -m)")
+    p.add_argument("--max-bytes", type=int, default=None, help="act as if DIR may hold at most this many bytes")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    agent = Agent(args.dir, args.arch, args.max_bytes)
+    try:
+        if args.listen:
+            serve_tcp(agent, *args.listen)
+        else:
+            serve_serial(agent, args.port, args.baud, args.rtscts)
+    except KeyboardInterrupt:
+        return 0
+    except OSError as err:
+        print(f"edgeclip-agent: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The `edgeclip flash` verb; the main CLI calls `add_flash_command(verbs)`."""
+
+from __future__ import annotations
+
+from edgeclip.flash.protocol import DEFAULT_CHUNK
+
+
+def add_flash_command(subparsers) -> None:
+    p = subparsers.add_parser(
+        "flash",
+        help="send a bundle to a device's edgeclip-agent over a serial line",
+        description=(
+            "Send BUNDLE to `edgeclip-agent serial` on the device and install it there. An interrupted "
+            "transfer resumes where it stopped when you run the same command again."
+        ),
+    )
+    p.add_argument("bundle", help="the .edgeclip bundle to send")
+    p.add_argument("--port", required=True, help="serial device (/dev/ttyUSB0) or pyserial URL (socket://host:port, rfc2217://...)")
+    p.add_argument("--baud", type=int, default=921600, help="line speed (default 921600)")
+    p.add_argument("--rtscts", action="store_true", help="use RTS/CTS hardware flow control")
+    p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each answer beyond wire time (default 1)")
+    p.add_argument("--retries", type=int, default=8, help="tries per frame after the first before giving up (default 8)")
+    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help=f"data bytes per frame (default {DEFAULT_CHUNK})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_flash)
+
+
+def run_flash(args) -> None:
+    from edgeclip.flash.host import flash
+
+    result = flash(
+        args.bundle,
+        args.port,
+        baud=args.baud,
+        rtscts=args.rtscts,
+        timeout=args.timeout,
+        retries=args.retries,
+        chunk=args.chunk,
+        progress=not args.no_progress,
+    )
+    resumed = f", resumed at byte {result.resumed_from}" if result.resumed_from else ""
+    print(
+        f"flashed {result.name} ({result.size / 1e6:.2f} MB, sha256 {result.sha256[:12]}) to {args.port}: "
+        f"{result.throughput / 1e3:.1f} kB/s, {result.retries} retries{resumed}; device now runs {result.installed}"
+    )

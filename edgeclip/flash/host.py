@@ -1,0 +1,177 @@
+"""The host side of `edgeclip flash`: send one bundle to an agent, stop-and-wait, resuming where it stopped.
+
+Every frame waits for its answer (matched by sequence number) for `timeout` seconds plus the time
+the frame needs on the wire at `baud`; a damaged, refused or missing answer sends it again, at most
+`retries` times in a row. The agent's ACK says how many bytes it holds, so the host always continues
+from the device's count, never its own.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import serial
+
+from edgeclip.bundle.format import read_manifest, sha256_file
+from edgeclip.errors import FlashError
+from edgeclip.flash.link import Link, SerialTransport
+from edgeclip.flash.protocol import DEFAULT_CHUNK, OFFSET, SEQ_MASK, VERSION, Damaged, FrameType
+
+INSTALL_SECONDS = 120.0  # extra wait for DONE: the device hashes, fsyncs and extracts the bundle
+
+
+@dataclass(frozen=True)
+class FlashResult:
+    name: str
+    sha256: str
+    size: int
+    device_arch: str
+    resumed_from: int
+    bytes_sent: int  # DATA payload bytes put on the wire, retransmissions included
+    retries: int
+    seconds: float
+    installed: str
+
+    @property
+    def throughput(self) -> float:
+        """Bundle bytes per second over the data phase of this session."""
+        return (self.size - self.resumed_from) / self.seconds if self.seconds > 0 else 0.0
+
+
+def flash(
+    bundle,
+    port: str,
+    baud: int = 921600,
+    rtscts: bool = False,
+    timeout: float = 1.0,
+    retries: int = 8,
+    chunk: int = DEFAULT_CHUNK,
+    progress: bool = True,
+) -> FlashResult:
+    """Send `bundle` to the agent on `port` (device path or pyserial URL) and have it installed."""
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    arch = manifest.get("target", {}).get("arch")
+    if not arch:
+        raise FlashError(f"{bundle}: the manifest names no target arch; rebuild the bundle")
+    try:
+        transport = SerialTransport(port, baud, rtscts)
+    except (serial.SerialException, OSError, ValueError) as err:
+        raise FlashError(f"cannot open {port} ({err}); check the device path or URL and that nothing else holds it") from err
+    sender = _Sender(Link(transport), baud, timeout, retries)
+    try:
+        return sender.send_bundle(bundle, manifest, arch, chunk, progress)
+    except ConnectionError as err:
+        raise FlashError(f"{port}: {err}; reconnect and flash again to resume") from err
+    finally:
+        sender.link.close()
+
+
+class _Sender:
+    def __init__(self, link: Link, baud: int, timeout: float, retries: int):
+        self.link, self.baud, self.timeout, self.max_retries = link, baud, timeout, retries
+        self.seq = random.getrandbits(32)  # answers to an earlier session can never match ours
+        self.retries = 0
+        self.bytes_sent = 0
+
+    def send_bundle(self, bundle: Path, manifest: dict, arch: str, chunk: int, progress: bool) -> FlashResult:
+        size, sha256 = bundle.stat().st_size, sha256_file(bundle)
+        name = str(manifest.get("name", bundle.stem))
+        hello = {"sha256": sha256, "size": size, "name": name, "arch": arch}
+        info = json.loads(self.exchange(FrameType.HELLO, json.dumps(hello).encode(), FrameType.INFO).payload)
+        self._check_device(info, arch, size)
+        chunk = max(1, min(chunk, int(info["max_payload"])))
+        resumed_from = offset = int(info["offset"])
+        started = time.monotonic()
+        with open(bundle, "rb") as handle, _progress_bar(progress, size, offset, name) as bar:
+            while offset < size:
+                handle.seek(offset)
+                data = handle.read(chunk)
+                ack = self.exchange(FrameType.DATA, OFFSET.pack(offset) + data, FrameType.ACK)
+                (held,) = OFFSET.unpack(ack.payload[: OFFSET.size].rjust(OFFSET.size, b"\0"))
+                if held > size:
+                    raise FlashError(f"the device claims {held} bytes of a {size}-byte bundle; restart the agent")
+                if bar is not None:
+                    bar.update(held - offset)
+                    bar.set_postfix(retries=self.retries, refresh=False)
+                offset = held
+            seconds = time.monotonic() - started
+        done = self.exchange(FrameType.END, json.dumps({"sha256": sha256}).encode(), FrameType.DONE, INSTALL_SECONDS)
+        installed = json.loads(done.payload).get("installed", "?")
+        return FlashResult(name, sha256, size, info["arch"], resumed_from, self.bytes_sent, self.retries, seconds, installed)
+
+    def _check_device(self, info: dict, arch: str, size: int) -> None:
+        """Refuse before any data moves: wrong architecture or too little room on the device."""
+        problem = None
+        if info.get("arch") != arch:
+            problem = f"the device is {info.get('arch')} but the bundle is built for {arch}; build it for a {info.get('arch')} target"
+        else:
+            needed = (size - int(info["offset"])) + size
+            if int(info["free"]) < needed:
+                problem = (
+                    f"the device has {int(info['free']) / 1e6:.1f} MB free but needs {needed / 1e6:.1f} MB "
+                    "(the bundle plus its extracted copy); free space on the device"
+                )
+        if problem:
+            self._send(FrameType.ABORT, b"")
+            raise FlashError(f"refused before sending: {problem}")
+
+    def exchange(self, frame_type: int, payload: bytes, answer: int, extra_wait: float = 0.0):
+        """Send one frame until its answer arrives; an ERROR answer or too many tries raise FlashError."""
+        seq = self.seq = (self.seq + 1) & SEQ_MASK
+        wait = self.timeout + extra_wait + 10 * (len(payload) + 64) / self.baud
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.retries += 1
+            self._send(frame_type, payload, seq)
+            reply = self._await(seq, wait)
+            if reply is None:
+                continue
+            if reply.version != VERSION:
+                raise FlashError(f"the device speaks protocol version {reply.version}, this edgeclip {VERSION}; use one release on both")
+            if reply.type == FrameType.ERROR:
+                detail = json.loads(reply.payload)
+                raise FlashError(f"the device refused ({detail.get('code')}): {detail.get('message')}")
+            if reply.type == answer:
+                return reply
+        raise FlashError(
+            f"no valid answer to {FrameType(frame_type).name} after {self.max_retries + 1} tries; check the port, "
+            "baud rate and that edgeclip-agent runs on the device, then flash again to resume"
+        )
+
+    def _send(self, frame_type: int, payload: bytes, seq: int | None = None) -> None:
+        self.link.send(frame_type, self.seq if seq is None else seq, payload)
+        if frame_type == FrameType.DATA:
+            self.bytes_sent += len(payload) - OFFSET.size
+
+    def _await(self, seq: int, wait: float):
+        """The first frame answering `seq`; None on timeout or when the device says it was damaged."""
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            event = self.link.receive(left)
+            if event is None or event.seq != seq:
+                continue  # a stale answer from before a retry or an earlier session
+            if isinstance(event, Damaged) or event.type == FrameType.NAK:
+                return None
+            return event
+        return None
+
+
+def _progress_bar(enabled: bool, size: int, offset: int, name: str):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=size, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=name, dynamic_ncols=True)
+
+
+class _NoBar:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,143 @@
+"""Run a cross-compiled TVM module for aarch64 on this host, through qemu-user.
+
+Why: the ARM kernel families must be checked numerically without an ARM board. We cross-compile
+the module with `aarch64-linux-gnu-g++`, take the aarch64 `libtvm_runtime.so` + `libtvm_ffi.so`
+from the PyPI wheels of the pinned TVM, and call the function from a small C++ harness
+(`crossrun_harness.cc`) run under `qemu-aarch64`. Emulated timings mean nothing; results do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeclip.errors import KernelError
+
+AARCH64_CXX = "aarch64-linux-gnu-g++"
+QEMU_AARCH64 = "qemu-aarch64"
+AARCH64_SYSROOT = Path("/usr/aarch64-linux-gnu")
+TVM_WHEEL = "apache-tvm==0.27.0.post1"
+TVM_FFI_WHEEL = "apache-tvm-ffi==0.1.14.post1"
+# The wheels' shared libraries do not depend on the CPython version; any published tag will do.
+WHEEL_PYTHON = "3.11"
+WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_24_aarch64",
+                   "manylinux2014_aarch64")
+HARNESS_SOURCE = Path(__file__).with_name("crossrun_harness.cc")
+
+
+def cache_dir() -> Path:
+    """Where wheels, extracted libraries and the harness binary live (`$EDGECLIP_CACHE`)."""
+    return Path(os.environ.get("EDGECLIP_CACHE", Path.home() / ".cache" / "edgeclip"))
+
+
+def missing_tools() -> list[str]:
+    """Host programs this module needs but cannot find; empty when cross-running works."""
+    needed = [AARCH64_CXX, QEMU_AARCH64]
+    missing = [tool for tool in needed if shutil.which(tool) is None]
+    if not (AARCH64_SYSROOT / "lib" / "libc.so.6").exists():
+        missing.append(f"{AARCH64_SYSROOT}/lib/libc.so.6 (libc6-arm64-cross)")
+    return missing
+
+
+def _download_wheels(dest: Path) -> list[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+           "--python-version", WHEEL_PYTHON, "--dest", str(dest)]
+    for platform in WHEEL_PLATFORMS:
+        cmd += ["--platform", platform]
+    cmd += [TVM_WHEEL, TVM_FFI_WHEEL]
+    wheels = sorted(dest.glob("apache_tvm*aarch64*.whl"))
+    if len(wheels) < 2:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise KernelError(f"could not download the aarch64 TVM wheels ({done.stderr.strip()[-300:]}); "
+                              f"check PyPI access or put {TVM_WHEEL} and {TVM_FFI_WHEEL} aarch64 wheels in {dest}")
+        wheels = sorted(dest.glob("apache_tvm*aarch64*.whl"))
+    return wheels
+
+
+def aarch64_runtime() -> Path:
+    """A directory with `lib/` (aarch64 libtvm_runtime.so, libtvm_ffi.so) and `include/` (tvm-ffi
+    and dlpack headers), extracted once from the pinned PyPI wheels."""
+    root = cache_dir() / "aarch64-runtime"
+    if (root / "lib" / "libtvm_runtime.so").exists():
+        return root
+    wanted = {"tvm/lib/libtvm_runtime.so": "lib/libtvm_runtime.so",
+              "tvm_ffi/lib/libtvm_ffi.so": "lib/libtvm_ffi.so"}
+    staging = Path(tempfile.mkdtemp(prefix="aarch64-runtime-", dir=cache_dir()))
+    for wheel in _download_wheels(cache_dir() / "wheels"):
+        with zipfile.ZipFile(wheel) as archive:
+            for name in archive.namelist():
+                target = wanted.get(name)
+                if target is None and name.startswith("tvm_ffi/include/") and not name.endswith("/"):
+                    target = "include/" + name.removeprefix("tvm_ffi/include/")
+                if target is not None:
+                    out = staging / target
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_bytes(archive.read(name))
+    if not (staging / "lib" / "libtvm_runtime.so").exists() or not (staging / "lib" / "libtvm_ffi.so").exists():
+        shutil.rmtree(staging)
+        raise KernelError(f"the aarch64 wheels in {cache_dir() / 'wheels'} lack libtvm_runtime.so or "
+                          "libtvm_ffi.so; delete that folder and retry")
+    try:
+        staging.rename(root)
+    except OSError:  # another process finished first; its copy is as good as ours
+        shutil.rmtree(staging)
+    return root
+
+
+def harness_binary() -> Path:
+    """The aarch64 harness executable, rebuilt only when its source changes."""
+    runtime = aarch64_runtime()
+    digest = hashlib.sha256(HARNESS_SOURCE.read_bytes()).hexdigest()[:12]
+    binary = cache_dir() / f"crossrun_harness-{digest}"
+    if binary.exists():
+        return binary
+    partial = binary.with_name(binary.name + f".{os.getpid()}")
+    # libtvm_runtime is linked even though the harness calls only tvm-ffi: without it the
+    # module's first parallel call crashes (no thread pool behind TVMBackendParallelLaunch).
+    cmd = [AARCH64_CXX, "-std=c++17", "-O2", str(HARNESS_SOURCE), "-o", str(partial),
+           f"-I{runtime / 'include'}", f"-L{runtime / 'lib'}",
+           "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise KernelError(f"building the aarch64 harness failed:\n{done.stderr[-2000:]}")
+    partial.rename(binary)
+    return binary
+
+
+def export_aarch64(lib, path: Path) -> Path:
+    """Write a built TVM module as an aarch64 shared library (cross-compiled and linked)."""
+    from tvm.support import cc
+
+    lib.export_library(str(path), fcompile=cc.cross_compiler(AARCH64_CXX))
+    return path
+
+
+def run_aarch64(module_so: Path, function: str, args: list[np.ndarray], timeout_s: float = 120) -> np.ndarray:
+    """Call `function` of an aarch64 module under qemu with `args` (the last one is the output
+    buffer, as TVM PrimFuncs are destination-passing) and return the output it wrote."""
+    runtime = aarch64_runtime()
+    harness = harness_binary()
+    with tempfile.TemporaryDirectory(prefix="crossrun-") as tmp:
+        paths = []
+        for i, arr in enumerate(args):
+            paths.append(Path(tmp) / f"arg{i}.npy")
+            np.save(paths[-1], np.ascontiguousarray(arr))
+        result = Path(tmp) / "result.npy"
+        env = dict(os.environ, LD_LIBRARY_PATH=str(runtime / "lib"), TVM_NUM_THREADS="1")
+        cmd = [QEMU_AARCH64, "-L", str(AARCH64_SYSROOT), str(harness), str(module_so), function,
+               str(result), *map(str, paths)]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
+        if done.returncode != 0:
+            raise KernelError(f"running {function} from {module_so} under qemu failed "
+                              f"(exit {done.returncode}): {done.stderr.strip()[-1500:]}")
+        return np.load(result)

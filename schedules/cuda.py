@@ -1,0 +1,109 @@
+"""CUDA family (sm_87: Jetson Orin's Ampere GPU) of the ternary linear.
+
+One thread per output channel n and a tile of up to 8 rows m: per group of 4 k it unpacks the 4
+weights to registers once and reuses them for every row of its tile. int8 mode multiplies each
+4-element group with `__dp4a` (s8 x s8 -> s32, so int8 activations: act_offset=0); fp32 mode
+adds/subtracts x by the weight's sign. Jetson Nano (sm_53) is older than CUDA 13 can target; it
+runs the ARMv8.0 NEON family on its Cortex-A57 instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import s_tir, tirx
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+
+from .ternary import LinearSpec, linear_prim_func
+from .ternary import pack_weights as _pack_shared
+
+#: Packed weight tile (only a layout choice here: each thread owns one channel).
+TILE_N = 16
+THREADS = 64  # output channels per block
+ROWS_PER_THREAD = 8  # upper bound on the rows m sharing one unpacked weight group
+DP4A_LOCAL = "edgeclip_dp4a_s8s8s32_local"
+
+
+def target(arch: str = "sm_87") -> dict:
+    """TVM target dict for an NVIDIA GPU (host code for the aarch64 Orin CPU is chosen at build)."""
+    return {"kind": "cuda", "arch": arch}
+
+
+@T.prim_func(s_tir=True)
+def _dp4a_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+    A = T.match_buffer(a, (4,), "int8", offset_factor=1)
+    B = T.match_buffer(b, (4,), "int8", offset_factor=1, scope="local")
+    C = T.match_buffer(c, (1,), "int32", offset_factor=1, scope="local")
+    with T.sblock("root"):
+        T.reads(C[0], A[0:4], B[0:4])
+        T.writes(C[0])
+        for k in range(4):
+            with T.sblock("update"):
+                vk = T.axis.remap("R", [k])
+                C[0] = C[0] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vk])
+
+
+@T.prim_func(s_tir=True)
+def _dp4a_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+    A = T.match_buffer(a, (4,), "int8", offset_factor=1)
+    B = T.match_buffer(b, (4,), "int8", offset_factor=1, scope="local")
+    C = T.match_buffer(c, (1,), "int32", offset_factor=1, scope="local")
+    with T.sblock("root"):
+        T.reads(C[0], A[0:4], B[0:4])
+        T.writes(C[0])
+        C[0] = T.call_pure_extern(
+            "int32", "__dp4a",
+            T.reinterpret("int32", A.vload([0], "int8x4")), T.reinterpret("int32", B.vload([0], "int8x4")), C[0],
+        )
+
+
+TensorIntrin.register(DP4A_LOCAL, _dp4a_desc, _dp4a_impl, override=True)
+
+
+def _rows_per_thread(M: int) -> int:
+    """Largest row tile that divides M (a ragged tile would put a predicate on the dp4a)."""
+    return next(r for r in range(min(M, ROWS_PER_THREAD), 0, -1) if M % r == 0)
+
+
+def _bind_elementwise(sch: s_tir.Schedule, block: str) -> None:
+    fused = sch.fuse(*sch.get_loops(sch.get_sblock(block)))
+    bx, tx = sch.split(fused, [None, 128])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+
+
+def linear_primfunc(M: int, K: int, N: int, scale_kind: str = "channel", act: str = "int8") -> tirx.PrimFunc:
+    """Scheduled PrimFunc `ternary_linear(x, w_packed, scale, [bias,] y)` (see ternary.py)."""
+    spec = LinearSpec(M, K, N, scale_kind, act, tile_n=TILE_N, act_offset=0)
+    sch = s_tir.Schedule(linear_prim_func(spec))
+    y, acc, unpack = sch.get_sblock("y"), sch.get_sblock("acc"), sch.get_sblock("w_unpack")
+    rows = _rows_per_thread(M)
+    m, n = sch.get_loops(y)
+    m_tile, m_row = sch.split(m, [None, rows])
+    n_block, n_thread = sch.split(n, [None, THREADS])
+    sch.reorder(m_tile, n_block, n_thread, m_row)
+    sch.bind(m_tile, "blockIdx.y")
+    sch.bind(n_block, "blockIdx.x")
+    sch.bind(n_thread, "threadIdx.x")
+    sch.compute_at(acc, n_thread)
+    sch.set_scope(acc, 0, "local")
+    *acc_m, ko, ki = sch.get_loops(acc)[3:]  # below the 3 bound loops; no row loop when rows == 1
+    if acc_m:
+        sch.reorder(ko, acc_m[0], ki)
+    sch.compute_at(unpack, ko)
+    sch.set_scope(unpack, 0, "local")
+    sch.decompose_reduction(acc, ko)
+    if act == "int8":
+        sch.tensorize(ki, DP4A_LOCAL)
+        _bind_elementwise(sch, "x_quant")
+        bx, tx = sch.split(sch.get_loops(sch.get_sblock("x_absmax"))[0], [None, 32])  # a thread per row
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+    else:
+        sch.unroll(ki)
+    return sch.mod["main"]
+
+
+def pack_weights(T_: np.ndarray) -> np.ndarray:
+    """Ternary int8[N, K] -> the packed uint8 weights this family's kernel reads."""
+    return _pack_shared(T_, TILE_N)["w_packed"]
