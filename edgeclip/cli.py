@@ -26,8 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect(verbs)
     _add_demo(verbs)
     # TRAINING-WIRE from edgeclip.training.cli_commands import add_training_commands
-
     # TRAINING-WIRE add_training_commands(verbs)
+    from edgeclip.flash.cli_command import add_flash_command
+
+    add_flash_command(verbs)
     return parser
 
 

@@ -104,19 +104,20 @@ class Agent:
             return _error(frame.seq, "protocol", "HELLO needs a lowercase hex sha256 and a positive size")
         self.close_session()
         path = self.partials / f"{sha256}.part"
-        for stale in self.partials.glob("*.part"):
-            if stale != path:
-                stale.unlink()
+        refusal = None
+        if arch != self.arch:
+            refusal = ("arch", f"this device is {self.arch} but the bundle is built for {arch}; build it for a {self.arch} target")
+        else:
+            for stale in self.partials.glob("*.part"):
+                if stale != path:
+                    stale.unlink()  # another bundle's partial: never resumed, so give its space back
         received = path.stat().st_size if path.exists() else 0
         if received > size:
             path.unlink()
             received = 0
         free = self.free_bytes()
         needed = (size - received) + size  # the rest of the partial, then its extracted copy
-        refusal = None
-        if arch != self.arch:
-            refusal = ("arch", f"this device is {self.arch} but the bundle is built for {arch}; build it for a {self.arch} target")
-        elif free < needed:
+        if refusal is None and free < needed:
             refusal = (
                 "space",
                 f"the device has {free} bytes free in {self.root} but needs {needed} (the bundle and its "

@@ -59,7 +59,7 @@ def flash(
     if not arch:
         raise FlashError(f"{bundle}: the manifest names no target arch; rebuild the bundle")
     try:
-        transport = SerialTransport(port, baud, rtscts)
+        transport = SerialTransport(port, baud, rtscts, slack=timeout)
     except (serial.SerialException, OSError, ValueError) as err:
         raise FlashError(f"cannot open {port} ({err}); check the device path or URL and that nothing else holds it") from err
     sender = _Sender(Link(transport), baud, timeout, retries)
@@ -82,7 +82,7 @@ class _Sender:
         size, sha256 = bundle.stat().st_size, sha256_file(bundle)
         name = str(manifest.get("name", bundle.stem))
         hello = {"sha256": sha256, "size": size, "name": name, "arch": arch}
-        info = json.loads(self.exchange(FrameType.HELLO, json.dumps(hello).encode(), FrameType.INFO).payload)
+        info = _answer(self.exchange(FrameType.HELLO, json.dumps(hello).encode(), FrameType.INFO), "arch", "free", "offset", "max_payload")
         self._check_device(info, arch, size)
         chunk = max(1, min(chunk, int(info["max_payload"])))
         resumed_from = offset = int(info["offset"])
@@ -101,7 +101,7 @@ class _Sender:
                 offset = held
             seconds = time.monotonic() - started
         done = self.exchange(FrameType.END, json.dumps({"sha256": sha256}).encode(), FrameType.DONE, INSTALL_SECONDS)
-        installed = json.loads(done.payload).get("installed", "?")
+        installed = _answer(done, "installed")["installed"]
         return FlashResult(name, sha256, size, info["arch"], resumed_from, self.bytes_sent, self.retries, seconds, installed)
 
     def _check_device(self, info: dict, arch: str, size: int) -> None:
@@ -134,7 +134,7 @@ class _Sender:
             if reply.version != VERSION:
                 raise FlashError(f"the device speaks protocol version {reply.version}, this edgeclip {VERSION}; use one release on both")
             if reply.type == FrameType.ERROR:
-                detail = json.loads(reply.payload)
+                detail = _answer(reply, "code", "message")
                 raise FlashError(f"the device refused ({detail.get('code')}): {detail.get('message')}")
             if reply.type == answer:
                 return reply
@@ -161,12 +161,24 @@ class _Sender:
         return None
 
 
+def _answer(frame, *keys: str) -> dict:
+    """A device answer's JSON payload, checked for `keys`: a garbled answer is a FlashError, not a crash."""
+    try:
+        answer = json.loads(frame.payload)
+        if all(key in answer for key in keys):
+            return answer
+    except (ValueError, TypeError):
+        pass
+    name = FrameType(frame.type).name
+    raise FlashError(f"the device sent a malformed {name} (wanted {', '.join(keys)}); check that its edgeclip-agent matches this edgeclip")
+
+
 def _progress_bar(enabled: bool, size: int, offset: int, name: str):
     if not enabled:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=size, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=name, dynamic_ncols=True)
+    return tqdm(total=size, initial=offset, unit="B", unit_scale=True, desc=name, dynamic_ncols=True)
 
 
 class _NoBar:

@@ -17,13 +17,13 @@ from edgeclip.flash.protocol import MAX_PAYLOAD, Damaged, Frame, FrameDecoder, e
 POLL_SECONDS = 0.02
 READ_LIMIT = 1 << 16
 STALE_FRAME_SECONDS = 0.2  # a frame is written in one go: a pause this long mid-frame means its sender gave up
-WRITE_SLACK_SECONDS = 5.0
+WRITE_SLACK_SECONDS = 1.0
 
 
 class SerialTransport:
-    def __init__(self, url: str, baud: int, rtscts: bool = False):
+    def __init__(self, url: str, baud: int, rtscts: bool = False, slack: float = WRITE_SLACK_SECONDS):
         # A write may wait for flow control, but never forever: the longest frame's wire time plus slack.
-        write_timeout = WRITE_SLACK_SECONDS + 10 * (MAX_PAYLOAD + 64) / baud
+        write_timeout = slack + 10 * (MAX_PAYLOAD + 64) / baud
         self.port = serial.serial_for_url(url, baudrate=baud, rtscts=rtscts, timeout=POLL_SECONDS, write_timeout=write_timeout)
         self.port.reset_input_buffer()  # bytes left from an earlier session are not ours
 
@@ -37,7 +37,7 @@ class SerialTransport:
         try:
             self.port.write(data)
         except (serial.SerialException, OSError) as err:
-            raise ConnectionError(f"serial port refused a write: {err}") from err
+            raise ConnectionError(f"serial port stopped taking data ({err})") from err
 
     def close(self) -> None:
         self.port.close()
@@ -49,6 +49,7 @@ class SocketTransport:
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.sock.settimeout(POLL_SECONDS)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small ACKs must not wait for Nagle
 
     def read_some(self) -> bytes:
         try:

@@ -1,0 +1,411 @@
+"""`edgeclip flash` against a real `edgeclip-agent` process over real pseudo-terminals.
+
+host (pyserial on pty A) <-> tests/flash_relay.py (paced at BAUD, may corrupt frames) <-> agent (pty B)
+
+BAUD is 3 Mbaud (300 kB/s, what FT232H / CP2102N class adapters run) so a 2 MB bundle crosses in
+about 7 s; the agent and relay are separate processes, so killing the relay cuts the cable while
+both ends stay up. Hostile-input tests write raw bytes straight into the agent's pty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import tty
+import zlib
+from argparse import ArgumentParser
+from pathlib import Path
+
+import pytest
+
+from edgeclip.bundle.format import write_bundle
+from edgeclip.errors import FlashError
+from edgeclip.flash.cli_command import add_flash_command
+from edgeclip.flash.host import flash
+from edgeclip.flash.link import Link
+from edgeclip.flash.protocol import CRC, HEADER, MAGIC, MAX_PAYLOAD, OFFSET, Damaged, FrameType, encode
+
+BAUD = 3_000_000
+LINE_BYTES_PER_SECOND = BAUD / 10
+RELAY = Path(__file__).with_name("flash_relay.py")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_bundle(path: Path, name: str, arch: str, sizes: dict[str, int]) -> tuple[Path, dict[str, bytes]]:
+    files = {member: os.urandom(size) for member, size in sizes.items()}
+    files["bin/run"] = b"#!/bin/sh\necho run\n"
+    write_bundle(path, {"name": name, "target": {"name": "test", "arch": arch}}, files, executables=frozenset({"bin/run"}))
+    return path, files
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """About 2.1 MB: a multi-megabyte bundle that still crosses a 3 Mbaud line in ~7 s."""
+    return make_bundle(tmp_path_factory.mktemp("b") / "big.edgeclip", "bigmodel", "x86_64", {"model.so": 1_500_000, "weights.bin": 600_000})
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("s") / "small.edgeclip", "smallmodel", "x86_64", {"weights.bin": 150_000})
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def open_pty() -> tuple[int, int, str]:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    return master, slave, os.ttyname(slave)
+
+
+def wait_for(predicate, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Rig:
+    """Two ptys, an agent process on one, and (when started) a relay process joining them."""
+
+    def __init__(self, tmp_path: Path, agent_args=(), device_dir: Path | None = None):
+        self.tmp = tmp_path
+        self.host_master, self.host_slave, self.host_port = open_pty()
+        self.dev_master, self.dev_slave, dev_port = open_pty()
+        self.dir = device_dir or tmp_path / "device"
+        self.agent_log = tmp_path / "agent.log"
+        self.relay_log = tmp_path / "relay.log"
+        self.relay = None
+        with open(self.agent_log, "w") as log:
+            self.agent = subprocess.Popen(
+                [sys.executable, "-m", "edgeclip.flash.agent", "serial", "--port", dev_port, "--dir", str(self.dir),
+                 "--baud", str(BAUD), *agent_args],
+                stderr=log, cwd=ROOT,
+            )
+        wait_for(lambda: "serving on" in self.agent_log.read_text(), 20, "the agent to open its port")
+
+    def start_relay(self, corrupt: float = 0.0, seed: int = 1) -> None:
+        self.relay = subprocess.Popen(
+            [sys.executable, str(RELAY), str(self.host_master), str(self.dev_master), "--baud", str(BAUD),
+             "--corrupt", str(corrupt), "--seed", str(seed), "--log", str(self.relay_log)],
+            pass_fds=(self.host_master, self.dev_master), cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        )
+        assert self.relay.stdout.readline() == "ready\n"
+
+    def cut(self) -> None:
+        self.relay.kill()
+        self.relay.wait()
+        self.relay = None
+
+    def flash(self, bundle: Path, **options):
+        options = {"baud": BAUD, "timeout": 1.0, "retries": 4, "progress": False, **options}
+        return flash(bundle, self.host_port, **options)
+
+    def relayed(self, direction: str = "h2d") -> list[tuple[int, int]]:
+        """(frame type, corrupted) for every frame the relay forwarded in `direction`."""
+        if not self.relay_log.exists():
+            return []
+        rows = [line.split() for line in self.relay_log.read_text().splitlines()]
+        return [(int(kind), int(bad)) for lane, kind, _, bad in rows if lane == direction]
+
+    def assert_agent_alive(self) -> None:
+        assert self.agent.poll() is None, f"agent died:\n{self.agent_log.read_text()}"
+
+    def close(self) -> None:
+        if self.relay is not None:
+            self.cut()
+        self.agent.terminate()
+        self.agent.wait(10)
+        for fd in (self.host_master, self.host_slave, self.dev_master, self.dev_slave):
+            os.close(fd)
+
+
+@pytest.fixture
+def rigs(tmp_path):
+    made = []
+
+    def make(**kwargs) -> Rig:
+        made.append(Rig(tmp_path, **kwargs))
+        return made[-1]
+
+    yield make
+    for rig in made:
+        rig.close()
+
+
+def assert_installed(root: Path, bundle: Path, files: dict[str, bytes], name: str) -> Path:
+    current = root / "current"
+    assert current.is_symlink()
+    assert os.readlink(current) == f"versions/{name}-{sha256(bundle)[:12]}"
+    installed = current.resolve()
+    for member, data in files.items():
+        assert (installed / member).read_bytes() == data, member
+    assert os.access(installed / "bin/run", os.X_OK)
+    assert not list((root / ".partial").iterdir()), "the received bundle should not linger after install"
+    return installed
+
+
+def test_multi_megabyte_bundle_arrives_identical_at_line_rate_and_keeps_the_previous_version(rigs, big, small):
+    rig = rigs()
+    rig.start_relay()
+    small_path, small_files = small
+    rig.flash(small_path)
+    big_path, big_files = big
+    result = rig.flash(big_path)
+
+    assert result.sha256 == sha256(big_path) and result.size == big_path.stat().st_size
+    assert result.retries == 0 and result.resumed_from == 0 and result.bytes_sent == result.size
+    assert result.installed == f"versions/bigmodel-{result.sha256[:12]}"
+    assert_installed(rig.dir, big_path, big_files, "bigmodel")
+    previous = rig.dir / "versions" / f"smallmodel-{sha256(small_path)[:12]}"
+    assert (previous / "weights.bin").read_bytes() == small_files["weights.bin"], "previous version must be kept"
+    # Paced at BAUD: never faster than the line, and stop-and-wait loses little to turnarounds.
+    assert 0.6 * LINE_BYTES_PER_SECOND < result.throughput < 1.02 * LINE_BYTES_PER_SECOND, result.throughput
+    print(f"\nthroughput at {BAUD} baud: {result.throughput / 1e3:.1f} kB/s ({result.throughput / LINE_BYTES_PER_SECOND:.0%} of the line)")
+
+
+def test_five_percent_corrupted_frames_arrive_identical_and_retries_are_reported(rigs, big, capsys):
+    rig = rigs()
+    rig.start_relay(corrupt=0.05, seed=3)
+    big_path, big_files = big
+    args = parse_flash_args([str(big_path), "--port", rig.host_port, "--baud", str(BAUD), "--timeout", "0.25", "--no-progress"])
+    args.func(args)
+
+    assert_installed(rig.dir, big_path, big_files, "bigmodel")
+    reported = int(re.search(r"(\d+) retries", capsys.readouterr().out).group(1))
+    damaged = sum(bad for _, bad in rig.relayed("h2d") + rig.relayed("d2h"))
+    forwarded = len(rig.relayed("h2d") + rig.relayed("d2h"))
+    assert 0.02 < damaged / forwarded < 0.09, (damaged, forwarded)
+    assert reported >= sum(bad for _, bad in rig.relayed("h2d")) > 0  # every damaged host frame was sent again
+
+
+def test_cut_link_resumes_from_the_device_offset(rigs, big):
+    rig = rigs()
+    rig.start_relay()
+    big_path, big_files = big
+    size = big_path.stat().st_size
+    partial = rig.dir / ".partial" / f"{sha256(big_path)}.part"
+    failure = []
+
+    def first_session():
+        try:
+            rig.flash(big_path, timeout=0.3, retries=3)  # gives up after about a second of silence
+        except FlashError as err:
+            failure.append(err)
+
+    sender = threading.Thread(target=first_session)
+    sender.start()
+    wait_for(lambda: partial.exists() and partial.stat().st_size > 0.4 * size, 30, "40% of the bundle")
+    rig.cut()
+    sender.join(30)
+    assert failure and "flash again to resume" in str(failure[0])
+    held = partial.stat().st_size
+    assert 0.4 * size < held < size and not (rig.dir / "current").exists()
+
+    rig.start_relay()
+    result = rig.flash(big_path)
+    assert held <= result.resumed_from < size
+    assert result.bytes_sent == size - result.resumed_from < size
+    assert_installed(rig.dir, big_path, big_files, "bigmodel")
+
+
+def test_architecture_mismatch_is_refused_before_any_data(rigs, big):
+    rig = rigs(agent_args=("--arch", "aarch64"))
+    rig.start_relay()
+    with pytest.raises(FlashError, match="device is aarch64 but the bundle is built for x86_64"):
+        rig.flash(big[0])
+    sent = wait_for(lambda: [kind for kind, _ in rig.relayed("h2d")][1:] and rig.relayed("h2d"), 5, "the ABORT")
+    assert [kind for kind, _ in sent] == [FrameType.HELLO, FrameType.ABORT]
+    assert not list((rig.dir / ".partial").iterdir()) and not (rig.dir / "versions").exists()
+    rig.assert_agent_alive()
+
+
+def test_too_little_space_is_refused_before_any_data(rigs, big):
+    rig = rigs(agent_args=("--max-bytes", "3000000"))  # the bundle and its extracted copy need ~4.2 MB
+    rig.start_relay()
+    with pytest.raises(FlashError, match=r"MB free but needs 4\.2 MB"):
+        rig.flash(big[0])
+    sent = wait_for(lambda: [kind for kind, _ in rig.relayed("h2d")][1:] and rig.relayed("h2d"), 5, "the ABORT")
+    assert [kind for kind, _ in sent] == [FrameType.HELLO, FrameType.ABORT]
+    assert not list((rig.dir / ".partial").iterdir())
+
+
+class FdTransport:
+    """The test's raw end of the agent's pty: a hostile host that writes whatever bytes it likes."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def read_some(self) -> bytes:
+        ready, _, _ = select.select([self.fd], [], [], 0.02)
+        return os.read(self.fd, 1 << 16) if ready else b""
+
+    def write(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def close(self) -> None:
+        pass
+
+
+def ask(link: Link, raw: bytes, seq: int):
+    """Write raw bytes; return the agent's answer to `seq` as (type, decoded payload)."""
+    link.transport.write(raw)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        event = link.receive(0.5)
+        if event is not None and not isinstance(event, Damaged) and event.seq == seq:
+            if event.type in (FrameType.ACK, FrameType.NAK):
+                return event.type, OFFSET.unpack(event.payload)[0]
+            return event.type, json.loads(event.payload)
+    raise AssertionError(f"no answer to seq {seq}")
+
+
+def hello(seq: int, sha: str, size: int, arch: str = "x86_64") -> bytes:
+    return encode(FrameType.HELLO, seq, json.dumps({"sha256": sha, "size": size, "name": "x", "arch": arch}).encode())
+
+
+def data(seq: int, offset: int, chunk: bytes) -> bytes:
+    return encode(FrameType.DATA, seq, OFFSET.pack(offset) + chunk)
+
+
+def test_hostile_frames_never_crash_the_agent_and_a_good_transfer_follows(rigs, small):
+    rig = rigs(agent_args=("--max-bytes", "10000000"))
+    link = Link(FdTransport(rig.dev_master))
+    probe = encode(0x77, 1, b"")
+    assert ask(link, os.urandom(30_000) + probe, 1) == (FrameType.ERROR, {"code": "protocol", "message": "frame type 119 is not one a host sends"})
+
+    head = HEADER.pack(MAGIC, 1, FrameType.DATA, 2, MAX_PAYLOAD + 1)
+    assert ask(link, head + CRC.pack(zlib.crc32(head)) + os.urandom(500), 2)[0] == FrameType.NAK
+    bad_crc = bytearray(data(3, 0, b"z" * 1000))
+    bad_crc[500] ^= 0x10
+    assert ask(link, bytes(bad_crc), 3)[0] == FrameType.NAK
+    kind, answer = ask(link, encode(FrameType.HELLO, 4, b"{}", version=9), 4)
+    assert kind == FrameType.ERROR and answer["code"] == "version"
+    assert ask(link, data(5, 0, b"early"), 5)[1]["code"] == "protocol"
+    assert ask(link, encode(FrameType.HELLO, 6, b"\xff not json"), 6)[1]["code"] == "protocol"
+
+    # A frame cut off mid-way, then silence: the agent drops it instead of letting it swallow the next frame.
+    link.transport.write(data(8, 0, b"q" * 4000)[:100])
+    time.sleep(0.5)
+    assert ask(link, encode(0x77, 9, b""), 9)[0] == FrameType.ERROR
+
+    # The agent enforces arch and space itself, even for a host that ignores its INFO.
+    fake = hashlib.sha256(b"not the payload").hexdigest()
+    assert ask(link, hello(10, fake, 1000, arch="riscv64"), 10)[1]["arch"] == "x86_64"
+    assert ask(link, data(11, 0, b"a" * 1000), 11)[1]["code"] == "arch"
+    assert ask(link, hello(12, fake, 9_000_000), 12)[0] == FrameType.INFO
+    assert ask(link, data(13, 0, b"a" * 1000), 13)[1]["code"] == "space"
+    assert not list((rig.dir / ".partial").iterdir())
+
+    # Data past the announced size, then a bad final hash: refused, and nothing is left behind.
+    assert ask(link, hello(14, fake, 1000), 14)[1]["offset"] == 0
+    assert ask(link, data(15, 0, b"b" * 1001), 15)[1]["code"] == "protocol"
+    assert ask(link, encode(FrameType.DATA, 7, b"abc"), 7) == (FrameType.NAK, 0)  # too short to hold an offset
+    assert ask(link, data(16, 0, b"b" * 1000), 16) == (FrameType.ACK, 1000)
+    assert ask(link, data(17, 0, b"b" * 1000), 17) == (FrameType.ACK, 1000)  # a duplicate is acknowledged, not written
+    kind, answer = ask(link, encode(FrameType.END, 18, json.dumps({"sha256": fake}).encode()), 18)
+    assert kind == FrameType.ERROR and answer["code"] == "hash"
+    assert not list((rig.dir / ".partial").iterdir()) and not (rig.dir / "current").exists()
+
+    rig.assert_agent_alive()
+    rig.start_relay()
+    small_path, small_files = small
+    rig.flash(small_path)
+    assert_installed(rig.dir, small_path, small_files, "smallmodel")
+
+
+def test_a_different_bundle_never_resumes_a_stale_partial(rigs, small, tmp_path):
+    rig = rigs()
+    link = Link(FdTransport(rig.dev_master))
+    other = hashlib.sha256(b"other bundle").hexdigest()
+    assert ask(link, hello(1, other, 5000), 1)[0] == FrameType.INFO
+    assert ask(link, data(2, 0, b"c" * 3000), 2) == (FrameType.ACK, 3000)
+    assert ask(link, hello(3, other, 5000), 3)[1]["offset"] == 3000  # same bundle: resumes
+    small_path, small_files = small
+    answer = ask(link, hello(4, sha256(small_path), small_path.stat().st_size), 4)[1]
+    assert answer["offset"] == 0
+    assert [p.name for p in (rig.dir / ".partial").iterdir()] == [f"{sha256(small_path)}.part"]
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"mounting a 1 MB tmpfs needs CAP_SYS_ADMIN ({done.stderr.decode().strip()}); "
+                    "test_too_little_space_is_refused_before_any_data still covers the refusal")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def test_real_disk_full_mid_transfer_removes_the_partial(rigs, small, tmpfs):
+    rig = rigs(device_dir=tmpfs / "device")
+    link = Link(FdTransport(rig.dev_master))
+    small_path, small_files = small
+    blob = small_path.read_bytes()
+    info = ask(link, hello(1, sha256(small_path), len(blob)), 1)[1]
+    assert info["free"] > 2 * len(blob)
+    filler = tmpfs / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(tmpfs).free - 40_000))  # the disk fills up under the agent
+    answers = [ask(link, data(2 + i, at, blob[at : at + 4096]), 2 + i) for i, at in enumerate(range(0, len(blob), 4096))]
+    refusal = next(a for kind, a in answers if kind == FrameType.ERROR)
+    assert refusal["code"] == "space" and "partial file was removed" in refusal["message"]
+    assert not list((rig.dir / ".partial").iterdir())
+
+    filler.unlink()
+    rig.start_relay()
+    rig.flash(small_path)
+    assert_installed(rig.dir, small_path, small_files, "smallmodel")
+
+
+def parse_flash_args(argv: list[str]):
+    parser = ArgumentParser(prog="edgeclip")
+    add_flash_command(parser.add_subparsers(dest="verb"))
+    return parser.parse_args(["flash", *argv])
+
+
+def test_flash_command_over_a_socket_url_to_a_listening_agent(tmp_path, small, capsys):
+    device = tmp_path / "device"
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "edgeclip.flash.agent", "serial", "--listen", "127.0.0.1:0", "--dir", str(device)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+    )
+    try:
+        port = int(agent.stdout.readline().rsplit(":", 1)[1])
+        small_path, small_files = small
+        args = parse_flash_args([str(small_path), "--port", f"socket://127.0.0.1:{port}", "--no-progress"])
+        args.func(args)
+        out = capsys.readouterr().out
+        assert f"device now runs versions/smallmodel-{sha256(small_path)[:12]}" in out and "0 retries" in out
+        assert_installed(device, small_path, small_files, "smallmodel")
+        args.func(args)  # the same bundle again: a fresh connection, reinstalled in place
+        assert_installed(device, small_path, small_files, "smallmodel")
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+
+def test_unreachable_port_is_a_flash_error(small):
+    with pytest.raises(FlashError, match="cannot open socket://127.0.0.1:9"):
+        flash(small[0], "socket://127.0.0.1:9", progress=False)
+
+
+def test_flash_package_and_agent_import_neither_torch_nor_tvm():
+    code = (
+        "import sys, edgeclip.flash, edgeclip.flash.agent, edgeclip.flash.host, edgeclip.flash.cli_command;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'tvm', 'tvm_ffi', 'numpy', 'tqdm'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.strip() == "[]"
