@@ -12,30 +12,26 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from edgeclip.errors import KernelError
+from edgeclip.bundle import runtime_libs
+from edgeclip.errors import BundleError, KernelError
 
 AARCH64_CXX = "aarch64-linux-gnu-g++"
 QEMU_AARCH64 = "qemu-aarch64"
 AARCH64_SYSROOT = Path("/usr/aarch64-linux-gnu")
-TVM_WHEEL = "apache-tvm==0.27.0.post1"
-TVM_FFI_WHEEL = "apache-tvm-ffi==0.1.14.post1"
-# The wheels' shared libraries do not depend on the CPython version; any published tag will do.
-WHEEL_PYTHON = "3.11"
-WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_24_aarch64",
-                   "manylinux2014_aarch64")
+AARCH64_WHEEL_PLATFORM = "manylinux_2_28_aarch64"
 HARNESS_SOURCE = Path(__file__).with_name("crossrun_harness.cc")
+# npy.h is shared with the bundle runner, whose sources live with the bundle code.
+NPY_HEADER_DIR = Path(runtime_libs.__file__).with_name("runner")
 
 
 def cache_dir() -> Path:
     """Where wheels, extracted libraries and the harness binary live (`$EDGECLIP_CACHE`)."""
-    return Path(os.environ.get("EDGECLIP_CACHE", Path.home() / ".cache" / "edgeclip"))
+    return runtime_libs.cache_dir()
 
 
 def missing_tools() -> list[str]:
@@ -47,57 +43,20 @@ def missing_tools() -> list[str]:
     return missing
 
 
-def _download_wheels(dest: Path) -> list[Path]:
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-           "--python-version", WHEEL_PYTHON, "--dest", str(dest)]
-    for platform in WHEEL_PLATFORMS:
-        cmd += ["--platform", platform]
-    cmd += [TVM_WHEEL, TVM_FFI_WHEEL]
-    wheels = sorted(dest.glob("apache_tvm*aarch64*.whl"))
-    if len(wheels) < 2:
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise KernelError(f"could not download the aarch64 TVM wheels ({done.stderr.strip()[-300:]}); "
-                              f"check PyPI access or put {TVM_WHEEL} and {TVM_FFI_WHEEL} aarch64 wheels in {dest}")
-        wheels = sorted(dest.glob("apache_tvm*aarch64*.whl"))
-    return wheels
-
-
 def aarch64_runtime() -> Path:
     """A directory with `lib/` (aarch64 libtvm_runtime.so, libtvm_ffi.so) and `include/` (tvm-ffi
     and dlpack headers), extracted once from the pinned PyPI wheels."""
-    root = cache_dir() / "aarch64-runtime"
-    if (root / "lib" / "libtvm_runtime.so").exists():
-        return root
-    wanted = {"tvm/lib/libtvm_runtime.so": "lib/libtvm_runtime.so",
-              "tvm_ffi/lib/libtvm_ffi.so": "lib/libtvm_ffi.so"}
-    staging = Path(tempfile.mkdtemp(prefix="aarch64-runtime-", dir=cache_dir()))
-    for wheel in _download_wheels(cache_dir() / "wheels"):
-        with zipfile.ZipFile(wheel) as archive:
-            for name in archive.namelist():
-                target = wanted.get(name)
-                if target is None and name.startswith("tvm_ffi/include/") and not name.endswith("/"):
-                    target = "include/" + name.removeprefix("tvm_ffi/include/")
-                if target is not None:
-                    out = staging / target
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_bytes(archive.read(name))
-    if not (staging / "lib" / "libtvm_runtime.so").exists() or not (staging / "lib" / "libtvm_ffi.so").exists():
-        shutil.rmtree(staging)
-        raise KernelError(f"the aarch64 wheels in {cache_dir() / 'wheels'} lack libtvm_runtime.so or "
-                          "libtvm_ffi.so; delete that folder and retry")
     try:
-        staging.rename(root)
-    except OSError:  # another process finished first; its copy is as good as ours
-        shutil.rmtree(staging)
-    return root
+        return runtime_libs.runtime_dir(AARCH64_WHEEL_PLATFORM)
+    except BundleError as err:
+        raise KernelError(str(err)) from err
 
 
 def harness_binary() -> Path:
     """The aarch64 harness executable, rebuilt only when its source changes."""
     runtime = aarch64_runtime()
-    digest = hashlib.sha256(HARNESS_SOURCE.read_bytes()).hexdigest()[:12]
+    sources = HARNESS_SOURCE.read_bytes() + (NPY_HEADER_DIR / "npy.h").read_bytes()
+    digest = hashlib.sha256(sources).hexdigest()[:12]
     binary = cache_dir() / f"crossrun_harness-{digest}"
     if binary.exists():
         return binary
@@ -105,7 +64,7 @@ def harness_binary() -> Path:
     # libtvm_runtime is linked even though the harness calls only tvm-ffi: without it the
     # module's first parallel call crashes (no thread pool behind TVMBackendParallelLaunch).
     cmd = [AARCH64_CXX, "-std=c++17", "-O2", str(HARNESS_SOURCE), "-o", str(partial),
-           f"-I{runtime / 'include'}", f"-L{runtime / 'lib'}",
+           f"-I{runtime / 'include'}", f"-I{NPY_HEADER_DIR}", f"-L{runtime / 'lib'}",
            "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:

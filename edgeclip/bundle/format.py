@@ -36,6 +36,19 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+# ELF e_machine values of the architectures bundles are built for (what `uname -m` prints).
+ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x28: "arm", 0xF3: "riscv64"}
+
+
+def elf_arch(data: bytes) -> str | None:
+    """The architecture of an ELF file's bytes (`uname -m` spelling), or None for non-ELF data."""
+    if len(data) < 20 or data[:4] != b"\x7fELF":
+        return None
+    byteorder = "little" if data[5] == 1 else "big"
+    machine = int.from_bytes(data[18:20], byteorder)
+    return ELF_MACHINES.get(machine, f"elf-machine-{machine:#x}")
+
+
 def write_bundle(path, manifest: dict, files: dict[str, bytes], executables: frozenset[str] = frozenset()) -> Path:
     """Write a bundle atomically. Same inputs give a byte-identical tar (fixed order, times, owners)."""
     for name in files:
@@ -163,6 +176,12 @@ def _verify(path, arch: str | None, staging: Path | None) -> dict:
                     raise BundleError(
                         f"{path}: member {member.name!r} does not match its sha256 (tampered or corrupted); "
                         "copy the bundle again"
+                    )
+                member_arch = elf_arch(data)
+                if member_arch is not None and bundle_arch is not None and member_arch != bundle_arch:
+                    raise BundleError(
+                        f"{path}: member {member.name!r} is {member_arch} code but the bundle says {bundle_arch!r}; "
+                        "the bundle was assembled wrongly, rebuild it"
                     )
                 seen.add(member.name)
                 if staging is not None:
