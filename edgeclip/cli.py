@@ -28,8 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     # TRAINING-WIRE from edgeclip.training.cli_commands import add_training_commands
     # TRAINING-WIRE add_training_commands(verbs)
     from edgeclip.flash.cli_command import add_flash_command
+    from edgeclip.remote.cli_commands import add_remote_commands
 
     add_flash_command(verbs)
+    add_remote_commands(verbs)
     return parser
 
 

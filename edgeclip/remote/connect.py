@@ -87,8 +87,13 @@ class Connection:
         self.close()
 
     def close(self) -> None:
+        """Never raises: closing a connection whose link already died is normal here."""
         if self._sftp is not None:
-            self._sftp.close()
+            try:
+                self._sftp.close()
+            except (OSError, EOFError, paramiko.SSHException):
+                pass
+            self._sftp = None
         self.transport.close()
         for jump in reversed(self._jumps):
             jump.close()
@@ -145,7 +150,7 @@ class Connection:
         return self.run(quote_command(["sh", "-c", script, "edgeclip", *args]), **kwargs)
 
     def lost(self, err: BaseException, doing: str) -> LinkError:
-        return LinkError(f"lost the connection to {self.endpoint} while {doing} ({err or type(err).__name__}); check the link")
+        return LinkError(f"lost the connection to {self.endpoint} while {doing} ({str(err) or type(err).__name__}); check the link")
 
 
 class Session:

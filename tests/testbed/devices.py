@@ -1,0 +1,46 @@
+"""The two kinds of emulated board the tests use, as context managers that always tear down."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+from testbed import netns, rootfs, sshd
+
+_tags = itertools.count()
+
+
+@contextlib.contextmanager
+def loopback_device(workdir: Path, **kwargs) -> Iterator[sshd.Device]:
+    """A native (x86_64) board on 127.0.0.1: fastest, for most tests."""
+    device = sshd.start_device(workdir, **kwargs)
+    try:
+        yield device
+    finally:
+        device.stop()
+
+
+@contextlib.contextmanager
+def arm64_device(workdir: Path, **kwargs) -> Iterator[tuple[sshd.Device, netns.Namespace]]:
+    """An aarch64 board: Debian arm64 userland under qemu-user, chrooted by sshd, in its own
+    network namespace reached over a veth link."""
+    rootfs.ensure_binfmt()
+    root = rootfs.ensure_rootfs()
+    namespace = netns.create(next(_tags))
+    try:
+        device = sshd.start_device(
+            workdir, address=namespace.device_address, port=22, netns=namespace.name, rootfs=root,
+            before_exec=rootfs.arm64_mounts(root), **kwargs,
+        )
+        try:
+            yield device, namespace
+        finally:
+            device.stop()
+    finally:
+        namespace.destroy()
+
+
+def missing_for_arm64() -> str | None:
+    return sshd.missing_capability() or netns.missing_capability() or rootfs.missing_capability()
