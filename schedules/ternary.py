@@ -20,7 +20,9 @@ Kp = K rounded up to 16, Np = N rounded up to tile_n; padded weights are 0.
 PrimFunc parameters (destination passing; the output comes last), in this order:
 
     x      float32[M, K]
-    w_packed  uint8[Np / tile_n, Kp / 4, tile_n]
+    w_packed  uint8[Np / tile_n, Kp / 16, tile_n * 4]
+               (spec.packed=False, int8 mode only: int8 w_int8[Np / tile_n, Kp / 4, tile_n, 4] instead,
+               `unpacked_weights(T, tile_n)`; no "w_unpack" stage)
     w_sum  int32[Np]          only act="int8" with act_offset=128: sum_k T[n, k], compensates
                               the +128 offset of the uint8 activations (u8 x s8 is what VNNI /
                               maddubs multiply; s8 x s8 families (ARM sdot/smull, CUDA dp4a) use
@@ -31,8 +33,10 @@ PrimFunc parameters (destination passing; the output comes last), in this order:
     y      float32[M, N]
 
 Stage (sblock) names a schedule can rely on:
-    act="int8": "x_absmax" (max |x| per row), "x_quant" (uint8 [M, Kp]), "w_unpack",
-                "acc" (int32 [M, Np/tile_n, tile_n], reduce axes ko, ki), "y"
+    act="int8": "x_absmax" (max |x| per row), "x_quant" (uint8 [Mp, Kp]), "w_unpack",
+                "acc" (int32 [Mp, Np/tile_n, tile_n], reduce axes ko, ki), "y"
+                (Mp = M rounded up to `row_block`, 1 by default: padded rows are computed
+                and dropped, so a schedule can block rows without a ragged tail)
     act="fp32": "w_unpack" (laid out [no, ko, ki, ni]: channels contiguous), "acc" (float32,
                 same shape, signs applied by select), "y"
 
@@ -72,6 +76,9 @@ class LinearSpec:
     tile_n: int = 16
     bias: bool = True
     act_offset: int = 128  # 128: uint8 activations (u8 x s8 dot products); 0: int8 (s8 x s8)
+    row_block: int = 1  # int8 mode: pad x_quant / acc rows to a multiple (register blocks of rows)
+    packed: bool = True  # int8 mode, False: weights arrive unpacked (`unpacked_weights`), as a
+    #                      baseline that measures what the 2-bit packing saves in bandwidth
 
     def __post_init__(self):
         if self.scale_kind not in SCALE_KINDS:
@@ -80,12 +87,20 @@ class LinearSpec:
             raise KernelError(f"activation mode {self.act!r} unknown; use one of {ACT_MODES}")
         if self.act_offset not in (0, 128):
             raise KernelError(f"act_offset {self.act_offset} unsupported; use 128 (uint8) or 0 (int8)")
-        if min(self.M, self.K, self.N, self.tile_n) < 1:
+        if min(self.M, self.K, self.N, self.tile_n, self.row_block) < 1:
             raise KernelError(f"linear shape M={self.M} K={self.K} N={self.N} must be positive")
 
     @property
     def Kp(self) -> int:
         return round_up(self.K, K_PACK)
+
+    @property
+    def unpacked_shape(self) -> tuple[int, int, int, int]:
+        return (self.Np // self.tile_n, self.Kp // K_GROUP, self.tile_n, K_GROUP)
+
+    @property
+    def Mp(self) -> int:
+        return round_up(self.M, self.row_block)
 
     @property
     def Np(self) -> int:
@@ -122,6 +137,15 @@ def pack_weights(T: np.ndarray, tile_n: int) -> dict[str, np.ndarray]:
             "w_sum": padded.sum(axis=1, dtype=np.int32)}
 
 
+def unpacked_weights(T: np.ndarray, tile_n: int) -> np.ndarray:
+    """Ternary T int8[N, K] as the int8 tiles the kernel unpacks to ([no, ko, ni, ki], see top)."""
+    n, k = T.shape
+    np_, kp = round_up(n, tile_n), round_up(k, K_PACK)
+    padded = np.zeros((np_, kp), np.int8)
+    padded[:n, :k] = T
+    return np.ascontiguousarray(padded.reshape(np_ // tile_n, tile_n, kp // K_GROUP, K_GROUP).transpose(0, 2, 1, 3))
+
+
 def unpack_code(byte, j):
     """Ternary value of element j in a packed byte, as int8 (8-bit lanes vectorize to one
     shift + mask + subtract per 32 bytes; signed math, never a uint subtraction)."""
@@ -143,7 +167,9 @@ def linear_te(spec: LinearSpec) -> tuple[list[te.Tensor], te.Tensor]:
     w_packed = te.placeholder(spec.packed_shape, "uint8", name="w_packed")
     scale = te.placeholder((spec.scale_len,), "float32", name="scale")
     bias = te.placeholder((spec.N,), "float32", name="bias") if spec.bias else None
-    if spec.act == "int8":  # [no, ko, ni, ki]: the [tile_n, 4] operand of the dot instruction
+    if spec.act == "int8" and not spec.packed:  # the baseline takes the unpacked tiles in w_packed's place
+        w = w_packed = te.placeholder(spec.unpacked_shape, "int8", name="w_int8")
+    elif spec.act == "int8":  # [no, ko, ni, ki]: the [tile_n, 4] operand of the dot instruction
         w = te.compute(
             (n_tiles, k_groups, tn, K_GROUP),
             lambda no, ko, ni, ki: unpack_code(w_packed[no, ko // 4, ni * K_GROUP + ki], ko % 4),
@@ -170,14 +196,17 @@ def linear_te(spec: LinearSpec) -> tuple[list[te.Tensor], te.Tensor]:
             return (q.astype("int32") + spec.act_offset).astype(xq_dtype)
 
         def quantize_padded(m, k):
-            if spec.K == spec.Kp:
+            inside = [cond for cond, pads in ((k < spec.K, spec.K < spec.Kp), (m < spec.M, spec.M < spec.Mp)) if pads]
+            if not inside:
                 return quantize(m, k)
-            pad = tirx.const(spec.act_offset, xq_dtype)
-            return tirx.if_then_else(k < spec.K, quantize(m, tirx.min(k, spec.K - 1)), pad)
+            pad = tirx.const(spec.act_offset, xq_dtype)  # padded k and rows quantize to zero
+            m_in = tirx.min(m, spec.M - 1) if spec.M < spec.Mp else m
+            k_in = tirx.min(k, spec.K - 1) if spec.K < spec.Kp else k
+            return tirx.if_then_else(tirx.all(*inside), quantize(m_in, k_in), pad)
 
-        xq = te.compute((spec.M, spec.Kp), quantize_padded, name="x_quant")
+        xq = te.compute((spec.Mp, spec.Kp), quantize_padded, name="x_quant")
         acc = te.compute(
-            (spec.M, n_tiles, tn),
+            (spec.Mp, n_tiles, tn),
             lambda m, no, ni: te.sum(
                 xq[m, ko * K_GROUP + ki].astype("int32") * w[no, ko, ni, ki].astype("int32"), axis=[ko, ki]
             ),

@@ -1,15 +1,21 @@
-"""Schedule shared by the x86-64 families; `x86_avx512` and `x86_avx2` differ only in the
-16x4 / 8x4 integer dot-product intrinsic, the tile width and the target.
+"""Schedule shared by the x86-64 families; `x86_avx2` and `x86_avx512` differ only in the
+tile width, the target and the body of the register-blocked micro-kernel (`BlockKernel`).
 
-Loop nest of the int8 linear (one N tile of `tile_n` channels per outer iteration):
+Loop nest of the int8 linear:
 
     x_absmax, x_quant            at root, once per call (quantization fused in the PrimFunc)
-    for no in N tiles (parallel when threads > 1):
-        w_unpack[no]             2-bit -> int8 tile, once, reused by every row
-        for mo in row blocks of `rows`:
-            acc (local) = 0
-            for ko: for mi in rows (unrolled): tensorized dot(tile_n x 4)
-            y[rows, tile] = rescale(acc)        (vectorized epilogue)
+    for nt in groups of `vecs` N tiles (parallel when threads > 1):
+        acc[Mp, vecs, tile_n] = 0                       int32, on the stack
+        for kc in chunks of `kgroups` k-groups (4 k each):
+            w_unpack[vecs, kgroups]  2-bit -> int8, once per chunk (L1-sized), reused by every row
+            for rb in row blocks of `rows`:
+                micro-kernel: rows x vecs register accumulators over the chunk, then added to acc
+        y[:, tile] = rescale(acc)                       vectorized epilogue
+
+The micro-kernel is one tensorized block per (rows, vecs, kgroups): each activation broadcast
+feeds `vecs` products and each weight vector `rows` products, and the accumulators stay in
+registers for the whole chunk (AVX2 keeps them in int16, which bounds `kgroups`). M is padded
+to a multiple of `rows` (`LinearSpec.row_block`) so every block is full and predicate-free.
 
 The GEMM is `compute_at` into the tiled output (reverse_compute_at is refused while the
 quantization producers sit at root).
@@ -17,48 +23,124 @@ quantization producers sit at root).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
 from tvm import s_tir, tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-from .ternary import LinearSpec, linear_prim_func
-
-MAX_ROW_BLOCK = 6  # accumulator registers per N tile (rows processed together)
+from .ternary import K_GROUP, LinearSpec, linear_prim_func, round_up
 
 
-def dot_desc(lanes: int):
-    """Semantics of the intrinsic: C[i] += sum_k u8 A[k] * s8 B[i, k] over a lanes x 4 tile."""
+@dataclass(frozen=True)
+class BlockKernel:
+    """What a family plugs into the shared micro-kernel.
+
+    step(acc, x4, w) -> acc: one k-group for one (row, vector): `x4` is the row's 4 activation
+    bytes as an int32, `w` the int8 vector of lanes x 4 weights; `acc` has `acc_dtype`.
+    finish(acc) -> int32 x lanes, added to the int32 accumulator after each chunk.
+    """
+
+    name: str
+    lanes: int  # output channels per vector (= the family's TILE_N)
+    acc_dtype: str  # vector type of the register accumulator, e.g. "int16x16"
+    max_kgroups: int  # k-groups a chunk may hold before the register accumulator could overflow
+    rows: int  # row block (register blocking along M)
+    vecs: int  # N vectors per row block (register blocking along N)
+    step: Callable
+    finish: Callable
+
+
+def _block_desc(rows: int, vecs: int, lanes: int, kgroups: int):
+    """Semantics: C[r, v, i] += sum_{kb, k} u8 A[r, 4 kb + k] * s8 B[v, kb, i, k]."""
 
     @T.prim_func(s_tir=True)
-    def desc(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
-        C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
-    ) -> None:
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa = T.int32()
+        sb = T.int32()
+        sc0 = T.int32()
+        sc1 = T.int32()
+        A = T.match_buffer(a, (rows, kgroups * K_GROUP), "uint8", offset_factor=1, strides=[sa, 1])
+        B = T.match_buffer(b, (vecs, kgroups, lanes, K_GROUP), "int8", offset_factor=1,
+                           strides=[sb, lanes * K_GROUP, K_GROUP, 1])
+        C = T.match_buffer(c, (rows, vecs, lanes), "int32", offset_factor=1, strides=[sc0, sc1, 1], scope="local")
         with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
-            T.writes(C[0:lanes])
-            for i in T.serial(0, lanes):
-                for k in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+            T.reads(C[0:rows, 0:vecs, 0:lanes], A[0:rows, 0:kgroups * K_GROUP], B[0:vecs, 0:kgroups, 0:lanes, 0:K_GROUP])
+            T.writes(C[0:rows, 0:vecs, 0:lanes])
+            for r, v, i, kb, k in T.grid(rows, vecs, lanes, kgroups, K_GROUP):
+                with T.sblock("update"):
+                    # unit loops lose their block iterator when the schedule is blockized
+                    if rows > 1:
+                        vr = T.axis.spatial(rows, r)
+                    else:
+                        vr = T.meta_var(0)
+                    if vecs > 1:
+                        vv = T.axis.spatial(vecs, v)
+                    else:
+                        vv = T.meta_var(0)
+                    vi, vkb, vk = T.axis.remap("SRR", [i, kb, k])
+                    C[vr, vv, vi] = C[vr, vv, vi] + T.Cast("int32", A[vr, vkb * K_GROUP + vk]) * T.Cast(
+                        "int32", B[vv, vkb, vi, vk])
 
     return desc
 
 
-def register_intrin(name: str, lanes: int, impl) -> str:
-    """Register once per process (TensorIntrin.register refuses duplicates)."""
+def _block_impl(kernel: BlockKernel, kgroups: int):
+    rows, vecs, lanes = kernel.rows, kernel.vecs, kernel.lanes
+    acc_lanes = int(kernel.acc_dtype.split("x")[1])
+    w_dtype = f"int8x{lanes * K_GROUP}"
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa = T.int32()
+        sb = T.int32()
+        sc0 = T.int32()
+        sc1 = T.int32()
+        A = T.match_buffer(a, (rows, kgroups * K_GROUP), "uint8", offset_factor=1, strides=[sa, 1])
+        B = T.match_buffer(b, (vecs, kgroups, lanes, K_GROUP), "int8", offset_factor=1,
+                           strides=[sb, lanes * K_GROUP, K_GROUP, 1])
+        C = T.match_buffer(c, (rows, vecs, lanes), "int32", offset_factor=1, strides=[sc0, sc1, 1], scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:rows, 0:vecs, 0:lanes], A[0:rows, 0:kgroups * K_GROUP], B[0:vecs, 0:kgroups, 0:lanes, 0:K_GROUP])
+            T.writes(C[0:rows, 0:vecs, 0:lanes])
+            acc = T.alloc_buffer((rows, vecs, acc_lanes), kernel.acc_dtype.split("x")[0], scope="local")
+            for r in T.unroll(rows):
+                for v in T.unroll(vecs):
+                    acc[r, v, T.ramp(0, 1, acc_lanes)] = T.broadcast(T.Cast(kernel.acc_dtype.split("x")[0], 0), acc_lanes)
+            for kb in T.serial(kgroups):
+                for r in T.unroll(rows):
+                    x4 = T.reinterpret(A.vload([r, kb * K_GROUP], "uint8x4"), dtype="int32")
+                    for v in T.unroll(vecs):
+                        acc[r, v, T.ramp(0, 1, acc_lanes)] = kernel.step(
+                            acc.vload([r, v, 0], kernel.acc_dtype), x4, B.vload([v, kb, 0, 0], w_dtype))
+            for r in T.unroll(rows):
+                for v in T.unroll(vecs):
+                    C[r, v, T.ramp(0, 1, lanes)] = C.vload([r, v, 0], f"int32x{lanes}") + kernel.finish(
+                        acc.vload([r, v, 0], kernel.acc_dtype))
+
+    return impl
+
+
+def block_intrin(kernel: BlockKernel, kgroups: int) -> str:
+    """Register the micro-kernel for one chunk length, once per process."""
+    name = f"{kernel.name}_{kernel.rows}x{kernel.vecs}x{kgroups}"
     try:
         TensorIntrin.get(name)
     except Exception:  # noqa: BLE001 - TVM raises a generic error for unknown names
-        TensorIntrin.register(name, dot_desc(lanes), impl)
+        TensorIntrin.register(name, _block_desc(kernel.rows, kernel.vecs, kernel.lanes, kgroups),
+                              _block_impl(kernel, kgroups))
     return name
 
 
-def row_block(m: int) -> int:
-    """Largest divisor of M up to MAX_ROW_BLOCK: full blocks keep the tensorized body predicate-free."""
-    return max(b for b in range(1, MAX_ROW_BLOCK + 1) if m % b == 0)
+def chunk_kgroups(k_groups: int, limit: int) -> int:
+    """Largest multiple of 4 k-groups (one packed byte row) that divides K and fits `limit`."""
+    return max(c for c in range(4, min(k_groups, limit) + 1, 4) if k_groups % c == 0)
+
+
+def vecs_for(n_tiles: int, preferred: int) -> int:
+    return max(v for v in range(1, preferred + 1) if n_tiles % v == 0)
+
 
 
 def _schedule_quantization(sch: s_tir.Schedule, spec: LinearSpec) -> None:
@@ -74,10 +156,45 @@ def _schedule_quantization(sch: s_tir.Schedule, spec: LinearSpec) -> None:
         sch.vectorize(sch.get_loops(rf)[-1])
 
 
-def schedule_linear(spec: LinearSpec, intrin: str | None, threads: int = 1) -> tirx.PrimFunc:
-    """Schedule the shared TE linear for an x86 family; intrin=None leaves the dot un-tensorized."""
+def schedule_int8(spec: LinearSpec, kernel: BlockKernel, threads: int = 1) -> tirx.PrimFunc:
+    """Register-blocked int8 linear (see the module docstring); spec.row_block = kernel.rows."""
     sch = s_tir.Schedule(linear_prim_func(spec))
-    tn, rows = spec.tile_n, row_block(spec.M)
+    tn = spec.tile_n
+    rows = spec.row_block
+    vecs = vecs_for(spec.Np // tn, kernel.vecs)
+    kgroups = chunk_kgroups(spec.Kp // K_GROUP, kernel.max_kgroups)
+    y = sch.get_sblock("y")
+    m, n = sch.get_loops(y)
+    nt, n_in = sch.split(n, [None, vecs * tn])
+    sch.split(m, [None, rows])  # y's row loop spans Mp, so compute_at gives acc all Mp rows
+    sch.reorder(nt, *sch.get_loops(y)[:2], n_in)
+    acc = sch.get_sblock("acc")
+    sch.compute_at(acc, nt, preserve_unit_loops=True)
+    sch.set_scope(acc, 0, "local")
+    am, ano, ani, ako, aki = sch.get_loops(acc)[-5:]
+    kc, kb = sch.split(ako, [None, kgroups])
+    rb, r = sch.split(am, [None, rows])
+    sch.reorder(kc, rb, r, ano, ani, kb, aki)
+    if spec.packed:
+        unpack = sch.get_sblock("w_unpack")
+        sch.compute_at(unpack, kc, preserve_unit_loops=True)
+        uko, u_ni, u_ki = sch.get_loops(unpack)[-3:]
+        sch.unroll(sch.split(uko, [None, 4])[1])  # one shift amount per unrolled copy
+        sch.vectorize(sch.fuse(u_ni, u_ki))
+    _schedule_quantization(sch, spec)
+    if threads > 1:
+        sch.parallel(nt)
+    sch.vectorize(sch.split(sch.get_loops(y)[-1], [None, tn])[1])
+    init = sch.decompose_reduction(acc, kc)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(r, block_intrin(replace(kernel, rows=rows, vecs=vecs), kgroups))
+    return sch.mod["main"]
+
+
+def schedule_fp32(spec: LinearSpec, threads: int = 1) -> tirx.PrimFunc:
+    """fp32 activations: sign applied by select + add in `tile_n`-wide vectors (no multiply)."""
+    sch = s_tir.Schedule(linear_prim_func(spec))
+    tn, rows = spec.tile_n, max(b for b in range(1, 7) if spec.M % b == 0)
     y = sch.get_sblock("y")
     m, n = sch.get_loops(y)
     yno, yni = sch.split(n, [None, tn])
@@ -88,25 +205,34 @@ def schedule_linear(spec: LinearSpec, intrin: str | None, threads: int = 1) -> t
     sch.compute_at(sch.get_sblock("w_unpack"), yno, preserve_unit_loops=True)
     sch.set_scope(acc, 0, "local")
     am, _, ani, ako, aki = sch.get_loops(acc)[-5:]
-    sch.reorder(ako, am, ani, aki)
-    uko, u1, u2 = sch.get_loops(sch.get_sblock("w_unpack"))[-3:]
-    sch.unroll(sch.split(uko, [None, 4])[1])  # one shift amount per unrolled copy
-    sch.vectorize(sch.fuse(u1, u2) if spec.act == "int8" else u2)
+    uko, _, u_ni = sch.get_loops(sch.get_sblock("w_unpack"))[-3:]
+    sch.unroll(sch.split(uko, [None, 4])[1])
+    sch.vectorize(u_ni)
     if threads > 1:
         sch.parallel(yno)
     sch.vectorize(yni)
-    if spec.act == "int8":
-        _schedule_quantization(sch, spec)
-        sch.unroll(am)
-        init = sch.decompose_reduction(acc, ako)
-        sch.vectorize(sch.get_loops(init)[-1])
-        if intrin is not None:
-            sch.tensorize(ani, intrin)
-    else:
-        sch.reorder(ako, aki, am, ani)
-        sch.unroll(aki)
-        sch.unroll(am)
-        sch.vectorize(ani)
-        sch.decompose_reduction(acc, ako)
+    sch.reorder(ako, aki, am, ani)
+    sch.unroll(aki)
+    sch.unroll(am)
+    sch.vectorize(ani)
+    sch.decompose_reduction(acc, ako)
     return sch.mod["main"]
 
+
+def rows_for(M: int, most: int) -> int:
+    """Row block for M: M itself when small, else the block in [most - 2, most] that pads M
+    least (ties: the larger block, fewer broadcasts per product)."""
+    if M <= most:
+        return M
+    return min(range(most, max(most - 3, 0), -1), key=lambda r: round_up(M, r))
+
+
+def schedule_linear(M, K, N, scale_kind, act, threads, bias, kernel: BlockKernel,
+                    packed: bool = True) -> tirx.PrimFunc:
+    """Entry point of both x86 families: the int8 micro-kernel schedule or the fp32 one.
+    packed=False (int8 only) builds the same kernel reading unpacked int8 weights (baseline)."""
+    if act == "int8":
+        spec = LinearSpec(M, K, N, scale_kind, act, kernel.lanes, bias, row_block=rows_for(M, kernel.rows),
+                          packed=packed)
+        return schedule_int8(spec, kernel, threads)
+    return schedule_fp32(LinearSpec(M, K, N, scale_kind, act, kernel.lanes, bias), threads)

@@ -1,8 +1,8 @@
-"""x86-64 AVX-512 + VNNI family: the 16x4 u8 x s8 -> s32 product is one `vpdpbusd`.
+"""x86-64 AVX-512 + VNNI family: the micro-kernel step is one `vpdpbusd` per k-group and 16
+channels (u8 x s8, 4 products summed into each int32 lane), int32 register accumulators.
 
 TVM 0.27's stock `dot_16x4_vnni` fails LLVM verification (LLVM 22 types the vpdpbusd.512
-operands as <64 x i8>), so this module registers a corrected intrinsic whose accumulator
-lives in local scope (registers after unrolling the row block).
+operands as <64 x i8>), so this module calls the LLVM intrinsic with those types itself.
 """
 
 from __future__ import annotations
@@ -11,30 +11,23 @@ import tvm
 from tvm.script import tirx as T
 
 from . import x86
-from .ternary import LinearSpec
 
 TILE_N = 16
-INTRIN = "edgeclip_dot_16x4_vnni"
+MAX_KGROUPS = 64  # int32 cannot overflow; the bound only keeps a chunk of unpacked weights in L1
+ROWS, VECS = 8, 3  # up to 24 accumulators + 3 weight vectors + 1 broadcast of 32 zmm registers
 
 
-@T.prim_func(s_tir=True)
-def _vnni_impl(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-        a_i8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="int8x64")
-        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-            C.vload([0], dtype="int32x16"),
-            a_i8x64,
-            B.vload([0, 0], dtype="int8x64"),
-            dtype="int32x16",
-        )
+def _dpbusd(acc, x4, w):
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), acc,
+                                   T.reinterpret(T.broadcast(x4, 16), dtype="int8x64"), w, dtype="int32x16")
+
+
+def _identity(acc):
+    return acc
+
+
+KERNEL = x86.BlockKernel("edgeclip_vnni_block", TILE_N, "int32x16", MAX_KGROUPS, ROWS, VECS,
+                         _dpbusd, _identity)
 
 
 def target(threads: int = 1, mcpu: str = "cascadelake") -> tvm.target.Target:
@@ -45,6 +38,4 @@ def target(threads: int = 1, mcpu: str = "cascadelake") -> tvm.target.Target:
 def linear_primfunc(M: int, K: int, N: int, scale_kind: str = "channel", act: str = "int8",
                     threads: int = 1, bias: bool = True):
     """Scheduled PrimFunc of the ternary linear for this family (parameters: see ternary.py)."""
-    spec = LinearSpec(M, K, N, scale_kind, act, TILE_N, bias)
-    intrin = x86.register_intrin(INTRIN, TILE_N, _vnni_impl) if act == "int8" else None
-    return x86.schedule_linear(spec, intrin, threads)
+    return x86.schedule_linear(M, K, N, scale_kind, act, threads, bias, KERNEL)

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 import tvm
-from edgeclip.schedules import reference, x86_avx2, x86_avx512
-from edgeclip.schedules.ternary import embedding_prim_func, pack_embedding, pack_weights
+from edgeclip.schedules import reference, x86, x86_avx2, x86_avx512
+from edgeclip.schedules.ternary import embedding_prim_func, pack_embedding, pack_weights, unpacked_weights
 
 
 def host_has(flag: str) -> bool:
@@ -37,7 +37,9 @@ def run_linear(family, M, K, N, scale_kind, act, seed=0, groups=None):
     return out.numpy(), reference.ternary_linear_ref(x, T, scale_n, bias, act)
 
 
-SHAPES = [(1, 64, 16), (3, 72, 40), (50, 768, 96), (5, 100, 9)]
+# ragged on purpose: M padded to the row block (7, 13), K to 16 and to odd chunk counts (72, 100,
+# 1040 = 5 chunks of 52 k-groups), N to the tile (9, 40) and to an odd tile count (40: no 2-vector block)
+SHAPES = [(1, 64, 16), (3, 72, 40), (50, 768, 96), (5, 100, 9), (7, 1040, 24), (13, 48, 72)]
 CASES = [(shape, scale_kind, act) for shape in SHAPES for scale_kind in ("tensor", "channel")
          for act in ("int8", "fp32")] + [((50, 48, 24), "group", "int8"), ((3, 48, 24), "group", "fp32")]
 
@@ -64,6 +66,39 @@ def test_avx512_vnni_matches_reference(shape, scale_kind, act):
     if not host_has("avx512_vnni"):
         pytest.skip("host CPU lacks avx512_vnni: the AVX-512 VNNI kernel cannot execute here")
     check(x86_avx512, shape, scale_kind, act)
+
+
+def test_int16_accumulation_at_its_bound_is_exact():
+    """Activations all at +absmax (uint8 255) and weights all +1 or all -1: every int16 lane of
+    the AVX2 register accumulator reaches +-64 * 510 = +-32640 before it is widened."""
+    if not host_has("avx2"):
+        pytest.skip("host CPU lacks avx2")
+    M, K, N = 2, 3072, 16
+    x = np.full((M, K), 3.5, np.float32)
+    T = np.repeat(np.array([[1], [-1]], np.int8), N // 2, axis=0) * np.ones((1, K), np.int8)
+    packed = pack_weights(T, x86_avx2.TILE_N)
+    out = tvm.runtime.tensor(np.zeros((M, N), np.float32))
+    args = [x, packed["w_packed"], packed["w_sum"], np.ones(N, np.float32), np.zeros(N, np.float32)]
+    build(x86_avx2, M, K, N, "channel", "int8")["main"](*[tvm.runtime.tensor(a) for a in args], out)
+    np.testing.assert_allclose(out.numpy(), reference.ternary_linear_ref(x, T, np.ones(N), None, "int8"), rtol=1e-6)
+
+
+def test_unpacked_weight_baseline_matches_reference():
+    """The int8-weight build of the same kernel (the bench's bandwidth baseline) is exact too."""
+    if not host_has("avx2"):
+        pytest.skip("host CPU lacks avx2")
+    rng = np.random.default_rng(4)
+    M, K, N = 7, 100, 40
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    T = rng.integers(-1, 2, (N, K)).astype(np.int8)
+    scale, bias = rng.uniform(0.1, 1, N).astype(np.float32), rng.standard_normal(N).astype(np.float32)
+    func = x86.schedule_linear(M, K, N, "channel", "int8", 1, True, x86_avx2.KERNEL, packed=False)
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=x86_avx2.target())
+    out = tvm.runtime.tensor(np.zeros((M, N), np.float32))
+    args = [x, unpacked_weights(T, x86_avx2.TILE_N), pack_weights(T, x86_avx2.TILE_N)["w_sum"], scale, bias]
+    lib["main"](*[tvm.runtime.tensor(a) for a in args], out)
+    want = reference.ternary_linear_ref(x, T, scale, bias, "int8")
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
 def test_multithreaded_matches_single_thread():
@@ -94,6 +129,32 @@ def test_avx2_uses_maddubs_and_no_avx512():
     asm = assembly(x86_avx2, "int8")
     assert "vpmaddubsw" in asm
     assert "zmm" not in asm and "vpdpbusd" not in asm
+
+
+def hot_loop(asm: str, instruction: str) -> list[str]:
+    """Instruction lines of the basic block (from a `.LBB` label to the first jump) with the most
+    `instruction`s."""
+    blocks = [re.split(r"^\s+j\w+\s", block, maxsplit=1, flags=re.M)[0]
+              for block in re.split(r"^\.LBB\w+:", asm, flags=re.M)]
+    best = max(blocks, key=lambda b: len(re.findall(rf"\b{instruction}\b", b)))
+    return [line.strip() for line in best.splitlines() if line.strip() and not line.strip().startswith((".", "#"))]
+
+
+@pytest.mark.parametrize("family,product,accumulate", [(x86_avx2, "vpmaddubsw", "vpaddw"),
+                                                      (x86_avx512, "vpdpbusd", None)])
+def test_inner_loop_is_register_blocked(family, product, accumulate):
+    """The hot loop holds rows x vecs products, each with its own register accumulator (AVX2:
+    `vpaddw`, int16; no `vpmaddwd` widening inside), and no stack traffic (no spills)."""
+    M = 50
+    asm = build(family, M, 768, 96, "channel", "int8").mod.inspect_source("asm")
+    loop = hot_loop(asm, product)
+    ops = [line.split()[0] for line in loop]
+    blocked = x86.rows_for(M, family.ROWS) * family.VECS  # AVX2: 5 x 2, AVX-512: 6 x 3
+    assert ops.count(product) == blocked
+    if accumulate:
+        assert ops.count(accumulate) == blocked
+    assert "vpmaddwd" not in ops
+    assert not any("(%rsp)" in line for line in loop)
 
 
 def reduction_update(func) -> str:
