@@ -25,11 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ternarize(verbs)
     _add_inspect(verbs)
     _add_demo(verbs)
-    # TRAINING-WIRE from edgeclip.training.cli_commands import add_training_commands
-    # TRAINING-WIRE add_training_commands(verbs)
+    from edgeclip.bundle.cli_commands import add_bundle_commands
     from edgeclip.flash.cli_command import add_flash_command
     from edgeclip.remote.cli_commands import add_remote_commands
+    from edgeclip.training.cli_commands import add_training_commands
 
+    add_training_commands(verbs)
+    add_bundle_commands(verbs)
     add_flash_command(verbs)
     add_remote_commands(verbs)
     return parser

@@ -1,0 +1,247 @@
+"""`edgeclip build`: compiled tower modules + target runtime + native runner -> one `.edgeclip` tar.
+
+Two steps, so each can be used (and tested) alone:
+- `write_model_bundle` packs already compiled modules and their reference data for a target;
+- `build_bundle` goes from a checkpoint: reference inputs/outputs from the PyTorch model, tower
+  modules from the lowering (`edgeclip.lower`), then `write_model_bundle`.
+Nothing time- or path-dependent enters the tar, so the same inputs give identical member hashes.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeclip import __version__
+from edgeclip.bundle import native, runtime_libs
+from edgeclip.bundle.format import SUFFIX, write_bundle
+from edgeclip.errors import BundleError
+from edgeclip.targets import Target, load_target
+
+RUNNER = "bin/edgeclip-runner"
+PLAN = "runner.plan"
+VARIANTS = ("ternary", "fp32")
+TOWERS = ("image", "text")
+# The agreement each variant must reach with the PyTorch reference on the bundled input:
+# the ternary modules quantize activations to int8, the fp32 baseline only reorders float sums.
+MIN_COSINE = {"ternary": 0.995, "fp32": 0.999}
+REFERENCE_TEXT = "a photo of a cat"
+
+
+@dataclass(frozen=True)
+class BundleModule:
+    """One compiled tower: a Relax VM executable (`tvm.compile` result) and its entry function.
+    `params` are fixed arguments passed after the tower's inputs (weights kept out of the code)."""
+
+    tower: str
+    variant: str
+    executable: object
+    function: str = "main"
+    params: tuple[np.ndarray, ...] = ()
+
+
+@dataclass(frozen=True)
+class TowerReference:
+    """A fixed input of a tower and the outputs the model must give for it."""
+
+    tower: str
+    inputs: tuple[np.ndarray, ...]
+    outputs: tuple[np.ndarray, ...]
+    extra: dict = field(default_factory=dict)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleModule],
+                       references: list[TowerReference], model_info: dict | None = None,
+                       extra_files: dict[str, bytes] | None = None) -> Path:
+    """Write `out_dir/<name>-<target>.edgeclip` with the modules, runtime, runner and references."""
+    native.require_toolchain(target)
+    _check_modules(modules, references)
+    files = dict(extra_files or {})
+    runtime = runtime_libs.runtime_dir(target.wheel_platform)
+    for lib in runtime_libs.LIBRARIES.values():
+        files[lib] = (runtime / lib).read_bytes()
+    files[RUNNER] = native.runner_binary(target).read_bytes()
+
+    reference_manifest = {}
+    for ref in references:
+        entry = {"inputs": [], "outputs": [], **ref.extra}
+        for kind, arrays in (("input", ref.inputs), ("output", ref.outputs)):
+            for i, array in enumerate(arrays):
+                member = f"reference/{ref.tower}.{kind}{i}.npy"
+                files[member] = npy_bytes(array)
+                entry[kind + "s"].append({"path": member, "shape": list(array.shape), "dtype": str(array.dtype)})
+        reference_manifest[ref.tower] = entry
+
+    module_manifest: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="edgeclip-build-") as tmp:
+        for module in modules:
+            member = f"modules/{module.variant}/{module.tower}.so"
+            so = native.export_module(module.executable, Path(tmp) / f"{module.variant}-{module.tower}.so", target)
+            files[member] = so.read_bytes()
+            params = []
+            for i, param in enumerate(module.params):
+                params.append(f"modules/{module.variant}/{module.tower}.param{i}.npy")
+                files[params[-1]] = npy_bytes(param)
+            module_manifest.setdefault(module.variant, {})[module.tower] = {
+                "path": member, "function": module.function, "params": params,
+            }
+    files[PLAN] = _plan(modules, module_manifest, reference_manifest).encode()
+
+    manifest = {
+        **(model_info or {}),
+        "name": name,
+        "target": target.to_dict(),
+        "runner": RUNNER,
+        "runner_plan": PLAN,
+        "modules": module_manifest,
+        "reference": reference_manifest,
+        "min_cosine": {v: MIN_COSINE[v] for v in module_manifest},
+        "runtime": {"apache-tvm": runtime_libs.TVM_WHEEL, "apache-tvm-ffi": runtime_libs.TVM_FFI_WHEEL},
+        "edgeclip_version": __version__,
+    }
+    return write_bundle(Path(out_dir) / f"{name}-{target.name}{SUFFIX}", manifest, files, frozenset({RUNNER}))
+
+
+def _check_modules(modules: list[BundleModule], references: list[TowerReference]) -> None:
+    if not any(m.variant == "ternary" for m in modules):
+        raise BundleError("a bundle needs at least one ternary module; compile the model first")
+    refs = {r.tower for r in references}
+    for module in modules:
+        if module.variant not in VARIANTS:
+            raise BundleError(f"module variant {module.variant!r} unknown; use one of {VARIANTS}")
+        if module.tower not in refs:
+            raise BundleError(f"tower {module.tower!r} has no reference input/output; pass a TowerReference")
+
+
+def _plan(modules: list[BundleModule], module_manifest: dict, references: dict) -> str:
+    """The runner's plan (format in runner/edgeclip_runner.cc): ternary towers first, then fp32."""
+    lines = ["# edgeclip runner plan 1"]
+    for module in sorted(modules, key=lambda m: (VARIANTS.index(m.variant), m.tower)):
+        entry = module_manifest[module.variant][module.tower]
+        lines.append(f"module {module.variant} {module.tower} {entry['path']} {module.function}")
+        lines += [f"data {item['path']}" for item in references[module.tower]["inputs"]]
+        lines += [f"param {path}" for path in entry["params"]]
+        lines += [f"expected {item['path']}" for item in references[module.tower]["outputs"]]
+    return "\n".join(lines) + "\n"
+
+
+# ---- from a checkpoint -----------------------------------------------------------------------
+
+
+def build_bundle(checkpoint, target_name: str, out_dir, towers=TOWERS, baseline: str | None = None) -> Path:
+    """`edgeclip build`: the checkpoint's towers compiled for the target, with references.
+
+    Ternary modules come from the lowering (`edgeclip.lower.build.compile`, int8 activations);
+    the fp32 baseline is the same tower with its weights folded to float32 constants, compiled
+    by TVM's stock Relax pipeline, i.e. what the model costs without ternary kernels.
+    """
+    from edgeclip.export.model_io import load_model
+
+    target = load_target(target_name)
+    native.require_toolchain(target)  # fail before minutes of compiling
+    if baseline not in (None, "fp32"):
+        raise BundleError(f"baseline {baseline!r} unknown; the only baseline is 'fp32'")
+    try:
+        from edgeclip.lower.build import compile as lower_compile
+        from edgeclip.lower.importer import model_towers
+    except ImportError as err:
+        raise BundleError("this edgeclip cannot compile whole models (edgeclip.lower is missing); "
+                          "write bundles from compiled modules with write_model_bundle") from err
+    model, config = load_model(checkpoint)
+    if config["family"] != "hf-clip":
+        raise BundleError(f"{checkpoint}: bundles are built for CLIP checkpoints (family hf-clip), "
+                          f"not {config['family']!r}")
+    available = model_towers(model, config["family"])
+    unknown = [t for t in towers if t not in available]
+    if unknown:
+        raise BundleError(f"towers {unknown} do not exist; CLIP has {', '.join(available)}")
+    references = [clip_reference(available[t], config["arch"]) for t in towers]
+    compiled = lower_compile(model, target.name, towers=list(towers), act="int8", threads=target.cores)
+    modules = [BundleModule(t, "ternary", compiled.towers[t].executable) for t in towers]
+    if baseline:
+        modules += [BundleModule(t, "fp32", _float_executable(available[t], target)) for t in towers]
+    name = Path(checkpoint).resolve().name
+    extra = {TOKENIZER_MEMBER: _vocab_bytes()} if "text" in towers else None
+    return write_model_bundle(out_dir, name, target, modules, references, clip_model_info(config), extra)
+
+
+def _float_executable(tower, target: Target):
+    """The tower with every weight folded into a float32 constant, compiled without ternary kernels."""
+    import tvm
+    from tvm import relax
+
+    from edgeclip.lower.importer import import_tower
+
+    mod = relax.transform.FoldConstant()(import_tower(tower))
+    return tvm.compile(mod, target=tvm.target.Target(target.tvm_cpu))
+
+
+TOKENIZER_MEMBER = "tokenizer/bpe_simple_vocab_16e6.txt.gz"
+
+
+def _vocab_bytes() -> bytes:
+    from edgeclip.models.tokenizer import default_vocab_path
+
+    return default_vocab_path().read_bytes()
+
+
+def clip_model_info(config: dict) -> dict:
+    """Manifest fields a device app needs to feed the towers: model, tokenizer, preprocessing."""
+    from edgeclip.models.preprocess import CLIP_MEAN, CLIP_STD
+
+    arch = config["arch"]
+    quant = config.get("quant") or {}
+    return {
+        "model": {"family": config["family"], "arch": arch,
+                  "quant": {k: v for k, v in quant.items() if k != "layers"} or None},
+        "tokenizer": {"kind": "clip-bpe", "vocab": TOKENIZER_MEMBER,
+                      "context_length": min(77, arch["text_config"]["max_position_embeddings"]),
+                      "inputs": ["input_ids", "attention_mask"], "dtype": "int64", "padding": 0},
+        "preprocessing": {"image_size": arch["vision_config"]["image_size"],
+                          "resize": "short side, bicubic", "crop": "center", "scale": 1 / 255,
+                          "mean": list(CLIP_MEAN), "std": list(CLIP_STD), "layout": "NCHW float32"},
+    }
+
+
+def text_inputs(text: str, context_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) int64 [1, context_length]: mask covers start .. end token."""
+    from edgeclip.models.tokenizer import ClipTokenizer
+
+    tokenizer = ClipTokenizer()
+    ids = tokenizer(text, context_length=context_length).numpy()
+    mask = np.zeros_like(ids)
+    mask[0, : int(np.argmax(ids[0] == tokenizer.end_id)) + 1] = 1
+    return ids, mask
+
+
+def clip_reference(tower, arch: dict) -> TowerReference:
+    """The fixed input of a CLIP tower (a seeded noise image through the real preprocessing / a
+    fixed prompt through the real tokenizer) and what the PyTorch tower returns for it."""
+    import torch
+    from PIL import Image
+
+    from edgeclip.models.preprocess import preprocess_image
+
+    if tower.name == "image":
+        size = arch["vision_config"]["image_size"]
+        pixels = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+        inputs = (preprocess_image(Image.fromarray(pixels), size=size).numpy()[None],)
+        extra = {"description": "seeded noise image, preprocessed"}
+    elif tower.name == "text":
+        inputs = text_inputs(REFERENCE_TEXT, tower.inputs[0].shape[1])
+        extra = {"text": REFERENCE_TEXT}
+    else:
+        raise BundleError(f"tower {tower.name!r} unknown; CLIP bundles have towers {', '.join(TOWERS)}")
+    with torch.no_grad():
+        output = tower.module(*(torch.from_numpy(x) for x in inputs)).numpy()
+    return TowerReference(tower.name, inputs, (output,), extra)

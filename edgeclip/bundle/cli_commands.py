@@ -1,0 +1,87 @@
+"""The `targets`, `build`, `run` and `verify` verbs; the main CLI calls `add_bundle_commands(verbs)`."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_bundle_commands(subparsers) -> None:
+    p = subparsers.add_parser("targets", help="list the boards bundles can be built for, or show one",
+                              description="Boards come from edgeclip's targets/ and $EDGECLIP_TARGETS_DIR.")
+    p.add_argument("action", nargs="?", choices=["show"], help="`show NAME` prints one board")
+    p.add_argument("name", nargs="?", help="board name for `show`")
+    p.set_defaults(func=run_targets)
+
+    p = subparsers.add_parser("build", help="compile a checkpoint into a self-contained device bundle",
+                              description="Write DIR/<model>-<target>.edgeclip: compiled towers, the target's TVM "
+                                          "runtime libraries, a native runner and reference data.")
+    p.add_argument("--target", required=True, help="board name (see `edgeclip targets`)")
+    p.add_argument("--model", required=True, help="edgeclip checkpoint directory (ternary CLIP)")
+    p.add_argument("--towers", default="image,text", help="comma-separated towers to compile (default image,text)")
+    p.add_argument("--baseline", choices=["fp32"], help="also bundle an fp32 baseline module for comparison")
+    p.add_argument("-o", "--out", required=True, help="output directory")
+    p.set_defaults(func=run_build)
+
+    p = subparsers.add_parser("run", help="run a bundle here: classify an image, embed text, or profile",
+                              description="Without --image/--text, print the runner's JSON profile.")
+    p.add_argument("bundle", help="a .edgeclip bundle")
+    p.add_argument("--image", help="image file to classify (with --labels)")
+    p.add_argument("--labels", help='comma-separated labels, e.g. "a cat,a dog"')
+    p.add_argument("--text", help="text to embed (prints the embedding as JSON)")
+    p.add_argument("--emulate", action="store_true", help="run an aarch64 bundle under qemu-user (checking only)")
+    p.add_argument("--runs", type=int, default=10, help="timed runs when profiling (default 10)")
+    p.add_argument("--module", choices=["ternary", "fp32"], help="profile only this variant")
+    p.set_defaults(func=run_run)
+
+    p = subparsers.add_parser("verify", help="check a bundle's hashes, schema and architecture without running it")
+    p.add_argument("bundle", help="a .edgeclip bundle")
+    p.add_argument("--arch", help="also require this architecture (as `uname -m` prints it)")
+    p.set_defaults(func=run_verify)
+
+
+def run_targets(args) -> None:
+    from edgeclip.errors import TargetError
+    from edgeclip.targets import list_targets, load_target
+
+    if args.action == "show":
+        if not args.name:
+            raise TargetError("`edgeclip targets show` needs a board name; see `edgeclip targets`")
+        target = load_target(args.name)
+        print(json.dumps({**target.to_dict(), "file": str(target.source)}, indent=2))
+        return
+    for target in list_targets():
+        gpu = f" + CUDA {target.cuda_arch}" if target.cuda_arch else ""
+        print(f"{target.name:18} {target.arch:8} {target.kernel_family:12}{gpu:12} {target.description}")
+
+
+def run_build(args) -> None:
+    from edgeclip.bundle.build import build_bundle
+
+    towers = tuple(t.strip() for t in args.towers.split(",") if t.strip())
+    path = build_bundle(args.model, args.target, args.out, towers=towers, baseline=args.baseline)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+def run_run(args) -> None:
+    from edgeclip.bundle import local
+    from edgeclip.errors import BundleError
+
+    if args.image:
+        if not args.labels:
+            raise BundleError("--image needs --labels \"a,b,c\" to classify against")
+        labels = [label.strip() for label in args.labels.split(",") if label.strip()]
+        for label, prob in local.classify(args.bundle, args.image, labels, emulate=args.emulate):
+            print(f"{prob:7.2%}  {label}")
+    elif args.text:
+        print(json.dumps(local.embed_text(args.bundle, args.text, emulate=args.emulate).reshape(-1).tolist()))
+    else:
+        print(json.dumps(local.profile(args.bundle, runs=args.runs, module=args.module, emulate=args.emulate)))
+
+
+def run_verify(args) -> None:
+    from edgeclip.bundle.format import verify_bundle
+
+    manifest = verify_bundle(args.bundle, arch=args.arch)
+    target = manifest.get("target", {})
+    print(f"{args.bundle}: OK ({len(manifest['members'])} members, schema {manifest['schema_version']}, "
+          f"target {target.get('name')} / {target.get('arch')})")

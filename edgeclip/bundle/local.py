@@ -1,0 +1,129 @@
+"""Using a bundle on this machine: verify it, run its native runner (natively for a host bundle,
+under qemu-user with `emulate` for an aarch64 one), classify an image or embed text with it.
+
+Everything goes through the bundle's own runner binary and libraries, exactly as on the device;
+Python only prepares inputs (preprocessing, tokenizer) and reads the outputs back.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from edgeclip.bundle import native
+from edgeclip.bundle.format import verify_bundle
+from edgeclip.errors import BundleError
+
+
+def verify(bundle) -> dict:
+    """Hashes, schema, member safety and binary architecture; nothing is run."""
+    return verify_bundle(bundle)
+
+
+@contextmanager
+def extracted(bundle):
+    """The verified bundle extracted into a temporary folder, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="edgeclip-run-") as tmp:
+        folder = Path(tmp) / "bundle"
+        manifest = verify_bundle(bundle, extract_to=folder)
+        yield folder, manifest
+
+
+def runner_command(folder: Path, manifest: dict, emulate: bool) -> list[str]:
+    """How to start the bundle's runner here: directly, or through qemu-user."""
+    arch = manifest["target"]["arch"]
+    if arch != platform.machine() and not emulate:
+        raise BundleError(f"this bundle is for {arch} but this machine is {platform.machine()}; "
+                          "pass --emulate to run it under qemu-user, or run it on the device")
+    return native.emulator_command(arch) + [str(folder / manifest["runner"])]
+
+
+def run_runner(folder: Path, manifest: dict, args: list[str], emulate: bool = False, timeout_s: float = 600) -> dict:
+    """Run the runner of an extracted bundle with `args`; its one JSON object."""
+    cmd = runner_command(folder, manifest, emulate) + args
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as err:
+        raise BundleError(f"the bundle runner did not finish within {timeout_s:.0f} s") from err
+    if done.returncode != 0:
+        raise BundleError(f"the bundle runner failed (exit {done.returncode}): {done.stderr.strip()[-1500:]}")
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError as err:
+        raise BundleError(f"the bundle runner printed no JSON object: {done.stdout[-500:]!r}") from err
+
+
+def profile(bundle, runs: int = 10, warmup: int = 2, module: str | None = None, emulate: bool = False,
+            threads: int | None = None) -> dict:
+    """Latency, load time, peak RSS and agreement with the reference, as the device reports them."""
+    args = ["--runs", str(runs), "--warmup", str(warmup)]
+    args += ["--module", module] if module else []
+    args += ["--threads", str(threads)] if threads else []
+    with extracted(bundle) as (folder, manifest):
+        return run_runner(folder, manifest, args, emulate)
+
+
+def tower_outputs(bundle, inputs: dict[str, list[tuple[np.ndarray, ...]]], emulate: bool = False,
+                  module: str = "ternary") -> dict[str, list[np.ndarray]]:
+    """The first output of each tower for each of its input tuples (one runner call per tuple)."""
+    results: dict[str, list[np.ndarray]] = {}
+    with extracted(bundle) as (folder, manifest), tempfile.TemporaryDirectory(prefix="edgeclip-io-") as io_dir:
+        for tower, items in inputs.items():
+            if tower not in manifest["modules"].get(module, {}):
+                raise BundleError(f"this bundle has no {module} {tower} tower; rebuild it with --towers {tower}")
+            for i, arrays in enumerate(items):
+                paths = []
+                for j, array in enumerate(arrays):
+                    paths.append(str(Path(io_dir) / f"{tower}-{i}-{j}.npy"))
+                    np.save(paths[-1], np.ascontiguousarray(array))
+                run_runner(folder, manifest, ["--module", module, "--tower", tower, "--runs", "1", "--warmup", "0",
+                                              "--input", f"{tower}={','.join(paths)}", "--save-outputs", io_dir],
+                           emulate)
+                results.setdefault(tower, []).append(np.load(Path(io_dir) / f"{module}-{tower}.npy"))
+    return results
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    rows = rows.reshape(rows.shape[0], -1).astype(np.float64)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def classify(bundle, image_path, labels: list[str], emulate: bool = False) -> list[tuple[str, float]]:
+    """Zero-shot classification: (label, probability) best first, CLIP's softmax over 100·cosine."""
+    from PIL import Image, UnidentifiedImageError
+
+    from edgeclip.models.preprocess import preprocess_image
+
+    manifest = verify_bundle(bundle)
+    size = manifest["preprocessing"]["image_size"]
+    try:
+        image = preprocess_image(Image.open(image_path), size=size).numpy()[None]
+    except (OSError, UnidentifiedImageError) as err:
+        raise BundleError(f"cannot read the image {image_path} ({err})") from err
+    texts = [_text_inputs(manifest, label) for label in labels]
+    out = tower_outputs(bundle, {"image": [(image,)], "text": texts}, emulate)
+    image_embedding = _unit(out["image"][0])
+    text_embeddings = _unit(np.concatenate([t.reshape(1, -1) for t in out["text"]]))
+    logits = 100.0 * (text_embeddings @ image_embedding.T)[:, 0]
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    return sorted(zip(labels, probs.tolist(), strict=True), key=lambda pair: -pair[1])
+
+
+def embed_text(bundle, text: str, emulate: bool = False) -> np.ndarray:
+    manifest = verify_bundle(bundle)
+    return tower_outputs(bundle, {"text": [_text_inputs(manifest, text)]}, emulate)["text"][0]
+
+
+def _text_inputs(manifest: dict, text: str) -> tuple[np.ndarray, ...]:
+    """Token ids (and the attention mask, when the text tower takes one) as the bundle expects."""
+    from edgeclip.bundle.build import text_inputs
+
+    ids, mask = text_inputs(text, manifest["tokenizer"]["context_length"])
+    return (ids, mask)[: len(manifest["reference"]["text"]["inputs"])]

@@ -1,0 +1,213 @@
+"""Boards as TOML data: find, parse and validate them.
+
+Shipped boards live beside this file; users add (or override) boards by dropping `NAME.toml`
+files into the folder named by `$EDGECLIP_TARGETS_DIR`. Every validation error names the file,
+the field and the problem, because a board file is hand-written and typos are the common case.
+`auto` values (the `x86-64` host target) are resolved from this machine at load time.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomllib
+
+from edgeclip.errors import TargetError
+
+SHIPPED_DIR = Path(__file__).parent
+USER_DIR_ENV = "EDGECLIP_TARGETS_DIR"
+KERNEL_FAMILIES = ("arm_neon", "arm_dotprod", "x86_avx2", "x86_avx512")
+ARCHES = {"aarch64": "aarch64-linux-gnu", "x86_64": "x86_64-linux-gnu"}
+AUTO = "auto"
+
+_TOP_FIELDS = {
+    "name": str, "description": str, "arch": str, "cores": (int, str), "memory_mb": (int, str),
+    "kernel_family": str, "wheel_platform": str, "cuda_arch": str, "cross": dict, "tvm": dict,
+}
+_REQUIRED = ("name", "arch", "cores", "memory_mb", "kernel_family", "wheel_platform", "cross", "tvm")
+_CROSS_FIELDS = {"compiler": str, "debian_package": str}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One board. `tvm_cpu` / `tvm_gpu` are TVM 0.27 target dicts (the GPU one carries its host)."""
+
+    name: str
+    description: str
+    arch: str  # what `uname -m` prints on the board
+    cores: int
+    memory_mb: int
+    kernel_family: str  # a module of edgeclip.schedules
+    wheel_platform: str  # pip --platform tag of the board's TVM runtime wheels
+    cross_compiler: str
+    cross_package: str  # the Debian package that provides cross_compiler
+    tvm_cpu: dict
+    tvm_gpu: dict | None = None
+    cuda_arch: str | None = None
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def is_host_arch(self) -> bool:
+        return self.arch == platform.machine()
+
+    def to_dict(self) -> dict:
+        """Plain data for manifests and `edgeclip targets show` (no host-specific paths)."""
+        return {
+            "name": self.name, "description": self.description, "arch": self.arch, "cores": self.cores,
+            "memory_mb": self.memory_mb, "kernel_family": self.kernel_family,
+            "wheel_platform": self.wheel_platform, "cuda_arch": self.cuda_arch,
+            "cross": {"compiler": self.cross_compiler, "debian_package": self.cross_package},
+            "tvm": {"cpu": self.tvm_cpu, **({"gpu": self.tvm_gpu} if self.tvm_gpu else {})},
+        }
+
+
+def target_files() -> dict[str, Path]:
+    """Every known board name and its file; a user file overrides a shipped one of the same name."""
+    found = {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.toml"))}
+    user_dir = os.environ.get(USER_DIR_ENV)
+    if user_dir:
+        if not Path(user_dir).is_dir():
+            raise TargetError(f"${USER_DIR_ENV}={user_dir} is not a directory; point it at a folder of board TOMLs")
+        found.update({p.stem: p for p in sorted(Path(user_dir).glob("*.toml"))})
+    return found
+
+
+def load_target(name: str) -> Target:
+    """The board called `name` (shipped or user), validated and with `auto` values resolved."""
+    files = target_files()
+    if name not in files:
+        raise TargetError(
+            f"unknown target {name!r}; known: {', '.join(sorted(files))} "
+            f"(add a board by putting {name}.toml into ${USER_DIR_ENV})"
+        )
+    return load_target_file(files[name])
+
+
+def list_targets() -> list[Target]:
+    return [load_target_file(path) for path in target_files().values()]
+
+
+def load_target_file(path) -> Target:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise TargetError(f"{path}: not valid TOML ({err}); fix the syntax") from err
+    except OSError as err:
+        raise TargetError(f"{path}: cannot read the board file ({err})") from err
+    return _parse(data, path)
+
+
+def _fail(path: Path, field_name: str, problem: str) -> TargetError:
+    return TargetError(f"{path}: field `{field_name}` {problem}")
+
+
+def _check_fields(table: dict, spec: dict, prefix: str, path: Path) -> None:
+    for key, value in table.items():
+        if key not in spec:
+            raise _fail(path, prefix + key, f"is not a known field (known: {', '.join(sorted(spec))})")
+        if not isinstance(value, spec[key]) or isinstance(value, bool):
+            raise _fail(path, prefix + key, f"has the wrong type {type(value).__name__}")
+
+
+def _parse(data: dict, path: Path) -> Target:
+    _check_fields(data, _TOP_FIELDS, "", path)
+    for key in _REQUIRED:
+        if key not in data:
+            raise _fail(path, key, "is missing")
+    if data["name"] != path.stem:
+        raise _fail(path, "name", f"is {data['name']!r} but must equal the file name {path.stem!r}")
+    arch = data["arch"]
+    if arch not in ARCHES:
+        raise _fail(path, "arch", f"is {arch!r}; supported: {', '.join(ARCHES)}")
+    cross = data["cross"]
+    _check_fields(cross, _CROSS_FIELDS, "cross.", path)
+    for key in ("compiler", "debian_package"):
+        if key not in cross:
+            raise _fail(path, f"cross.{key}", "is missing")
+    tvm_cpu, tvm_gpu = _tvm_tables(data["tvm"], arch, path)
+    cores = _count(data["cores"], "cores", path, lambda: os.cpu_count() or 1, arch)
+    memory = _count(data["memory_mb"], "memory_mb", path, _host_memory_mb, arch)
+    family = data["kernel_family"]
+    if family == AUTO or tvm_cpu.get("mcpu") == AUTO:
+        _require_host(arch, "kernel_family", path)
+        detected_family, detected_mcpu = pick_x86_family(cpu_flags())
+        family = detected_family if family == AUTO else family
+        if tvm_cpu.get("mcpu") == AUTO:
+            tvm_cpu["mcpu"] = detected_mcpu
+    if family not in KERNEL_FAMILIES:
+        raise _fail(path, "kernel_family", f"is {family!r}; known: {', '.join(KERNEL_FAMILIES)} or 'auto'")
+    tvm_cpu.setdefault("num-cores", cores)
+    if tvm_gpu is not None:
+        tvm_gpu["host"] = dict(tvm_cpu)
+    cuda_arch = data.get("cuda_arch")
+    if (tvm_gpu is None) != (cuda_arch is None) or (tvm_gpu and tvm_gpu.get("arch") != cuda_arch):
+        raise _fail(path, "cuda_arch", "must be given exactly when [tvm.gpu] is, and equal its `arch`")
+    return Target(
+        name=data["name"], description=data.get("description", data["name"]), arch=arch, cores=cores,
+        memory_mb=memory, kernel_family=family, wheel_platform=data["wheel_platform"],
+        cross_compiler=cross["compiler"], cross_package=cross["debian_package"], tvm_cpu=tvm_cpu,
+        tvm_gpu=tvm_gpu, cuda_arch=cuda_arch, source=path,
+    )
+
+
+def _tvm_tables(tvm: dict, arch: str, path: Path) -> tuple[dict, dict | None]:
+    unknown = set(tvm) - {"cpu", "gpu"}
+    if unknown:
+        raise _fail(path, f"tvm.{sorted(unknown)[0]}", "is not a known table (use [tvm.cpu] and [tvm.gpu])")
+    cpu = tvm.get("cpu")
+    if not isinstance(cpu, dict):
+        raise _fail(path, "tvm.cpu", "is missing (a TVM target table with kind = \"llvm\")")
+    if cpu.get("kind") != "llvm":
+        raise _fail(path, "tvm.cpu.kind", f"is {cpu.get('kind')!r}; the CPU target must be \"llvm\"")
+    if cpu.get("mtriple") != ARCHES[arch]:
+        raise _fail(path, "tvm.cpu.mtriple", f"is {cpu.get('mtriple')!r}; arch {arch} needs {ARCHES[arch]!r}")
+    gpu = tvm.get("gpu")
+    if gpu is not None and (not isinstance(gpu, dict) or gpu.get("kind") != "cuda" or "arch" not in gpu):
+        raise _fail(path, "tvm.gpu", "must be a table with kind = \"cuda\" and an `arch` such as \"sm_87\"")
+    return dict(cpu), None if gpu is None else dict(gpu)
+
+
+def _count(value, name: str, path: Path, detect, arch: str) -> int:
+    if value == AUTO:
+        _require_host(arch, name, path)
+        return detect()
+    if isinstance(value, str) or value <= 0:
+        raise _fail(path, name, f"is {value!r}; give a positive integer or \"auto\" (host targets only)")
+    return value
+
+
+def _require_host(arch: str, name: str, path: Path) -> None:
+    if arch != platform.machine():
+        raise _fail(path, name, f"is \"auto\" but this host is {platform.machine()}, not {arch}; "
+                                "write the board's value instead")
+
+
+def _host_memory_mb() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The x86 feature flags of the first CPU in /proc/cpuinfo."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError as err:
+        raise TargetError(f"cannot read {cpuinfo} to detect the CPU ({err}); use a target with fixed values") from err
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return set(value.split())
+    raise TargetError(f"{cpuinfo} has no `flags` line; use a target with a fixed kernel_family and mcpu")
+
+
+def pick_x86_family(flags: set[str]) -> tuple[str, str]:
+    """(kernel family, LLVM mcpu) for x86 feature flags: VNNI needs AVX-512 + avx512_vnni."""
+    if {"avx512f", "avx512bw", "avx512_vnni"} <= flags:
+        return "x86_avx512", "cascadelake"
+    if "avx2" in flags:
+        # AVX-512 without VNNI gains nothing over the AVX2 maddubs kernel; haswell keeps it portable.
+        return "x86_avx2", "haswell"
+    raise TargetError("this x86 CPU has no AVX2; the ternary kernels need at least AVX2 (Haswell or newer)")

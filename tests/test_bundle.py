@@ -1,0 +1,353 @@
+"""Device bundles: built from real compiled TVM modules for rpi4 (aarch64, run under qemu-user)
+and for this host, with the real cross-compiled native runner and the wheels' runtime libraries.
+
+The towers here are a small two-tower model (patch conv image tower, embedding-bag text tower)
+written in PyTorch and compiled with TVM's stock Relax pipeline, because the whole-CLIP lowering
+lives in edgeclip.lower; `test_tiny_clip_rpi4_bundle_*` covers that path once it exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import platform
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from edgeclip.targets import load_target
+from torch import nn
+
+from edgeclip.bundle import local
+from edgeclip.bundle.build import BundleModule, TowerReference, write_model_bundle
+from edgeclip.bundle.format import MANIFEST, elf_arch, read_manifest, verify_bundle, write_bundle
+from edgeclip.errors import BundleError
+
+IMAGE, CONTEXT, DIM = 16, 8, 12
+HOST = "x86-64"
+needs_qemu = pytest.mark.skipif(shutil.which("qemu-aarch64") is None or shutil.which("aarch64-linux-gnu-g++") is None,
+                                reason="emulating rpi4 needs qemu-aarch64 and aarch64-linux-gnu-g++ "
+                                       "(apt: qemu-user g++-aarch64-linux-gnu)")
+needs_x86_host = pytest.mark.skipif(platform.machine() != "x86_64", reason="the host bundle is built for x86-64")
+
+
+class ImageTower(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, kernel_size=4, stride=4)
+        self.proj = nn.Linear(8, DIM)
+
+    def forward(self, pixels):
+        return self.proj(torch.relu(self.patch(pixels)).mean(dim=(2, 3)))
+
+
+class TextTower(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(49408, 8)  # the CLIP BPE vocabulary, so real token ids fit
+        self.proj = nn.Linear(8, DIM)
+
+    def forward(self, ids):
+        return self.proj(self.embed(ids).mean(dim=1))
+
+
+def _towers():
+    torch.manual_seed(0)
+    return {"image": ImageTower().eval(), "text": TextTower().eval()}
+
+
+def _reference_inputs():
+    rng = np.random.default_rng(1)
+    return {"image": rng.standard_normal((1, 3, IMAGE, IMAGE)).astype(np.float32),
+            "text": rng.integers(0, 49408, (1, CONTEXT)).astype(np.int64)}
+
+
+def _compile(model, example, target):
+    import tvm
+    from tvm.relax.frontend.torch import from_exported_program
+
+    program = torch.export.export(model, (torch.from_numpy(example),))
+    return tvm.compile(from_exported_program(program, keep_params_as_input=False), target=tvm.target.Target(target.tvm_cpu))
+
+
+def _build(out_dir, target_name, variants=("ternary",)):
+    target = load_target(target_name)
+    towers, inputs = _towers(), _reference_inputs()
+    executables = {tower: _compile(model, inputs[tower], target) for tower, model in towers.items()}
+    modules = [BundleModule(tower, variant, executables[tower]) for variant in variants for tower in towers]
+    with torch.no_grad():
+        refs = [TowerReference(t, (inputs[t],), (towers[t](torch.from_numpy(inputs[t])).numpy(),)) for t in towers]
+    info = {"tokenizer": {"kind": "clip-bpe", "context_length": CONTEXT, "dtype": "int64"},
+            "preprocessing": {"image_size": IMAGE}}
+    return write_model_bundle(out_dir, "toy", target, modules, refs, info)
+
+
+@pytest.fixture(scope="module")
+def rpi4_bundle(tmp_path_factory):
+    return _build(tmp_path_factory.mktemp("rpi4"), "rpi4", variants=("ternary", "fp32"))
+
+
+@pytest.fixture(scope="module")
+def host_bundle(tmp_path_factory):
+    return _build(tmp_path_factory.mktemp("host"), HOST)
+
+
+def _members(path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+# ---- building ---------------------------------------------------------------------------------
+
+
+@needs_qemu
+def test_rpi4_bundle_is_self_contained_aarch64(rpi4_bundle):
+    assert rpi4_bundle.name == "toy-rpi4.edgeclip"
+    members = _members(rpi4_bundle)
+    manifest = json.loads(members[MANIFEST])
+    assert manifest["runner"] == "bin/edgeclip-runner" and manifest["target"]["arch"] == "aarch64"
+    assert set(manifest["modules"]) == {"ternary", "fp32"} and manifest["min_cosine"]["ternary"] == 0.995
+    binaries = {name for name, data in members.items() if data[:4] == b"\x7fELF"}
+    assert {"bin/edgeclip-runner", "lib/libtvm_runtime.so", "lib/libtvm_ffi.so",
+            "modules/ternary/image.so", "modules/fp32/text.so"} <= binaries
+    assert {elf_arch(members[name]) for name in binaries} == {"aarch64"}
+    assert manifest["members"]["bin/edgeclip-runner"]["executable"] is True
+
+
+@needs_qemu
+def test_same_inputs_give_identical_member_hashes(rpi4_bundle, tmp_path):
+    again = _build(tmp_path, "rpi4", variants=("ternary", "fp32"))
+    first, second = read_manifest(rpi4_bundle)["members"], read_manifest(again)["members"]
+    assert {n: m["sha256"] for n, m in first.items()} == {n: m["sha256"] for n, m in second.items()}
+    assert hashlib.sha256(rpi4_bundle.read_bytes()).digest() == hashlib.sha256(again.read_bytes()).digest()
+
+
+def test_missing_cross_compiler_names_the_debian_package(tmp_path, monkeypatch):
+    board = load_target("rpi4").source.read_text()
+    board = board.replace('name = "rpi4"', 'name = "odd-board"').replace(
+        'compiler = "aarch64-linux-gnu-g++"', 'compiler = "edgeclip-no-such-g++"').replace(
+        'debian_package = "g++-aarch64-linux-gnu"', 'debian_package = "g++-odd-linux-gnu"')
+    (tmp_path / "odd-board.toml").write_text(board)
+    monkeypatch.setenv("EDGECLIP_TARGETS_DIR", str(tmp_path))
+    ref = TowerReference("image", (np.zeros(1, np.float32),), (np.zeros(1, np.float32),))
+    with pytest.raises(BundleError, match=r"edgeclip-no-such-g\+\+.*apt-get install g\+\+-odd-linux-gnu"):
+        write_model_bundle(tmp_path, "toy", load_target("odd-board"), [BundleModule("image", "ternary", None)], [ref])
+
+
+# ---- running ----------------------------------------------------------------------------------
+
+
+@needs_qemu
+def test_rpi4_runner_under_qemu_reproduces_reference(rpi4_bundle):
+    report = local.profile(rpi4_bundle, runs=3, warmup=1, emulate=True)
+    assert report["module"] == "ternary" and report["cosine_to_reference"] >= 0.999
+    assert set(report["latency_ms"]) >= {"p50", "p90", "p99"} and report["peak_rss_kb"] > 0 and report["load_ms"] > 0
+    assert set(report["towers"]) == {"image", "text"}
+    baseline = report["baseline"]
+    assert baseline["module"] == "fp32" and baseline["cosine_to_reference"] >= 0.999
+    only_fp32 = local.profile(rpi4_bundle, runs=1, warmup=0, module="fp32", emulate=True)
+    assert only_fp32["module"] == "fp32" and "baseline" not in only_fp32
+
+
+@needs_qemu
+def test_aarch64_bundle_needs_emulate_here(rpi4_bundle):
+    if platform.machine() == "aarch64":
+        pytest.skip("on an aarch64 host the rpi4 bundle runs natively")
+    with pytest.raises(BundleError, match="--emulate"):
+        local.profile(rpi4_bundle, runs=1)
+
+
+@needs_x86_host
+def test_host_bundle_runs_natively_and_takes_npy_inputs(host_bundle):
+    report = local.profile(host_bundle, runs=5, warmup=1)
+    assert report["cosine_to_reference"] >= 0.999 and report["latency_ms"]["p99"] >= report["latency_ms"]["p50"]
+    ids = np.arange(CONTEXT, dtype=np.int64)[None] * 7
+    out = local.tower_outputs(host_bundle, {"text": [(ids,)]})["text"][0]
+    with torch.no_grad():
+        expected = _towers()["text"](torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+@needs_x86_host
+def test_run_verb_classifies_an_image_with_the_host_bundle(host_bundle, tmp_path, capsys):
+    from PIL import Image
+
+    from edgeclip.bundle.cli_commands import add_bundle_commands
+
+    image = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(image)
+    ranked = local.classify(host_bundle, image, ["a cat", "a dog", "a car"])
+    assert sorted(label for label, _ in ranked) == ["a car", "a cat", "a dog"]
+    assert abs(sum(p for _, p in ranked) - 1) < 1e-6 and ranked[0][1] >= ranked[-1][1]
+
+    parser = __import__("argparse").ArgumentParser()
+    add_bundle_commands(parser.add_subparsers(dest="verb"))
+    args = parser.parse_args(["run", str(host_bundle), "--image", str(image), "--labels", "a cat,a dog,a car"])
+    args.func(args)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(maxsplit=1)[1] for line in printed] == [label for label, _ in ranked]
+    args = parser.parse_args(["verify", str(host_bundle), "--arch", "x86_64"])
+    args.func(args)
+    assert "OK" in capsys.readouterr().out
+
+
+# ---- tampering --------------------------------------------------------------------------------
+
+
+def _retar(path, out, edit):
+    """Copy a bundle's members into a new tar, letting `edit(name, info, data)` change or add them."""
+    with tarfile.open(path) as src, tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()
+            for info, payload in edit(member, data):
+                dst.addfile(info, None if payload is None else io.BytesIO(payload))
+    return out
+
+
+def _keep(member, data):
+    return [(member, data)]
+
+
+@needs_qemu
+def test_intact_bundle_verifies_and_extracts(rpi4_bundle, tmp_path):
+    manifest = verify_bundle(rpi4_bundle, arch="aarch64", extract_to=tmp_path / "x")
+    assert (tmp_path / "x" / manifest["runner"]).stat().st_mode & 0o111
+
+
+@needs_qemu
+def test_changed_byte_is_refused(rpi4_bundle, tmp_path):
+    def flip(member, data):
+        if member.name == "modules/ternary/image.so":
+            data = data[:1000] + bytes([data[1000] ^ 1]) + data[1001:]
+        return [(member, data)]
+
+    with pytest.raises(BundleError, match=r"modules/ternary/image.so.*sha256"):
+        verify_bundle(_retar(rpi4_bundle, tmp_path / "b.edgeclip", flip))
+
+
+@needs_qemu
+def test_truncated_tar_is_refused(rpi4_bundle, tmp_path):
+    cut = tmp_path / "cut.edgeclip"
+    cut.write_bytes(rpi4_bundle.read_bytes()[: rpi4_bundle.stat().st_size // 2])
+    with pytest.raises(BundleError, match="truncated|damaged"):
+        verify_bundle(cut)
+
+
+@needs_qemu
+@pytest.mark.parametrize("name,kind", [("../escape.txt", "file"), ("/etc/evil", "file"),
+                                       ("lib/evil.so", "symlink")])
+def test_member_escaping_the_folder_is_refused(rpi4_bundle, tmp_path, name, kind):
+    def add_evil(member, data):
+        out = [(member, data)]
+        if member.name == MANIFEST:
+            info = tarfile.TarInfo(name)
+            if kind == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                out.append((info, None))
+            else:
+                info.size = 4
+                out.append((info, b"evil"))
+        return out
+
+    bad = _retar(rpi4_bundle, tmp_path / "bad.edgeclip", add_evil)
+    with pytest.raises(BundleError, match="escapes the bundle folder|is a symlink"):
+        verify_bundle(bad, extract_to=tmp_path / "x")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "escape.txt").exists()
+
+
+@needs_qemu
+def test_wrong_schema_version_is_refused(rpi4_bundle, tmp_path):
+    def bump(member, data):
+        if member.name == MANIFEST:
+            manifest = json.loads(data)
+            manifest["schema_version"] = 99
+            data = json.dumps(manifest).encode()
+            member.size = len(data)
+        return [(member, data)]
+
+    with pytest.raises(BundleError, match="schema version 99 is not supported"):
+        verify_bundle(_retar(rpi4_bundle, tmp_path / "v99.edgeclip", bump))
+
+
+@needs_qemu
+@needs_x86_host
+def test_bundle_for_another_architecture_is_refused(rpi4_bundle, host_bundle, tmp_path):
+    with pytest.raises(BundleError, match="built for 'aarch64' but this device is 'x86_64'"):
+        verify_bundle(rpi4_bundle, arch="x86_64")
+    # A manifest that claims aarch64 while carrying an x86-64 runner (hashes consistent) is refused too.
+    members = _members(rpi4_bundle)
+    manifest = json.loads(members.pop(MANIFEST))
+    members["bin/edgeclip-runner"] = _members(host_bundle)["bin/edgeclip-runner"]
+    mixed = write_bundle(tmp_path / "mixed.edgeclip", {k: v for k, v in manifest.items() if k != "members"},
+                         members, frozenset({"bin/edgeclip-runner"}))
+    with pytest.raises(BundleError, match="bin/edgeclip-runner.*x86_64 code but the bundle says 'aarch64'"):
+        verify_bundle(mixed)
+
+
+# ---- the whole model ----------------------------------------------------------------------------
+
+
+def _lowering_gap(target_name: str) -> str | None:
+    """Why edgeclip.lower cannot compile a CLIP for `target_name` yet, or None when it can."""
+    if importlib.util.find_spec("edgeclip.lower.build") is None:
+        return "needs whole-model lowering (edgeclip.lower.build.compile), not in this edgeclip yet"
+    from edgeclip.errors import TargetError
+    from edgeclip.lower.target import resolve_target
+
+    try:
+        resolve_target(target_name)
+    except TargetError as err:
+        return f"edgeclip.lower cannot compile for {target_name} yet: {err}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_checkpoint(tmp_path_factory):
+    from edgeclip.models.tiny import make_tiny_clip_dir
+    from edgeclip.pipeline import ternarize_source
+    from edgeclip.quant import TernaryConfig
+
+    root = tmp_path_factory.mktemp("tiny-clip")
+    teacher = make_tiny_clip_dir(root / "teacher")
+    return ternarize_source(str(teacher), TernaryConfig(policy="q-all"), root / "tiny-q")[1]
+
+
+def _check_tiny_clip_bundle(bundle, arch: str, emulate: bool) -> None:
+    binaries = [data for data in _members(bundle).values() if data[:4] == b"\x7fELF"]
+    assert len(binaries) == 3 + 4 and {elf_arch(data) for data in binaries} == {arch}  # runner, 2 libs, 4 towers
+    report = local.profile(bundle, runs=2, warmup=1, emulate=emulate)
+    assert set(report["towers"]) == {"image", "text"}
+    assert report["cosine_to_reference"] >= 0.995  # int8 activations
+    assert report["baseline"]["cosine_to_reference"] >= 0.999  # fp32
+
+
+@pytest.mark.slow
+@needs_x86_host
+@pytest.mark.skipif(bool(_lowering_gap(HOST)), reason=str(_lowering_gap(HOST)))
+def test_tiny_clip_host_bundle_reproduces_reference_and_classifies(tiny_clip_checkpoint, tmp_path):
+    from PIL import Image
+
+    from edgeclip.bundle.build import build_bundle
+
+    bundle = build_bundle(tiny_clip_checkpoint, HOST, tmp_path, baseline="fp32")
+    assert bundle.name == "tiny-q-x86-64.edgeclip"
+    _check_tiny_clip_bundle(bundle, "x86_64", emulate=False)
+    image = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(image)
+    ranked = local.classify(bundle, image, ["a cat", "a dog"])
+    assert {label for label, _ in ranked} == {"a cat", "a dog"} and abs(sum(p for _, p in ranked) - 1) < 1e-6
+    assert local.embed_text(bundle, "a cat").shape == (1, 32)
+
+
+@pytest.mark.slow
+@needs_qemu
+@pytest.mark.skipif(bool(_lowering_gap("rpi4")), reason=str(_lowering_gap("rpi4")))
+def test_tiny_clip_rpi4_bundle_reproduces_reference_under_qemu(tiny_clip_checkpoint, tmp_path):
+    from edgeclip.bundle.build import build_bundle
+
+    bundle = build_bundle(tiny_clip_checkpoint, "rpi4", tmp_path, baseline="fp32")
+    _check_tiny_clip_bundle(bundle, "aarch64", emulate=True)

@@ -1,0 +1,150 @@
+"""Board TOMLs: the shipped boards say what the hardware is, user boards plug in through
+$EDGECLIP_TARGETS_DIR, and malformed files are refused naming the file, the field and the problem."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+
+import pytest
+from edgeclip.targets import list_targets, load_target, load_target_file
+from edgeclip.targets.loader import SHIPPED_DIR, cpu_flags, pick_x86_family
+
+from edgeclip.bundle.cli_commands import add_bundle_commands
+from edgeclip.errors import TargetError
+
+SHIPPED = {"rpi4", "rpi5", "jetson-orin-nano", "jetson-nano", "generic-aarch64", "x86-64"}
+
+
+def test_every_shipped_board_loads_and_tvm_accepts_its_targets():
+    import tvm
+
+    boards = {t.name: t for t in list_targets()}
+    assert SHIPPED <= set(boards)
+    for board in boards.values():
+        assert tvm.target.Target(board.tvm_cpu).kind.name == "llvm"
+        assert board.tvm_cpu["num-cores"] == board.cores
+        if board.tvm_gpu:
+            gpu = tvm.target.Target(board.tvm_gpu)
+            assert gpu.kind.name == "cuda" and gpu.host.kind.name == "llvm"
+
+
+def test_boards_describe_their_hardware():
+    rpi4, rpi5 = load_target("rpi4"), load_target("rpi5")
+    assert (rpi4.tvm_cpu["mcpu"], rpi4.kernel_family, rpi4.cores) == ("cortex-a72", "arm_neon", 4)
+    assert "+dotprod" not in rpi4.tvm_cpu["mattr"]
+    assert (rpi5.tvm_cpu["mcpu"], rpi5.kernel_family) == ("cortex-a76", "arm_dotprod")
+    assert "+dotprod" in rpi5.tvm_cpu["mattr"]
+    orin = load_target("jetson-orin-nano")
+    assert orin.cuda_arch == "sm_87" and orin.tvm_gpu["arch"] == "sm_87"
+    assert orin.tvm_gpu["host"]["mtriple"] == "aarch64-linux-gnu"
+    nano = load_target("jetson-nano")
+    assert nano.tvm_cpu["mcpu"] == "cortex-a57" and nano.tvm_gpu is None and nano.cuda_arch is None
+    assert "sm_53" in (SHIPPED_DIR / "jetson-nano.toml").read_text()  # the file says why: CPU only
+    for name in SHIPPED - {"x86-64"}:
+        board = load_target(name)
+        assert board.arch == "aarch64" and board.cross_package == "g++-aarch64-linux-gnu"
+        assert board.wheel_platform.endswith("_aarch64")
+
+
+def test_x86_family_follows_cpu_flags(tmp_path):
+    assert pick_x86_family({"avx2", "avx512f", "avx512bw", "avx512_vnni"}) == ("x86_avx512", "cascadelake")
+    assert pick_x86_family({"avx2", "avx512f", "avx512bw"}) == ("x86_avx2", "haswell")  # no VNNI
+    assert pick_x86_family({"sse4_2", "avx2"}) == ("x86_avx2", "haswell")
+    with pytest.raises(TargetError, match="AVX2"):
+        pick_x86_family({"sse4_2", "avx"})
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma\n\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "sse2", "avx", "avx2", "fma"}
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the x86-64 board resolves `auto` only on an x86-64 host")
+def test_host_board_resolves_auto_from_this_machine():
+    host = load_target("x86-64")
+    assert (host.kernel_family, host.tvm_cpu["mcpu"]) == pick_x86_family(cpu_flags())
+    assert host.cores >= 1 and host.memory_mb > 0 and host.is_host_arch
+
+
+def _board(**changes) -> str:
+    """rpi4.toml's text with top-level keys replaced (value None deletes the key)."""
+    lines = []
+    for line in (SHIPPED_DIR / "rpi4.toml").read_text().splitlines():
+        key = line.split("=")[0].strip()
+        if key in changes and not line.startswith(" "):
+            if changes[key] is not None:
+                lines.append(f"{key} = {changes[key]}")
+            continue
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def test_user_board_directory_adds_and_overrides(tmp_path, monkeypatch):
+    (tmp_path / "my-board.toml").write_text(_board(name='"my-board"', cores="8", description='"mine"'))
+    (tmp_path / "rpi4.toml").write_text(_board(description='"my own pi"'))
+    monkeypatch.setenv("EDGECLIP_TARGETS_DIR", str(tmp_path))
+    mine = load_target("my-board")
+    assert mine.cores == 8 and mine.tvm_cpu["num-cores"] == 4  # the TVM table keeps its own value
+    assert load_target("rpi4").description == "my own pi"
+    assert {"my-board", *SHIPPED} <= {t.name for t in list_targets()}
+    with pytest.raises(TargetError, match="unknown target 'nope'.*EDGECLIP_TARGETS_DIR"):
+        load_target("nope")
+
+
+@pytest.mark.parametrize("changes,field,problem", [
+    ({"cores": '"four"'}, "cores", "positive integer"),
+    ({"cores": "0"}, "cores", "positive integer"),
+    ({"kernel_family": '"arm_sve"'}, "kernel_family", "known:"),
+    ({"arch": '"riscv64"'}, "arch", "supported"),
+    ({"wheel_platform": None}, "wheel_platform", "is missing"),
+    ({"name": '"rpi-four"'}, "name", "must equal the file name"),
+    ({"colour": '"red"'}, "colour", "not a known field"),
+    ({"memory_mb": "true"}, "memory_mb", "wrong type"),
+    ({"cores": '"auto"'}, "cores", "this host is"),
+])
+def test_malformed_board_names_file_field_and_problem(tmp_path, changes, field, problem):
+    if field == "cores" and changes["cores"] == '"auto"' and platform.machine() == "aarch64":
+        pytest.skip("`auto` is valid for an aarch64 board on an aarch64 host")
+    path = tmp_path / "rpi4.toml"
+    text = _board(**changes)
+    if field == "colour":
+        text = 'colour = "red"\n' + text
+    path.write_text(text)
+    with pytest.raises(TargetError) as err:
+        load_target_file(path)
+    message = str(err.value)
+    assert str(path) in message and f"`{field}`" in message and problem in message
+
+
+def test_malformed_tables_and_syntax(tmp_path):
+    path = tmp_path / "rpi4.toml"
+    path.write_text(_board().replace('mtriple = "aarch64-linux-gnu"', 'mtriple = "x86_64-linux-gnu"'))
+    with pytest.raises(TargetError, match=r"rpi4\.toml: field `tvm\.cpu\.mtriple`"):
+        load_target_file(path)
+    path.write_text(_board().replace('debian_package = "g++-aarch64-linux-gnu"\n', ""))
+    with pytest.raises(TargetError, match=r"field `cross\.debian_package` is missing"):
+        load_target_file(path)
+    path.write_text(_board() + '\n[tvm.gpu]\nkind = "cuda"\narch = "sm_87"\n')
+    with pytest.raises(TargetError, match=r"field `cuda_arch`"):
+        load_target_file(path)
+    path.write_text(_board(cores="= 4"))
+    with pytest.raises(TargetError, match=r"rpi4\.toml: not valid TOML"):
+        load_target_file(path)
+
+
+def test_targets_verb_lists_and_shows(capsys, tmp_path, monkeypatch):
+    parser = argparse.ArgumentParser()
+    add_bundle_commands(parser.add_subparsers(dest="verb"))
+    args = parser.parse_args(["targets"])
+    args.func(args)
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in SHIPPED)
+    args = parser.parse_args(["targets", "show", "rpi5"])
+    args.func(args)
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["tvm"]["cpu"]["mcpu"] == "cortex-a76" and shown["file"].endswith("rpi5.toml")
+    shutil.copy(SHIPPED_DIR / "rpi4.toml", tmp_path / "broken.toml")
+    monkeypatch.setenv("EDGECLIP_TARGETS_DIR", str(tmp_path))
+    with pytest.raises(TargetError, match="broken.toml: field `name`"):
+        parser.parse_args(["targets"]).func(parser.parse_args(["targets"]))
