@@ -1,0 +1,132 @@
+"""CLI verbs `train-teacher`, `train` and `eval`; `edgeclip.cli` calls `add_training_commands`.
+
+Torch and transformers are imported inside the verbs so `edgeclip --help` stays instant.
+Under `torchrun --nproc_per_node N -m edgeclip.cli train ...` the same verb trains with DDP.
+"""
+
+from __future__ import annotations
+
+import json
+
+LOSS_HELP = "weight of the {} loss (0 switches it off; default {})"
+
+
+def add_training_commands(verbs) -> None:
+    _add_train_teacher(verbs)
+    _add_train(verbs)
+    _add_eval(verbs)
+
+
+def _add_schedule_options(p) -> None:
+    """Left out, each option keeps the value of the verb's built-in schedule."""
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch size (split over torchrun ranks)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate of AdamW")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--checkpoint-every", type=int, default=None, help="save trainer state every N steps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.csv)")
+
+
+def _schedule(args, base):
+    from dataclasses import replace
+
+    chosen = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup,
+              "seed": args.seed, "checkpoint_every": args.checkpoint_every}
+    return replace(base, **{k: v for k, v in chosen.items() if v is not None})
+
+
+def _add_train_teacher(verbs) -> None:
+    p = verbs.add_parser(
+        "train-teacher",
+        help="train and cache the built-in Fashion-MNIST CLIP teacher ('demo')",
+        description="Small ViT + frozen all-MiniLM-L6-v2 text tower, trained contrastively on the Fashion-MNIST "
+        "train split; cached under $EDGECLIP_CACHE (default ~/.cache/edgeclip)/teachers/.",
+    )
+    p.add_argument("--out", default=None, help="checkpoint directory (default: the cache, used by --teacher demo)")
+    p.add_argument("--force", action="store_true", help="retrain even if a cached teacher exists")
+    _add_schedule_options(p)
+    p.set_defaults(func=_train_teacher)
+
+
+def _add_train(verbs) -> None:
+    p = verbs.add_parser(
+        "train",
+        help="quantization-aware training of a ternary student with distillation",
+        description="CLIP teachers: task + CRD + ICL + FD losses on image-text data. Embedding teachers "
+        "('minilm', BERT directories): self-taught distillation on the built-in sentence corpus.",
+    )
+    p.add_argument("--teacher", required=True, help="'demo', 'minilm', an HF CLIPModel/BERT directory or a float checkpoint")
+    p.add_argument("--data", default=None,
+                   help="'fashion-mnist', captions .csv/.jsonl, .tar shard or shard directory; 'fortunes' for "
+                   "embedding models (default: fashion-mnist for CLIP, fortunes otherwise)")
+    p.add_argument("--policy", default="q-all", choices=["q-all", "q-ffn", "q-attn"])
+    p.add_argument("--granularity", default="channel", help="'tensor', 'channel' (default) or 'group:ROWS'")
+    p.add_argument("--beta", type=float, default=None, help="ternary scale = beta * mean|W| (default 1.5)")
+    p.add_argument("--out", required=True, help="checkpoint directory to write (trainer state goes to OUT.train/)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT.train/train_state.pt")
+    for name, default in (("task", 1.0), ("crd", 1.0), ("icl", 1.0), ("fd", 2000.0)):
+        p.add_argument(f"--{name}-weight", type=float, default=default, help=LOSS_HELP.format(name.upper(), default))
+    p.add_argument("--tau", type=float, default=1.0, help="CRD temperature (default 1.0)")
+    p.add_argument("--max-length", type=int, default=48, help="token limit for sentence distillation (default 48)")
+    _add_schedule_options(p)
+    p.set_defaults(func=_train)
+
+
+def _add_eval(verbs) -> None:
+    p = verbs.add_parser(
+        "eval",
+        help="zero-shot classification / retrieval of a CLIP model, or fidelity of a sentence encoder",
+        description="Writes clip_benchmark-shaped JSON: dataset, model, task, metrics (headline metrics also at "
+        "the top level: top1/top5, or mean_cosine/neighbour_recall_at_10).",
+    )
+    p.add_argument("--model", required=True, help="edgeclip checkpoint, 'demo', 'minilm' or a model directory")
+    p.add_argument("--teacher", default=None, help="reference for embedding fidelity (default 'minilm')")
+    p.add_argument("--data", default=None, help="'fashion-mnist' (test split), captions table or tar shards")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
+    p.add_argument("--json", default=None, help="write the result JSON here")
+    p.set_defaults(func=_eval)
+
+
+def _train_teacher(args) -> None:
+    from edgeclip.training.teacher import TEACHER_TRAINING, train_teacher
+
+    result = train_teacher(args.out, _schedule(args, TEACHER_TRAINING), force=args.force, progress=not args.no_progress)
+    if result["cached"]:
+        print(f"built-in teacher already trained: {result['path']} (use --force to retrain)")
+        return
+    print(f"teacher: top-1 {100 * result['top1']:.2f} %, top-5 {100 * result['top5']:.2f} % on Fashion-MNIST test; "
+          f"trained in {result['train_seconds']:.0f} s; wrote {result['path']}")
+
+
+def _train(args) -> None:
+    from edgeclip.training.losses import LossWeights
+    from edgeclip.training.student import STUDENT_TRAINING, StudentSpec, train_student
+
+    from edgeclip.quant import DEFAULT_BETA, TernaryConfig, parse_granularity
+
+    spec = StudentSpec(
+        teacher=args.teacher,
+        data=args.data,
+        quant=TernaryConfig(policy=args.policy, granularity=parse_granularity(args.granularity),
+                            beta=DEFAULT_BETA if args.beta is None else args.beta),
+        losses=LossWeights(task=args.task_weight, crd=args.crd_weight, icl=args.icl_weight, fd=args.fd_weight,
+                           tau=args.tau),
+        max_length=args.max_length,
+    )
+    summary = train_student(spec, _schedule(args, STUDENT_TRAINING), args.out, resume=args.resume,
+                            progress=not args.no_progress)
+    if summary["rank"] == 0:
+        print(f"trained {summary['steps_this_run']} steps in {summary['seconds_this_run']:.0f} s "
+              f"({summary['skipped_samples']} unreadable samples skipped); "
+              f"{100 * summary['ternary_fraction_linear']:.1f} % of linear weights ternary; wrote {args.out}")
+
+
+def _eval(args) -> None:
+    from edgeclip.training.evaluate import write_json
+    from edgeclip.training.student import evaluate
+
+    result = evaluate(args.model, args.data, args.teacher, args.limit)
+    if args.json:
+        write_json(args.json, result)
+    print(json.dumps(result["metrics"], sort_keys=True))

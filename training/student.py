@@ -1,0 +1,132 @@
+"""`edgeclip train` and `edgeclip eval`: from a teacher spec to a ternary student, and its scores.
+
+Trainer state, metrics.csv and losses.png go to `<out>.train/` next to the checkpoint directory,
+because a checkpoint directory holds only its own two files.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeclip.training.loop import TrainConfig, train
+from edgeclip.training.losses import LossWeights
+from torch import nn
+
+from edgeclip.errors import TrainingError
+from edgeclip.quant import TernaryConfig, model_stats, quantize
+
+CLIP_FAMILIES = ("hf-clip", "demo-clip")
+SUMMARY_FILE = "summary.json"
+STUDENT_TRAINING = TrainConfig(steps=1000, batch_size=64, lr=5e-4, warmup_steps=50, checkpoint_every=100)
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    teacher: str = "demo"
+    data: str | None = None  # default: fashion-mnist (CLIP) or fortunes (embedding models)
+    quant: TernaryConfig = TernaryConfig()
+    losses: LossWeights = LossWeights()
+    max_length: int = 48  # sentence tokens for self-taught distillation; fortunes rarely need more
+
+
+def run_dir_for(out) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".train")
+
+
+def default_data(family: str) -> str:
+    return "fashion-mnist" if family in CLIP_FAMILIES else "fortunes"
+
+
+def train_student(spec: StudentSpec, config: TrainConfig, out, resume: bool = False, progress: bool = True,
+                  stop_after: int | None = None) -> dict:
+    """QAT + distillation of `spec.teacher` into a ternary student saved at `out`."""
+    from edgeclip.export.model_io import save_model
+    from edgeclip.models.families import load_source
+
+    teacher, family, arch = load_source(spec.teacher)
+    student = copy.deepcopy(teacher)
+    report = quantize(student, spec.quant)
+    objective = build_objective(family, teacher, student, spec)
+    run_dir = run_dir_for(out)
+    summary = train(objective, config, run_dir, resume=resume, progress=progress, stop_after=stop_after)
+    summary.update(teacher=spec.teacher, family=family, quantized_layers=len(report.quantized),
+                   ternary_fraction_linear=model_stats(student)["ternary_fraction_linear"])
+    if summary["rank"] == 0:
+        save_model(student.cpu(), out, family, arch, spec.quant)
+        (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def build_objective(family: str, teacher: nn.Module, student: nn.Module, spec: StudentSpec):
+    from edgeclip.training.objectives import ClipDistillation, SelfTaught
+
+    data = spec.data or default_data(family)
+    if family in CLIP_FAMILIES:
+        from edgeclip.training.data import open_pairs
+
+        from edgeclip.models.dual import DualEncoder
+
+        if data == "fortunes":
+            raise TrainingError("a CLIP teacher needs image-text data, not the sentence corpus 'fortunes'")
+        return ClipDistillation(DualEncoder(student), DualEncoder(teacher), open_pairs(data, "train"), spec.losses)
+    if data != "fortunes":
+        raise TrainingError(f"embedding models distil on the built-in sentence corpus; pass --data fortunes, not {data!r}")
+    from edgeclip.training.corpus import load_fortunes
+
+    return SelfTaught(student, teacher, tokenizer_for_spec(spec.teacher), load_fortunes(), spec.max_length)
+
+
+def tokenizer_for_spec(spec: str):
+    """A BERT directory brings its own tokenizer; 'minilm' and checkpoints use all-MiniLM-L6-v2's."""
+    from edgeclip.models.dual import minilm_tokenizer
+
+    path = Path(spec)
+    if path.is_dir() and any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
+        return minilm_tokenizer(path)
+    return minilm_tokenizer()
+
+
+# ---- evaluation ----------------------------------------------------------------------------------
+
+
+def load_any(spec: str) -> tuple[nn.Module, str]:
+    """(model, family) for a teacher spec or an edgeclip checkpoint, float or ternary."""
+    from edgeclip.models.families import load_source
+
+    config_file = Path(spec) / "config.json"
+    if config_file.is_file() and json.loads(config_file.read_text()).get("format") == "edgeclip-checkpoint":
+        from edgeclip.export.model_io import load_model
+
+        model, config = load_model(spec)
+        return model, config["family"]
+    model, family, _ = load_source(spec)
+    return model, family
+
+
+def evaluate(model_spec: str, data: str | None = None, teacher: str | None = None, limit: int | None = None) -> dict:
+    """clip_benchmark-shaped result for a CLIP model (classification or retrieval) or a sentence encoder."""
+    from edgeclip.training import evaluate as ev
+
+    model, family = load_any(model_spec)
+    data = data or default_data(family)
+    if family in CLIP_FAMILIES:
+        from edgeclip.training.data import LabeledImages, open_pairs
+
+        from edgeclip.models.dual import DualEncoder
+
+        source = open_pairs(data, "test")
+        if isinstance(source, LabeledImages):
+            metrics = ev.zero_shot_classification(DualEncoder(model), source, limit)
+            return ev.result(source.name, model_spec, "zeroshot_classification", metrics)
+        metrics = ev.retrieval(DualEncoder(model), source, limit or 1000)
+        return ev.result(source.name, model_spec, "zeroshot_retrieval", {**metrics, "skipped": source.skipped})
+    from edgeclip.training.corpus import load_fortunes
+
+    teacher_model, _ = load_any(teacher or "minilm")
+    sentences = load_fortunes().held_out[:limit]
+    metrics = ev.embedding_fidelity(model, teacher_model, tokenizer_for_spec(teacher or "minilm"), sentences)
+    return ev.result("fortunes-held-out", model_spec, "embedding_fidelity", metrics)
