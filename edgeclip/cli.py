@@ -27,10 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(verbs)
     from edgeclip.bundle.cli_commands import add_bundle_commands
     from edgeclip.flash.cli_command import add_flash_command
+    from edgeclip.lower.cli_commands import add_lower_commands
     from edgeclip.remote.cli_commands import add_remote_commands
     from edgeclip.training.cli_commands import add_training_commands
 
     add_training_commands(verbs)
+    add_lower_commands(verbs)
     add_bundle_commands(verbs)
     add_flash_command(verbs)
     add_remote_commands(verbs)

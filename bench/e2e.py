@@ -1,0 +1,172 @@
+"""End-to-end encoder latency on this host: ternary TVM vs the runtimes a user would pick.
+
+A ViT-B/32-shaped HF CLIP (random init: speed does not depend on weight values), ternarized
+q-all and frozen. Image tower on one 224x224 image, text tower on one 77-token caption, at
+1 thread and all threads. Peers: torch fp32 eager, torch dynamic-int8 linears, onnxruntime fp32,
+onnxruntime int8 (quantize_dynamic), and TVM fp32 with the same (zero) tuning effort.
+
+    .venv/bin/python bench/e2e.py [--towers image,text] [--threads 1,all] [--repeat 20]
+
+Writes bench/results/e2e-<host>.json and prints a Markdown table plus the per-op profile of the
+single-thread ternary image tower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import tvm
+from transformers import CLIPConfig, CLIPModel
+
+from edgeclip.export.onnx_export import export_tower_onnx
+from edgeclip.lower.build import compile_tower
+from edgeclip.lower.importer import model_towers
+from edgeclip.lower.profile import profile_tower
+from edgeclip.lower.target import resolve_target
+from edgeclip.quant import TernaryConfig, freeze, quantize
+
+RESULTS = Path(__file__).parent / "results"
+VIT_B32 = dict(
+    vision_config=dict(image_size=224, patch_size=32, hidden_size=768, num_hidden_layers=12,
+                       num_attention_heads=12, intermediate_size=3072),
+    text_config=dict(hidden_size=512, num_hidden_layers=12, num_attention_heads=8, intermediate_size=2048),
+    projection_dim=512,
+)
+
+
+def vit_b32(seed: int = 0) -> CLIPModel:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CLIPModel(CLIPConfig(**VIT_B32)).eval()
+
+
+def inputs_for(tower) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    arrays = []
+    for spec in tower.inputs:
+        if spec.name == "input_ids":
+            ids = np.zeros(spec.shape, np.int64)
+            ids[:, :20] = rng.integers(1, 49000, size=(spec.shape[0], 20))
+            ids[:, 0], ids[:, 19] = 49406, 49407
+            arrays.append(ids)
+        elif spec.name == "attention_mask":
+            arrays.append((arrays[0] != 0).astype(np.int64))
+        else:
+            arrays.append(rng.standard_normal(spec.shape).astype(np.float32))
+    return arrays
+
+
+def median_ms(run, repeat: int) -> float:
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def set_threads(n: int) -> None:
+    torch.set_num_threads(n)
+    tvm.get_global_func("runtime.config_threadpool")(0, n)
+
+
+def bench_tower(name, float_model, ternary_model, threads_list, repeat, workdir) -> list[dict]:
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp_tower = model_towers(float_model, "hf-clip")[name]
+    tern_tower = model_towers(ternary_model, "hf-clip")[name]
+    arrays = inputs_for(fp_tower)
+    torch_args = [torch.from_numpy(a) for a in arrays]
+    feeds = {spec.name: a for spec, a in zip(fp_tower.inputs, arrays, strict=True)}
+
+    onnx_fp = export_tower_onnx(fp_tower, workdir / f"{name}-fp32.onnx")
+    onnx_q = workdir / f"{name}-int8.onnx"
+    quantize_dynamic(str(onnx_fp), str(onnx_q), weight_type=QuantType.QInt8)
+    dyn_int8 = torch.ao.quantization.quantize_dynamic(fp_tower.module, {torch.nn.Linear}, dtype=torch.qint8)
+
+    rows = []
+    for threads in threads_list:
+        set_threads(threads)
+
+        def row(runtime, ms, threads=threads, **extra):
+            rows.append({"tower": name, "threads": threads, "runtime": runtime, "ms": round(ms, 2), **extra})
+
+        with torch.no_grad():
+            row("torch fp32", median_ms(lambda: fp_tower.module(*torch_args), repeat))
+            row("torch int8 dynamic", median_ms(lambda: dyn_int8(*torch_args), repeat))
+        for label, path in (("onnxruntime fp32", onnx_fp), ("onnxruntime int8 dynamic", onnx_q)):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            row(label, median_ms(lambda s=session: s.run(None, feeds), repeat), weights_mb=round(path.stat().st_size / 2**20, 1))
+        target = resolve_target("x86-64", threads)
+        for label, tower, act in (("tvm ternary int8-act", tern_tower, "int8"), ("tvm fp32 (no tuning)", fp_tower, "fp32")):
+            compiled = compile_tower(tower, target, act)
+            vm_main = compiled.vm()["main"]
+            tvm_args = [tvm.runtime.tensor(a) for a in arrays]
+            extra = {"compile_s": round(compiled.compile_seconds, 1), "family": target.family}
+            if act == "int8":
+                got = vm_main(*tvm_args).numpy()
+                with torch.no_grad():
+                    ref = tern_tower.module(*torch_args).numpy()
+                extra["cosine_vs_torch"] = round(float((got * ref).sum() / np.linalg.norm(got) / np.linalg.norm(ref)), 5)
+                if threads == 1:
+                    extra["profile"] = [{k: (round(v, 3) if k == "ms" else v) for k, v in r.items()}
+                                        for r in profile_tower(compiled, arrays)[:15]]
+            row(label, median_ms(lambda f=vm_main, a=tvm_args: f(*a), repeat), **extra)
+    return rows
+
+
+def markdown(rows) -> str:
+    lines = ["| tower | threads | runtime | ms | x torch fp32 |", "|---|---|---|---|---|"]
+    base = {(r["tower"], r["threads"]): r["ms"] for r in rows if r["runtime"] == "torch fp32"}
+    for r in rows:
+        lines.append(f"| {r['tower']} | {r['threads']} | {r['runtime']} | {r['ms']:.1f} | "
+                     f"{base[(r['tower'], r['threads'])] / r['ms']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--towers", default="image,text")
+    parser.add_argument("--threads", default="1,all", help="comma list; 'all' = every core")
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    threads = [os.cpu_count() if t == "all" else int(t) for t in args.threads.split(",")]
+    float_model = vit_b32()
+    ternary_model = vit_b32()
+    quantize(ternary_model, TernaryConfig(policy="q-all"))
+    freeze(ternary_model)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.towers.split(","):
+            rows += bench_tower(name, float_model, ternary_model, threads, args.repeat, Path(tmp))
+    host = platform.node() or "host"
+    result = {"host": host, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+              "model": "ViT-B/32-shaped HF CLIP, random init, q-all ternary", "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"e2e-{host}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(markdown(rows))
+    for r in rows:
+        if "profile" in r:
+            print(f"\nper-op profile, {r['tower']} tower, ternary, 1 thread (ms per run):")
+            for p in r["profile"]:
+                print(f"  {p['ms']:8.2f}  x{p['calls']:<3d} {p['op']}")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

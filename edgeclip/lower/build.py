@@ -1,0 +1,153 @@
+"""`compile(model, target)`: the single door from a (ternary) model to compiled tower modules.
+
+Pipeline per tower: torch.export -> Relax -> ternary rewrite (family kernels) -> legalize +
+fuse the float remainder -> CPU schedule rules -> `tvm.compile`. The result runs in-process
+(`CompiledModel.encode`) and saves as one shared library per tower plus a manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from edgeclip.errors import ModelError
+from edgeclip.lower.fast_math import fast_math
+from edgeclip.lower.importer import InputSpec, Tower, import_tower, load_for_lowering, model_towers
+from edgeclip.lower.kernels import ACTS
+from edgeclip.lower.rewrite import RewriteReport, rewrite_ternary
+from edgeclip.lower.schedule import schedule_graph, unscheduled
+from edgeclip.lower.target import HOST_TARGET, LowerTarget, resolve_target
+
+MANIFEST = "compiled.json"
+
+
+def lower_module(mod: tvm.IRModule, target: LowerTarget, act: str) -> tuple[tvm.IRModule, RewriteReport]:
+    """Relax module -> fully scheduled module ready for `tvm.compile`."""
+    mod, report = rewrite_ternary(mod, target, act)
+    mod = fast_math(mod)
+    tvm_target = target.tvm()
+    with tvm_target:
+        mod = tvm.transform.Sequential([
+            relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+            relax.transform.DeadCodeElimination(),
+        ])(mod)
+    return schedule_graph(mod, tvm_target), report
+
+
+@dataclass
+class CompiledTower:
+    """One compiled encoder; call it with numpy arrays shaped like `inputs`."""
+
+    name: str
+    inputs: tuple[InputSpec, ...]
+    executable: object
+    report: RewriteReport = field(default_factory=RewriteReport)
+    unscheduled: list[str] = field(default_factory=list)
+    compile_seconds: float = 0.0
+    _vm: object = None
+
+    def vm(self) -> relax.VirtualMachine:
+        if self._vm is None:
+            self._vm = relax.VirtualMachine(self.executable, tvm.cpu())
+        return self._vm
+
+    def __call__(self, *arrays) -> np.ndarray:
+        if len(arrays) != len(self.inputs):
+            raise ModelError(f"tower {self.name!r} takes {[s.name for s in self.inputs]}, got {len(arrays)} arrays")
+        args = []
+        for spec, array in zip(self.inputs, arrays, strict=True):
+            array = np.ascontiguousarray(np.asarray(array), dtype=spec.dtype)
+            if tuple(array.shape) != spec.shape:
+                raise ModelError(f"{self.name}.{spec.name} has shape {array.shape}; compiled for {spec.shape}")
+            args.append(tvm.runtime.tensor(array))
+        return self.vm()["main"](*args).numpy()
+
+
+@dataclass
+class CompiledModel:
+    target: LowerTarget
+    act: str
+    family: str
+    towers: dict[str, CompiledTower]
+
+    def encode(self, tower: str, *arrays) -> np.ndarray:
+        if tower not in self.towers:
+            raise ModelError(f"tower {tower!r} was not compiled; this module has {sorted(self.towers)}")
+        return self.towers[tower](*arrays)
+
+    def save(self, directory) -> Path:
+        """One `<tower>.so` per tower and a manifest describing inputs, target and kernels."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        manifest = {"target": self.target.name, "tvm_target": self.target.tvm_target, "family": self.target.family,
+                    "act": self.act, "model_family": self.family, "towers": {}}
+        for name, tower in self.towers.items():
+            tower.executable.export_library(str(out / f"{name}.so"))
+            manifest["towers"][name] = {
+                "library": f"{name}.so",
+                "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in tower.inputs],
+                "ternary_ops": {"linear": tower.report.linears, "conv": tower.report.convs,
+                                "embedding": tower.report.embeddings},
+                "compile_seconds": round(tower.compile_seconds, 2),
+            }
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        return out
+
+
+def load_compiled(directory) -> dict[str, CompiledTower]:
+    """The towers a `CompiledModel.save` wrote, ready to run on this machine."""
+    root = Path(directory)
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelError(f"{root} is not a compiled edgeclip module ({err}); run `edgeclip compile` first") from err
+    towers = {}
+    for name, info in manifest["towers"].items():
+        inputs = tuple(InputSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in info["inputs"])
+        towers[name] = CompiledTower(name, inputs, tvm.runtime.load_module(str(root / info["library"])))
+    return towers
+
+
+def build_tower(mod: tvm.IRModule, tower: Tower, target: LowerTarget, act: str) -> CompiledTower:
+    """Lower and compile an imported tower (import once, build for several modes)."""
+    start = time.perf_counter()
+    lowered, report = lower_module(mod, target, act)
+    executable = tvm.compile(lowered, target.tvm())
+    return CompiledTower(tower.name, tower.inputs, executable, report, unscheduled(lowered),
+                         time.perf_counter() - start)
+
+
+def compile_tower(tower: Tower, target: LowerTarget, act: str) -> CompiledTower:
+    start = time.perf_counter()
+    compiled = build_tower(import_tower(tower), tower, target, act)
+    compiled.compile_seconds = time.perf_counter() - start
+    return compiled
+
+
+def compile(model_or_ckpt, target: str = HOST_TARGET, towers=None, act: str = "int8",
+            threads: int | None = None, seq_len: int | None = None) -> CompiledModel:  # noqa: A001 - the door's name
+    """Compile the towers of a model (module, checkpoint dir or teacher spec) for `target`.
+
+    act="int8" quantizes activations per token inside each ternary kernel; "fp32" keeps them float.
+    `towers` picks e.g. ["image"]; default all the model has. `threads` defaults to every core.
+    """
+    if act not in ACTS:
+        raise ModelError(f"--act must be one of {ACTS}, got {act!r}")
+    resolved = resolve_target(target, threads)
+    model, family = load_for_lowering(model_or_ckpt)
+    available = model_towers(model, family, seq_len=seq_len)
+    wanted = list(available) if not towers else list(towers)
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        raise ModelError(f"{family} models have towers {sorted(available)}; {missing} do not exist")
+    compiled = {name: compile_tower(available[name], resolved, act) for name in wanted}
+    return CompiledModel(resolved, act, family, compiled)

@@ -1,0 +1,53 @@
+"""The ternary kernels of a target's family, behind one small interface the rewrite pass uses.
+
+A family in `edgeclip.schedules` provides a scheduled `linear_primfunc` and a weight packing; this
+module hides their differing signatures (x86 takes `threads`/`bias` and a weight-sum vector for
+its uint8 activations) so the rewrite never branches on the family.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from edgeclip.errors import KernelError
+from edgeclip.lower.target import LowerTarget
+
+ACTS = ("int8", "fp32")
+X86_FAMILIES = ("x86_avx512", "x86_avx2")
+
+
+def _family(target: LowerTarget):
+    return importlib.import_module(f"edgeclip.schedules.{target.family}")
+
+
+def linear_kernel(target: LowerTarget, M: int, K: int, N: int, act: str, bias: bool):
+    """Scheduled PrimFunc y[M, N] = ternary_linear(x[M, K]) with per-channel scales."""
+    if act not in ACTS:
+        raise KernelError(f"activation mode {act!r} unknown; use one of {ACTS}")
+    if target.family not in X86_FAMILIES:
+        raise KernelError(f"the {target.family} family is not wired into lowering yet; use target x86-64")
+    func = _family(target).linear_primfunc(M, K, N, "channel", act, target.threads, bias)
+    return func.with_attr("tirx.is_scheduled", True)
+
+
+def linear_weights(target: LowerTarget, trits: np.ndarray, act: str) -> list[np.ndarray]:
+    """Packed weight operands, in the kernel's parameter order (before scale and bias)."""
+    from edgeclip.schedules.ternary import pack_weights
+
+    packed = pack_weights(trits, _family(target).TILE_N)
+    return [packed["w_packed"], packed["w_sum"]] if act == "int8" else [packed["w_packed"]]
+
+
+def embedding_kernel(n_ids: int, vocab: int, dim: int):
+    """Gather of 2-bit packed rows with one scale per row (family independent: memory bound)."""
+    from edgeclip.schedules.ternary import embedding_prim_func
+
+    return embedding_prim_func(n_ids, vocab, dim, per_row_scale=True).with_attr("tirx.is_scheduled", True)
+
+
+def embedding_rows(trits: np.ndarray) -> np.ndarray:
+    from edgeclip.schedules.ternary import pack_embedding
+
+    return pack_embedding(trits)

@@ -1,0 +1,225 @@
+"""Whole-model lowering: ternary students compiled for the host equal their PyTorch selves.
+
+Inputs are real: Fashion-MNIST test images, scikit-image photographs, captions through the CLIP
+tokenizer and English sentences through MiniLM's tokenizer. Each tower is imported once and
+built for both activation modes (compiling dominates the runtime of this file).
+"""
+
+import numpy as np
+import pytest
+import torch
+from edgeclip.training.data import load_fashion_mnist
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from skimage import data as skdata
+
+from edgeclip.errors import ModelError, TargetError
+from edgeclip.export.model_io import save_model
+from edgeclip.lower.build import build_tower, compile, load_compiled
+from edgeclip.lower.importer import import_tower, model_towers
+from edgeclip.lower.rewrite import split_ternary_rows
+from edgeclip.lower.target import resolve_target
+from edgeclip.models import ClipTokenizer, make_tiny_clip
+from edgeclip.models.preprocess import preprocess_image
+from edgeclip.quant import TernaryConfig, freeze, quantize, ternary_layers
+
+MIN_COSINE = {"fp32": 0.999, "int8": 0.995}
+SENTENCES = [
+    "A man is riding a horse along the beach.",
+    "The quarterly report shows revenue grew by twelve percent.",
+    "Two children are playing chess in the park.",
+    "Preheat the oven to 200 degrees before baking the bread.",
+    "The satellite entered a stable orbit after three days.",
+    "She forgot her umbrella and got soaked on the way home.",
+    "Neural networks can be compressed with ternary weights.",
+    "The museum opens at nine and closes at five.",
+]
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera")
+
+
+def cosine(a, b):
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def ternary_student(model):
+    quantize(model, TernaryConfig(policy="q-all"))
+    freeze(model)
+    return model.eval()
+
+
+def build_both_acts(model, family, seq_len=None):
+    """{act: {tower: CompiledTower}} with one import per tower."""
+    target = resolve_target("x86-64")
+    built = {"fp32": {}, "int8": {}}
+    for name, tower in model_towers(model, family, seq_len=seq_len).items():
+        mod = import_tower(tower)
+        for act in built:
+            built[act][name] = build_tower(mod, tower, target, act)
+    return built
+
+
+@pytest.fixture(scope="module")
+def clip_student():
+    return ternary_student(make_tiny_clip(seed=3))
+
+
+@pytest.fixture(scope="module")
+def clip_built(clip_student):
+    return build_both_acts(clip_student, "hf-clip")
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    return load_fashion_mnist("test")
+
+
+def clip_pixels(images, size):
+    return torch.stack([preprocess_image(image, size) for image in images]).numpy()
+
+
+def clip_text(texts):
+    ids = ClipTokenizer()(texts).numpy()
+    return ids, (ids != 0).astype(np.int64)
+
+
+def run_each(tower, *batches):
+    """The compiled tower is batch 1: run it sample by sample."""
+    return np.concatenate([tower(*(b[i : i + 1] for b in batches)) for i in range(len(batches[0]))])
+
+
+# ---- rewrite -------------------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(16, 40), st.integers(16, 80), st.integers(0, 2**31 - 1))
+def test_ternary_weights_are_recovered_exactly_from_dequantized_constants(n, k, seed):
+    rng = np.random.default_rng(seed)
+    trits = rng.integers(-1, 2, size=(n, k)).astype(np.int8)
+    trits[rng.random(n) < 0.1] = 0  # all-zero rows keep a finite scale
+    scale = rng.uniform(1e-4, 3, size=n).astype(np.float32)
+    split = split_ternary_rows(trits.astype(np.float32) * scale[:, None])
+    assert split is not None
+    np.testing.assert_array_equal(split[0], trits)
+    live = np.abs(trits).sum(axis=1) > 0
+    np.testing.assert_array_equal(split[1][live], scale[live])
+
+
+def test_float_weights_are_not_mistaken_for_ternary():
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((64, 64)).astype(np.float32)
+    assert split_ternary_rows(weight) is None
+    nearly = np.sign(weight) * np.float32(0.5)
+    nearly[3, 7] = np.float32(0.25)  # one value off the {-s, 0, s} grid
+    assert split_ternary_rows(nearly) is None
+
+
+def test_every_ternary_layer_becomes_a_kernel(clip_student, clip_built):
+    layers = ternary_layers(clip_student)
+    image_layers = [n for n in layers if n.startswith(("vision_model.", "visual_projection"))]
+    text_layers = [n for n in layers if n.startswith(("text_model.", "text_projection"))]
+    assert len(image_layers) + len(text_layers) == len(layers)
+    for act in ("fp32", "int8"):
+        image, text = clip_built[act]["image"].report, clip_built[act]["text"].report
+        assert image.total == len(image_layers) and image.convs == 1
+        assert text.total == len(text_layers) and text.embeddings >= 1
+        assert clip_built[act]["image"].unscheduled == [] and clip_built[act]["text"].unscheduled == []
+
+
+# ---- numerics: tiny HF CLIP, both towers -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("act", ["fp32", "int8"])
+def test_image_tower_matches_torch_on_real_images(clip_student, clip_built, fashion, act):
+    size = clip_student.config.vision_config.image_size
+    images = list(fashion.images[:24]) + [getattr(skdata, name)() for name in SKIMAGE_PHOTOS]
+    pixels = clip_pixels(images, size)
+    with torch.no_grad():
+        expected = clip_student.get_image_features(pixel_values=torch.from_numpy(pixels))
+    expected = getattr(expected, "pooler_output", expected).numpy()
+    got = run_each(clip_built[act]["image"], pixels)
+    worst = min(cosine(g, e) for g, e in zip(got, expected, strict=True))
+    assert worst >= MIN_COSINE[act], f"{act}: worst cosine {worst:.5f}"
+
+
+@pytest.mark.parametrize("act", ["fp32", "int8"])
+def test_text_tower_matches_torch_on_real_captions(clip_student, clip_built, fashion, act):
+    captions = [p for c in range(len(fashion.classes)) for p in fashion.prompts(c)[:2]] + SENTENCES
+    ids, mask = clip_text(captions)
+    with torch.no_grad():
+        expected = clip_student.get_text_features(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+    expected = getattr(expected, "pooler_output", expected).numpy()
+    got = run_each(clip_built[act]["text"], ids, mask)
+    worst = min(cosine(g, e) for g, e in zip(got, expected, strict=True))
+    assert worst >= MIN_COSINE[act], f"{act}: worst cosine {worst:.5f}"
+
+
+def test_zero_shot_top1_agrees_with_torch_on_fashion_mnist(clip_student, clip_built, fashion):
+    """Class prompts vs 500 test images: compiled (int8 activations) picks the torch class >= 99%."""
+    ids, mask = clip_text([fashion.prompts(c)[0] for c in range(len(fashion.classes))])
+    pixels = clip_pixels(fashion.images[:500], clip_student.config.vision_config.image_size)
+    with torch.no_grad():
+        t_img = clip_student.get_image_features(pixel_values=torch.from_numpy(pixels))
+        t_txt = clip_student.get_text_features(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+    t_img, t_txt = (getattr(t, "pooler_output", t).numpy() for t in (t_img, t_txt))
+    built = clip_built["int8"]
+    c_img, c_txt = run_each(built["image"], pixels), run_each(built["text"], ids, mask)
+
+    def top1(img, txt):
+        img = img / np.linalg.norm(img, axis=1, keepdims=True)
+        txt = txt / np.linalg.norm(txt, axis=1, keepdims=True)
+        return (img @ txt.T).argmax(axis=1)
+
+    agreement = float((top1(c_img, c_txt) == top1(t_img, t_txt)).mean())
+    assert agreement >= 0.99, f"top-1 agreement {agreement:.3f}"
+
+
+# ---- numerics: text-only MiniLM student ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from edgeclip.models import load_minilm
+    from edgeclip.models.minilm import SentenceEncoder
+
+    bert, tokenizer = load_minilm()
+    return ternary_student(SentenceEncoder(bert)), tokenizer
+
+
+@pytest.mark.slow
+def test_minilm_student_matches_torch_on_real_sentences(minilm):
+    student, tokenizer = minilm
+    seq_len = 24
+    built = build_both_acts(student, "minilm", seq_len=seq_len)
+    batch = tokenizer(SENTENCES, padding="max_length", max_length=seq_len, truncation=True, return_tensors="np")
+    ids, mask = batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64)
+    with torch.no_grad():
+        expected = student(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    for act in ("fp32", "int8"):
+        tower = built[act]["text"]
+        live = [n for n in ternary_layers(student) if ".pooler." not in n]  # BERT's pooler is dead code
+        assert tower.report.total == len(live) and tower.report.embeddings == 1
+        worst = min(cosine(g, e) for g, e in zip(run_each(tower, ids, mask), expected, strict=True))
+        assert worst >= MIN_COSINE[act], f"{act}: worst cosine {worst:.5f}"
+
+
+# ---- the door: checkpoints, saving, errors ---------------------------------------------------------
+
+
+def test_checkpoint_compiles_saves_and_reloads(tmp_path, clip_student, fashion):
+    ckpt = save_model(clip_student, tmp_path / "ckpt", "hf-clip", clip_student.config.to_dict(), TernaryConfig())
+    compiled = compile(ckpt, "x86-64", towers=["image"], act="int8")
+    assert compiled.target.family in ("x86_avx2", "x86_avx512")
+    pixels = clip_pixels(fashion.images[:3], clip_student.config.vision_config.image_size)
+    before = run_each(compiled.towers["image"], pixels)
+    reloaded = load_compiled(compiled.save(tmp_path / "out"))
+    np.testing.assert_array_equal(run_each(reloaded["image"], pixels), before)
+    with pytest.raises(ModelError, match="shape"):
+        reloaded["image"](pixels[:1, :, :8])
+
+
+def test_unknown_target_and_tower_are_refused(clip_student):
+    with pytest.raises(TargetError, match="x86-64"):
+        resolve_target("pdp-11")
+    with pytest.raises(ModelError, match="towers"):
+        compile(clip_student, "x86-64", towers=["audio"])
