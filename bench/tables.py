@@ -1,0 +1,109 @@
+"""Regenerate the README's benchmark tables from bench/results/*.json.
+
+Each table sits between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in README.md; run this
+after a benchmark so the README shows exactly what the JSON holds.
+
+    .venv/bin/python bench/tables.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+KERNEL_SHAPES = ((1, 768, 3072), (1, 3072, 768), (50, 768, 3072), (50, 3072, 768), (77, 512, 2048), (197, 768, 3072))
+
+
+def _load(pattern: str) -> list[tuple[Path, dict]]:
+    return [(path, json.loads(path.read_text())) for path in sorted(RESULTS.glob(pattern))]
+
+
+def kernels_table() -> str:
+    lines = []
+    for path, data in _load("kernels-*.json"):
+        meta = data["meta"]
+        lines += [
+            f"`{meta['command']}` on {meta['cpu']} ({meta['family']}), 1 thread, median of {meta['rounds']} "
+            f"interleaved rounds ({path.name}). Ratios > 1 mean the ternary int8 kernel is faster.",
+            "",
+            "| M | K→N | ternary µs | ×torch fp32 | ×TVM fp32 | ×torch dyn int8 | cold ×TVM fp32 | cold ×int8 weights |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in data["results"]:
+            if row["threads"] != 1 or (row["M"], row["K"], row["N"]) not in KERNEL_SHAPES:
+                continue
+            t = row["ternary_int8_warm"]
+            lines.append(
+                f"| {row['M']} | {row['K']}→{row['N']} | {t * 1e6:.0f} | {row['torch_fp32_warm'] / t:.2f} | "
+                f"{row['tvm_fp32_warm'] / t:.2f} | {row['torch_dyn_int8_warm'] / t:.2f} | "
+                f"{row['tvm_fp32_cold'] / row['ternary_int8_cold']:.2f} | "
+                f"{row['ternary_int8w_cold'] / row['ternary_int8_cold']:.2f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def e2e_table() -> str:
+    lines = []
+    for path, data in _load("e2e-*.json"):
+        lines += [f"{data['model']}, batch 1, {data['cores']}-core {data['cpu']} host ({path.name}).", ""]
+        lines += ["| tower | threads | runtime | ms | × vs torch fp32 |", "|---|---|---|---|---|"]
+        base = {(r["tower"], r["threads"]): r["ms"] for r in data["rows"] if r["runtime"] == "torch fp32"}
+        for r in data["rows"]:
+            ratio = base[(r["tower"], r["threads"])] / r["ms"]
+            lines.append(f"| {r['tower']} | {r['threads']} | {r['runtime']} | {r['ms']:.1f} | {ratio:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def ptq_table() -> str:
+    lines = []
+    for path, data in _load("ptq-*.json"):
+        lines += [
+            f"all-MiniLM-L6-v2, q-all, no training, {data['sentences']} held-out sentences ({path.name}):",
+            "",
+            "| granularity | β | mean cosine | neighbour recall@10 | zeros |",
+            "|---|---|---|---|---|",
+        ]
+        for r in data["rows"]:
+            lines.append(
+                f"| {r['granularity']} | {r['beta']} | {r['mean_cosine']:.3f} | "
+                f"{r['neighbour_recall_at_10']:.3f} | {100 * r['sparsity']:.0f} % |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def bundle_table() -> str:
+    lines = ["| model | target | fp32 safetensors | ternary payload | × smaller | whole tar | peak RSS fp32/ternary | build s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for _, d in _load("bundle-*.json"):
+        lines.append(
+            f"| {d['shape']} | {d['target']} | {d['fp32_safetensors_bytes'] / 1e6:.1f} MB | "
+            f"{d['ternary_payload_bytes'] / 1e6:.2f} MB | {d['payload_compression_vs_fp32_safetensors']:.1f} | "
+            f"{d['bundle_bytes'] / 1e6:.1f} MB | {d.get('peak_rss_ratio_fp32_over_ternary', float('nan')):.2f} | "
+            f"{d.get('build_seconds_with_fp32_baseline', float('nan')):.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+TABLES = {"kernels": kernels_table, "e2e": e2e_table, "ptq": ptq_table, "bundle": bundle_table}
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    for name, render in TABLES.items():
+        start, end = f"<!-- bench:{name} -->\n", f"<!-- /bench:{name} -->"
+        if start not in text or end not in text:
+            raise SystemExit(f"README.md has no {start.strip()} section")
+        head, rest = text.split(start, 1)
+        text = head + start + render() + end + rest.split(end, 1)[1]
+    readme.write_text(text)
+    print(f"updated {len(TABLES)} tables in {readme}")
+
+
+if __name__ == "__main__":
+    main()
