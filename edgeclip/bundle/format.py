@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from edgeclip.errors import BundleError
+from edgeclip.fsutil import write_synced
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -197,10 +198,7 @@ def _verify(path, arch: str | None, staging: Path | None) -> dict:
 def _write_member(root: Path, name: str, data: bytes, executable: bool) -> None:
     target = root / name
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    write_synced(target, data)
     target.chmod(0o755 if executable else 0o644)
 
 

@@ -23,6 +23,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from edgeclip.errors import CheckpointError
+from edgeclip.fsutil import fsync_dir, write_synced
 
 FORMAT = "edgeclip-checkpoint"
 FORMAT_VERSION = 1
@@ -56,9 +57,9 @@ def write_checkpoint(directory, tensors: dict, config: dict) -> Path:
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
-        _write_synced(staging / WEIGHTS_FILE, weights)
-        _write_synced(staging / CONFIG_FILE, _config_bytes(document, directory).encode())
-        _fsync_dir(staging)
+        write_synced(staging / WEIGHTS_FILE, weights)
+        write_synced(staging / CONFIG_FILE, _config_bytes(document, directory).encode())
+        fsync_dir(staging)
         _swap_into_place(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -140,19 +141,8 @@ def _config_bytes(document: dict, directory: Path) -> str:
         ) from err
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _swap_into_place(staging: Path, directory: Path) -> None:
@@ -165,7 +155,7 @@ def _swap_into_place(staging: Path, directory: Path) -> None:
         os.rename(staging, directory)
     elif not _exchange(staging, directory):
         _replace_by_renames(staging, directory)
-    _fsync_dir(directory.parent)
+    fsync_dir(directory.parent)
 
 
 def _replace_by_renames(staging: Path, directory: Path) -> None:

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from edgeclip.bundle.format import read_manifest, verify_bundle
+from edgeclip.fsutil import fsync_dir
 
 VERSIONS = "versions"
 CURRENT = "current"
@@ -44,7 +45,7 @@ def _point_current(root: Path, version: str) -> None:
     temporary.unlink(missing_ok=True)
     os.symlink(f"{VERSIONS}/{version}", temporary)
     os.replace(temporary, root / CURRENT)
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 def _remove_old_versions(root: Path, keep: set) -> None:
@@ -53,9 +54,3 @@ def _remove_old_versions(root: Path, keep: set) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
