@@ -9,7 +9,6 @@ lives in edgeclip.lower; `test_tiny_clip_rpi4_bundle_*` covers that path once it
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import platform
@@ -291,20 +290,6 @@ def test_bundle_for_another_architecture_is_refused(rpi4_bundle, host_bundle, tm
 # ---- the whole model ----------------------------------------------------------------------------
 
 
-def _lowering_gap(target_name: str) -> str | None:
-    """Why edgeclip.lower cannot compile a CLIP for `target_name` yet, or None when it can."""
-    if importlib.util.find_spec("edgeclip.lower.build") is None:
-        return "needs whole-model lowering (edgeclip.lower.build.compile), not in this edgeclip yet"
-    from edgeclip.errors import TargetError
-    from edgeclip.lower.target import resolve_target
-
-    try:
-        resolve_target(target_name)
-    except TargetError as err:
-        return f"edgeclip.lower cannot compile for {target_name} yet: {err}"
-    return None
-
-
 @pytest.fixture(scope="module")
 def tiny_clip_checkpoint(tmp_path_factory):
     from edgeclip.models.tiny import make_tiny_clip_dir
@@ -327,7 +312,6 @@ def _check_tiny_clip_bundle(bundle, arch: str, emulate: bool) -> None:
 
 @pytest.mark.slow
 @needs_x86_host
-@pytest.mark.skipif(bool(_lowering_gap(HOST)), reason=str(_lowering_gap(HOST)))
 def test_tiny_clip_host_bundle_reproduces_reference_and_classifies(tiny_clip_checkpoint, tmp_path):
     from PIL import Image
 
@@ -345,7 +329,6 @@ def test_tiny_clip_host_bundle_reproduces_reference_and_classifies(tiny_clip_che
 
 @pytest.mark.slow
 @needs_qemu
-@pytest.mark.skipif(bool(_lowering_gap("rpi4")), reason=str(_lowering_gap("rpi4")))
 def test_tiny_clip_rpi4_bundle_reproduces_reference_under_qemu(tiny_clip_checkpoint, tmp_path):
     from edgeclip.bundle.build import build_bundle
 

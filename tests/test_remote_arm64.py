@@ -62,6 +62,41 @@ def test_deploy_and_profile_on_the_arm64_board(tmp_path, arm64):
     assert installed(device) == result.bundle["version"] and staged(device) == {}
 
 
+@pytest.fixture(scope="module")
+def tiny_clip_rpi4_bundle(tmp_path_factory):
+    """A real rpi4 bundle: tiny CLIP, q-all, compiled by edgeclip.lower, with the fp32 baseline and
+    the cross-compiled native runner (skips only where the aarch64 cross compiler is missing)."""
+    from edgeclip.targets import load_target
+
+    from edgeclip.bundle.build import build_bundle
+    from edgeclip.bundle.native import require_toolchain
+    from edgeclip.errors import BundleError
+    from edgeclip.models.tiny import make_tiny_clip_dir
+    from edgeclip.pipeline import ternarize_source
+    from edgeclip.quant import TernaryConfig
+
+    try:
+        require_toolchain(load_target("rpi4"))
+    except BundleError as err:
+        pytest.skip(f"needs the aarch64 cross compiler: {err}")
+    root = tmp_path_factory.mktemp("real-rpi4")
+    _, checkpoint = ternarize_source(str(make_tiny_clip_dir(root / "teacher")), TernaryConfig(), root / "tiny-clip")
+    return build_bundle(checkpoint, "rpi4", root / "bundles", baseline="fp32")
+
+
+def test_real_rpi4_bundle_deploys_and_profiles_with_the_native_runner(tmp_path, arm64, tiny_clip_rpi4_bundle):
+    from edgeclip.remote.report import write_report
+
+    device, _ = arm64
+    result = profile(tiny_clip_rpi4_bundle, device.spec, device.options(), runs=2)
+    assert result.passed, "the board's outputs must match the host reference"
+    assert result.device.arch == "aarch64"
+    assert set(result.modules) == {"ternary", "fp32"} and set(result.ratios) >= {"speedup_p50", "memory_ratio"}
+    files = write_report(result, tmp_path / "report")
+    assert all(path.stat().st_size > 0 for path in files.values())
+    assert "Output check: passed." in files["markdown"].read_text()
+
+
 def test_link_down_3s_mid_upload_resumes_and_completes(tmp_path, arm64):
     require(tc_missing())
     device, namespace = arm64

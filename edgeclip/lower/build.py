@@ -90,8 +90,10 @@ class CompiledModel:
         out.mkdir(parents=True, exist_ok=True)
         manifest = {"target": self.target.name, "tvm_target": self.target.tvm_target, "family": self.target.family,
                     "act": self.act, "model_family": self.family, "towers": {}}
+        from tvm.support import cc
+
         for name, tower in self.towers.items():
-            tower.executable.export_library(str(out / f"{name}.so"))
+            tower.executable.export_library(str(out / f"{name}.so"), fcompile=cc.cross_compiler(self.target.compiler))
             manifest["towers"][name] = {
                 "library": f"{name}.so",
                 "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in tower.inputs],

@@ -85,12 +85,13 @@ class TernaryRewriter:
         """y[..., N] = x[..., K] @ (trits * scale).T + bias through the family kernel; `shape` is x's."""
         n, k = trits.shape
         m = int(np.prod(shape[:-1]))
-        key = ("ternary_linear", self.act, m, k, n, "bias" if bias is not None else "nobias")
-        gv = self._kernel(key, lambda: kernels.linear_kernel(self.target, m, k, n, self.act, bias is not None))
+        with_bias = kernels.takes_bias(self.target, bias is not None)
+        key = ("ternary_linear", self.act, m, k, n, "bias" if with_bias else "nobias")
+        gv = self._kernel(key, lambda: kernels.linear_kernel(self.target, m, k, n, self.act, with_bias))
         operands = [relax.const(a) for a in kernels.linear_weights(self.target, trits, self.act)]
         operands.append(relax.const(scale))
-        if bias is not None:
-            operands.append(relax.const(bias.astype(np.float32)))
+        if with_bias:
+            operands.append(relax.const((np.zeros(n) if bias is None else bias).astype(np.float32)))
         x2d = relax.op.reshape(x, [m, k]) if len(shape) != 2 else x
         y = relax.call_tir(gv, [x2d, *operands], relax.TensorType([m, n], "float32"))
         return relax.op.reshape(y, [*shape[:-1], n]) if len(shape) != 2 else y

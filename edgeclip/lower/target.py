@@ -1,16 +1,15 @@
-"""Which kernel family and TVM target a target name means.
+"""Which kernel family and TVM target a target name means, read from the board TOMLs.
 
-Only the host (`x86-64`) exists so far; board TOML files (`edgeclip.targets`) plug in here,
-so this is the one place that maps a name to a family.
+`edgeclip.targets` owns the board descriptions (and detects the host's x86 family); this module
+only turns one into what lowering needs, so it is the one place that maps a name to a family.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
-from edgeclip.errors import TargetError
+from edgeclip.targets import load_target
 
 HOST_TARGET = "x86-64"
 
@@ -23,6 +22,8 @@ class LowerTarget:
     family: str  # module under edgeclip.schedules, e.g. "x86_avx2"
     tvm_target: dict
     threads: int
+    arch: str  # what `uname -m` prints on the device
+    compiler: str  # C++ compiler that links modules for the device (a cross compiler off the host)
 
     def tvm(self):
         import tvm
@@ -30,28 +31,10 @@ class LowerTarget:
         return tvm.target.Target(self.tvm_target)
 
 
-def host_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """CPU feature flags of this machine (empty where /proc/cpuinfo is missing)."""
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def resolve_target(name: str, threads: int | None = None) -> LowerTarget:
-    """Map a target name to a family + TVM target; `threads` None means every core of the host."""
-    if name != HOST_TARGET:
-        raise TargetError(f"unknown target {name!r}; this edgeclip can compile for {HOST_TARGET!r} (the host)")
-    threads = threads or os.cpu_count() or 1
-    flags = host_cpu_flags()
-    if "avx512_vnni" in flags:
-        family, mcpu = "x86_avx512", "cascadelake"
-    elif "avx2" in flags:
-        family, mcpu = "x86_avx2", "haswell"
-    else:
-        raise TargetError("this host has neither AVX2 nor AVX-512 VNNI; the x86-64 kernels need one of them")
-    return LowerTarget(name, family, {"kind": "llvm", "mcpu": mcpu, "num-cores": threads}, threads)
+    """Map a target name to a family + TVM target; `threads` None means every core of the board."""
+    board = load_target(name)
+    if threads is None:
+        threads = (os.cpu_count() or 1) if board.is_host_arch else board.cores
+    tvm_target = {**board.tvm_cpu, "num-cores": threads}
+    return LowerTarget(board.name, board.kernel_family, tvm_target, threads, board.arch, board.cross_compiler)
