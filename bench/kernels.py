@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import tvm
+from tvm import s_tir, te
+
 from edgeclip.schedules import x86, x86_avx2, x86_avx512
 from edgeclip.schedules.ternary import pack_weights, unpacked_weights
-from tvm import s_tir, te
 
 SHAPES = [(512, 512), (512, 2048), (2048, 512), (768, 768), (768, 3072), (3072, 768)]
 ROWS = [1, 50, 77, 197]

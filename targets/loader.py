@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 import platform
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tomllib
 
 from edgeclip.errors import TargetError
 

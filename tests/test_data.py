@@ -5,6 +5,9 @@ import gzip
 import numpy as np
 import pytest
 import torch
+from training_fixtures import colour_image, png_bytes, write_caption_folder, write_shard
+
+from edgeclip.errors import TrainingError
 from edgeclip.training.corpus import load_fortunes, split_sentences
 from edgeclip.training.data import (
     CaptionTable,
@@ -15,9 +18,6 @@ from edgeclip.training.data import (
     open_pairs,
     read_idx,
 )
-from training_fixtures import colour_image, png_bytes, write_caption_folder, write_shard
-
-from edgeclip.errors import TrainingError
 
 
 def test_idx_reader_round_trips_and_rejects_truncation(tmp_path):

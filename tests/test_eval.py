@@ -5,25 +5,19 @@ import json
 
 import pytest
 import torch
-from edgeclip.training.cli_commands import add_training_commands
-from edgeclip.training.data import open_pairs
-from edgeclip.training.evaluate import neighbour_recall, retrieval
-from edgeclip.training.loop import TrainConfig
-from edgeclip.training.teacher import train_teacher
 from training_fixtures import make_tiny_bert_dir, write_caption_folder
 
 from edgeclip.export.model_io import load_model
 from edgeclip.models import load_hf_clip, make_tiny_clip_dir
 from edgeclip.models.demo import DemoClip, new_demo_clip
 from edgeclip.models.dual import DualEncoder
+from edgeclip.training.cli_commands import add_training_commands
+from edgeclip.training.data import open_pairs
+from edgeclip.training.evaluate import neighbour_recall, retrieval
+from edgeclip.training.loop import TrainConfig
+from edgeclip.training.teacher import train_teacher
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_cli(*argv):

@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import tvm
+
 from edgeclip.schedules import arm_dotprod, arm_neon, crossrun
 from edgeclip.schedules.reference import expand_scale, ternary_linear_ref
 

@@ -10,6 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 import tvm
+
 from edgeclip.schedules import cuda
 from edgeclip.schedules.reference import ternary_linear_ref
 

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 import tvm
+
 from edgeclip.schedules import reference, x86, x86_avx2, x86_avx512
 from edgeclip.schedules.ternary import embedding_prim_func, pack_embedding, pack_weights, unpacked_weights
 

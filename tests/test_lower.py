@@ -8,7 +8,6 @@ built for both activation modes (compiling dominates the runtime of this file).
 import numpy as np
 import pytest
 import torch
-from edgeclip.training.data import load_fashion_mnist
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage import data as skdata
@@ -22,6 +21,7 @@ from edgeclip.lower.target import resolve_target
 from edgeclip.models import ClipTokenizer, make_tiny_clip
 from edgeclip.models.preprocess import preprocess_image
 from edgeclip.quant import TernaryConfig, freeze, quantize, ternary_layers
+from edgeclip.training.data import load_fashion_mnist
 
 MIN_COSINE = {"fp32": 0.999, "int8": 0.995}
 SENTENCES = [

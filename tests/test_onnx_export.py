@@ -6,7 +6,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from edgeclip.training.data import load_fashion_mnist
 
 from edgeclip.export.onnx_export import export_onnx
 from edgeclip.lower.importer import import_onnx, model_towers
@@ -15,6 +14,7 @@ from edgeclip.lower.target import resolve_target
 from edgeclip.models import ClipTokenizer, make_tiny_clip
 from edgeclip.models.preprocess import preprocess_image
 from edgeclip.quant import TernaryConfig, freeze, quantize, ternary_layers
+from edgeclip.training.data import load_fashion_mnist
 
 INT8 = onnx.TensorProto.INT8
 

@@ -9,11 +9,11 @@ import platform
 import shutil
 
 import pytest
-from edgeclip.targets import list_targets, load_target, load_target_file
-from edgeclip.targets.loader import SHIPPED_DIR, cpu_flags, pick_x86_family
 
 from edgeclip.bundle.cli_commands import add_bundle_commands
 from edgeclip.errors import TargetError
+from edgeclip.targets import list_targets, load_target, load_target_file
+from edgeclip.targets.loader import SHIPPED_DIR, cpu_flags, pick_x86_family
 
 SHIPPED = {"rpi4", "rpi5", "jetson-orin-nano", "jetson-nano", "generic-aarch64", "x86-64"}
 

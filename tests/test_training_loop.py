@@ -8,22 +8,15 @@ import sys
 
 import pytest
 import torch
-from edgeclip.training.loop import TrainConfig, warmup_cosine
-from edgeclip.training.student import StudentSpec, run_dir_for, train_student
 from training_fixtures import make_tiny_bert_dir, write_caption_folder
 
 from edgeclip.errors import TrainingError
 from edgeclip.export.model_io import load_model
 from edgeclip.models import make_tiny_clip_dir
+from edgeclip.training.loop import TrainConfig, warmup_cosine
+from edgeclip.training.student import StudentSpec, run_dir_for, train_student
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices gain nothing from threads, and spinning threads stall on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = TrainConfig(steps=6, batch_size=8, lr=1e-3, warmup_steps=2, checkpoint_every=3)

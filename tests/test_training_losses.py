@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from edgeclip.training.losses import LossWeights, clip_distillation, contrastive, interactive, relational
 from torch.nn import functional as F
 
 from edgeclip.errors import TrainingError
+from edgeclip.training.losses import LossWeights, clip_distillation, contrastive, interactive, relational
 
 
 def _unit(*shape, seed=0):

@@ -100,10 +100,9 @@ def _train_teacher(args) -> None:
 
 
 def _train(args) -> None:
+    from edgeclip.quant import DEFAULT_BETA, TernaryConfig, parse_granularity
     from edgeclip.training.losses import LossWeights
     from edgeclip.training.student import STUDENT_TRAINING, StudentSpec, train_student
-
-    from edgeclip.quant import DEFAULT_BETA, TernaryConfig, parse_granularity
 
     spec = StudentSpec(
         teacher=args.teacher,

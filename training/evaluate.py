@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from edgeclip.training.data import LabeledImages
 from torch.nn import functional as F
 
 from edgeclip.models.dual import DualEncoder
+from edgeclip.training.data import LabeledImages
 
 
 @torch.no_grad()

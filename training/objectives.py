@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from edgeclip.training.data import LabeledImages, PairBatch
-from edgeclip.training.losses import LossWeights, clip_distillation
 from torch import nn
 from torch.nn import functional as F
 
 from edgeclip.models.dual import DualEncoder
+from edgeclip.training.data import LabeledImages, PairBatch
+from edgeclip.training.losses import LossWeights, clip_distillation
 
 MAX_LOG_SCALE = 4.6052  # CLIP caps the logit scale at 100
 

@@ -11,12 +11,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeclip.training.loop import TrainConfig, train
-from edgeclip.training.losses import LossWeights
 from torch import nn
 
 from edgeclip.errors import TrainingError
 from edgeclip.quant import TernaryConfig, model_stats, quantize
+from edgeclip.training.loop import TrainConfig, train
+from edgeclip.training.losses import LossWeights
 
 CLIP_FAMILIES = ("hf-clip", "demo-clip")
 SUMMARY_FILE = "summary.json"
@@ -66,9 +66,8 @@ def build_objective(family: str, teacher: nn.Module, student: nn.Module, spec: S
 
     data = spec.data or default_data(family)
     if family in CLIP_FAMILIES:
-        from edgeclip.training.data import open_pairs
-
         from edgeclip.models.dual import DualEncoder
+        from edgeclip.training.data import open_pairs
 
         if data == "fortunes":
             raise TrainingError("a CLIP teacher needs image-text data, not the sentence corpus 'fortunes'")
@@ -114,9 +113,8 @@ def evaluate(model_spec: str, data: str | None = None, teacher: str | None = Non
     model, family = load_any(model_spec)
     data = data or default_data(family)
     if family in CLIP_FAMILIES:
-        from edgeclip.training.data import LabeledImages, open_pairs
-
         from edgeclip.models.dual import DualEncoder
+        from edgeclip.training.data import LabeledImages, open_pairs
 
         source = open_pairs(data, "test")
         if isinstance(source, LabeledImages):

@@ -1,8 +1,12 @@
-"""Test bundles for the remote tests, built with the real bundle writer.
+"""Synthetic bundles for the remote FAULT tests (link outages, packet drop, rate limits, full disks,
+out of memory), built with the real bundle writer.
 
-Their `bin/edgeclip-runner` is a TEST STAND-IN for the native runner (which comes with the bundles
-issue): a POSIX shell script that keeps the runner's contract (`--runs N --module M`, one JSON
-object with module, load_ms, latency_ms p50/p90/p99, peak_rss_kb, cosine_to_reference) and does real
+Their `bin/edgeclip-runner` is a TEST STAND-IN for the native runner, kept only where a test needs
+a fast, controllable runner: bundle size and runner memory are chosen per test, and it starts in
+milliseconds where the real runner under qemu-user takes seconds. The profile path on the emulated
+board uses a real compiled rpi4 bundle and the native runner (test_remote_arm64.py). The stand-in
+is a POSIX shell script that keeps the runner's contract (`--runs N --module M`, one JSON object
+with module, load_ms, latency_ms p50/p90/p99, peak_rss_kb, cosine_to_reference) and does real
 work on the device: it loads the module's weights into memory, hashes them N times timing each run
 with `date +%s%N`, reads its own VmHWM, and checks the weights against a reference hash.
 """
