@@ -17,14 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgeclip.targets import load_target
-
 from edgeclip.bundle import local
 from edgeclip.bundle.build import build_bundle
 from edgeclip.bundle.format import read_manifest
 from edgeclip.models.tiny import make_tiny_clip_dir
 from edgeclip.pipeline import ternarize_source
 from edgeclip.quant import TernaryConfig
+from edgeclip.targets import load_target
 
 # ViT-B/32 CLIP (openai/clip-vit-base-patch32) dimensions, for the tiny-CLIP maker's overrides.
 SHAPES = {

@@ -11,3 +11,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_rpi4_bundle(tmp_path_factory):
+    """A real rpi4 bundle: tiny CLIP, q-all, both towers compiled by edgeclip.lower for arm_neon,
+    the fp32 baseline, the cross-compiled native runner. Built once per run (~40 s) because the
+    bundle tests (qemu-user) and the remote tests (emulated board over SSH) both need one."""
+    from edgeclip.bundle.build import build_bundle
+    from edgeclip.bundle.native import require_toolchain
+    from edgeclip.errors import BundleError
+    from edgeclip.models.tiny import make_tiny_clip_dir
+    from edgeclip.pipeline import ternarize_source
+    from edgeclip.quant import TernaryConfig
+    from edgeclip.targets import load_target
+
+    try:
+        require_toolchain(load_target("rpi4"))
+    except BundleError as err:
+        pytest.skip(f"needs the aarch64 cross compiler: {err}")
+    root = tmp_path_factory.mktemp("tiny-clip-rpi4")
+    teacher = make_tiny_clip_dir(root / "teacher")
+    _, checkpoint = ternarize_source(str(teacher), TernaryConfig(policy="q-all"), root / "tiny-clip")
+    return build_bundle(checkpoint, "rpi4", root / "bundles", baseline="fp32")

@@ -1,9 +1,10 @@
 """Device bundles: built from real compiled TVM modules for rpi4 (aarch64, run under qemu-user)
 and for this host, with the real cross-compiled native runner and the wheels' runtime libraries.
 
-The towers here are a small two-tower model (patch conv image tower, embedding-bag text tower)
-written in PyTorch and compiled with TVM's stock Relax pipeline, because the whole-CLIP lowering
-lives in edgeclip.lower; `test_tiny_clip_rpi4_bundle_*` covers that path once it exists.
+Most towers here are a small two-tower model (patch conv image tower, embedding-bag text tower)
+written in PyTorch and compiled with TVM's stock Relax pipeline, so the format, runner and refusal
+tests stay fast; `test_tiny_clip_*` build whole ternary CLIPs through edgeclip.lower (the host and
+rpi4 kernel families) and check every tower against the PyTorch reference.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-from edgeclip.targets import load_target
 from torch import nn
 
 from edgeclip.bundle import local
 from edgeclip.bundle.build import BundleModule, TowerReference, write_model_bundle
 from edgeclip.bundle.format import MANIFEST, elf_arch, read_manifest, verify_bundle, write_bundle
 from edgeclip.errors import BundleError
+from edgeclip.targets import load_target
 
 IMAGE, CONTEXT, DIM = 16, 8, 12
 HOST = "x86-64"
@@ -329,8 +330,7 @@ def test_tiny_clip_host_bundle_reproduces_reference_and_classifies(tiny_clip_che
 
 @pytest.mark.slow
 @needs_qemu
-def test_tiny_clip_rpi4_bundle_reproduces_reference_under_qemu(tiny_clip_checkpoint, tmp_path):
-    from edgeclip.bundle.build import build_bundle
-
-    bundle = build_bundle(tiny_clip_checkpoint, "rpi4", tmp_path, baseline="fp32")
-    _check_tiny_clip_bundle(bundle, "aarch64", emulate=True)
+def test_tiny_clip_rpi4_bundle_reproduces_reference_under_qemu(tiny_clip_rpi4_bundle):
+    """`tiny_clip_rpi4_bundle` (conftest) is `build_bundle(q-all tiny CLIP, "rpi4", baseline="fp32")`."""
+    assert tiny_clip_rpi4_bundle.name == "tiny-clip-rpi4.edgeclip"
+    _check_tiny_clip_bundle(tiny_clip_rpi4_bundle, "aarch64", emulate=True)

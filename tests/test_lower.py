@@ -223,3 +223,59 @@ def test_unknown_target_and_tower_are_refused(clip_student):
         resolve_target("pdp-11")
     with pytest.raises(ModelError, match="towers"):
         compile(clip_student, "x86-64", towers=["audio"])
+
+
+# ---- targets: boards pick their kernel family -------------------------------------------------------
+
+
+@pytest.mark.parametrize("board, family", [("rpi4", "arm_neon"), ("jetson-nano", "arm_neon"),
+                                           ("generic-aarch64", "arm_neon"), ("rpi5", "arm_dotprod"),
+                                           ("jetson-orin-nano", "arm_dotprod")])
+def test_arm_boards_lower_with_their_family_for_aarch64(board, family):
+    target = resolve_target(board)
+    assert target.family == family and target.threads == target.board.cores
+    assert target.tvm_target["mtriple"] == "aarch64-linux-gnu" and target.tvm_target["num-cores"] == target.threads
+    assert resolve_target(board, threads=1).tvm().attrs["num-cores"] == 1
+
+
+def test_host_family_comes_from_the_cpu_flags():
+    from edgeclip.targets.loader import cpu_flags, pick_x86_family
+
+    family, mcpu = pick_x86_family(cpu_flags())
+    target = resolve_target("x86-64")
+    assert (target.family, target.tvm_target["mcpu"]) == (family, mcpu)
+
+
+def test_arm_kernels_take_signed_int8_activations_and_no_weight_sum():
+    from edgeclip.lower import kernels
+    from edgeclip.schedules import arm_neon
+
+    trits = np.random.default_rng(0).integers(-1, 2, (24, 40)).astype(np.int8)
+    rpi4, host = resolve_target("rpi4"), resolve_target("x86-64")
+    (packed,) = kernels.linear_weights(rpi4, trits, "int8")
+    np.testing.assert_array_equal(packed, arm_neon.pack_weights(trits))
+    assert len(kernels.linear_weights(host, trits, "int8")) == 2  # u8 x s8 needs the weight sums
+    func = kernels.linear_kernel(rpi4, 5, 40, 24, "int8", kernels.takes_bias(rpi4, has_bias=False))
+    assert [p.name for p in func.params] == ["x", "w_packed", "scale", "bias", "y"]
+
+
+def test_rpi4_compile_saves_aarch64_libraries(tmp_path, clip_student):
+    """Lowering for a board other than the host: the arm_neon kernels replace every ternary layer
+    and `save` links the module with the board's cross compiler. (The numbers are checked under
+    qemu-user by tests/test_bundle.py, which runs such modules through the native runner.)"""
+    import json
+
+    from edgeclip.bundle.format import elf_arch
+    from edgeclip.bundle.native import require_toolchain
+    from edgeclip.errors import BundleError
+
+    try:
+        require_toolchain(resolve_target("rpi4").board)
+    except BundleError as err:
+        pytest.skip(f"needs the aarch64 cross compiler: {err}")
+    compiled = compile(clip_student, "rpi4", towers=["image"], act="int8")
+    report = compiled.towers["image"].report
+    assert compiled.target.family == "arm_neon" and report.linears > 0 and report.convs == 1
+    out = compiled.save(tmp_path / "rpi4")
+    assert elf_arch((out / "image.so").read_bytes()[:64]) == "aarch64"
+    assert json.loads((out / "compiled.json").read_text())["tvm_target"]["mcpu"] == "cortex-a72"

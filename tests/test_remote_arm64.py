@@ -1,5 +1,6 @@
 """The emulated aarch64 board (Debian arm64 userland under qemu-user, in its own network namespace):
-probe, deploy and profile, and the network faults on its veth link."""
+probe; deploy and profile of a real compiled rpi4 bundle with its native runner; and the network
+faults on its veth link (those use the fast synthetic bundles of testbed.bundles)."""
 
 from __future__ import annotations
 
@@ -54,44 +55,24 @@ def test_x86_bundle_refused_before_upload(tmp_path, arm64):
     assert not (device.home / ".edgeclip").exists()
 
 
-def test_deploy_and_profile_on_the_arm64_board(tmp_path, arm64):
-    device, _ = arm64
-    result = profile(arm_bundle(tmp_path / "b.edgeclip", ternary_bytes=16 << 10, fp32_bytes=48 << 10), device.spec, device.options(), runs=3)
-    assert result.passed and result.device.arch == "aarch64"
-    assert set(result.ratios) >= {"speedup_p50", "memory_ratio"}
-    assert installed(device) == result.bundle["version"] and staged(device) == {}
-
-
-@pytest.fixture(scope="module")
-def tiny_clip_rpi4_bundle(tmp_path_factory):
-    """A real rpi4 bundle: tiny CLIP, q-all, compiled by edgeclip.lower, with the fp32 baseline and
-    the cross-compiled native runner (skips only where the aarch64 cross compiler is missing)."""
-    from edgeclip.targets import load_target
-
-    from edgeclip.bundle.build import build_bundle
-    from edgeclip.bundle.native import require_toolchain
-    from edgeclip.errors import BundleError
-    from edgeclip.models.tiny import make_tiny_clip_dir
-    from edgeclip.pipeline import ternarize_source
-    from edgeclip.quant import TernaryConfig
-
-    try:
-        require_toolchain(load_target("rpi4"))
-    except BundleError as err:
-        pytest.skip(f"needs the aarch64 cross compiler: {err}")
-    root = tmp_path_factory.mktemp("real-rpi4")
-    _, checkpoint = ternarize_source(str(make_tiny_clip_dir(root / "teacher")), TernaryConfig(), root / "tiny-clip")
-    return build_bundle(checkpoint, "rpi4", root / "bundles", baseline="fp32")
-
-
+@pytest.mark.slow
 def test_real_rpi4_bundle_deploys_and_profiles_with_the_native_runner(tmp_path, arm64, tiny_clip_rpi4_bundle):
+    """The remote done-when: a compiled rpi4 bundle is deployed over SSH, its native runner runs the
+    ternary and fp32 towers on the aarch64 board and reproduces the host reference, and the report
+    is written."""
     from edgeclip.remote.report import write_report
 
     device, _ = arm64
+    deployed = deploy(tiny_clip_rpi4_bundle, device.spec, device.options())
+    assert deployed.uploaded and installed(device, deployed.name) == deployed.version and staged(device) == {}
     result = profile(tiny_clip_rpi4_bundle, device.spec, device.options(), runs=2)
-    assert result.passed, "the board's outputs must match the host reference"
-    assert result.device.arch == "aarch64"
-    assert set(result.modules) == {"ternary", "fp32"} and set(result.ratios) >= {"speedup_p50", "memory_ratio"}
+    assert not result.deploy.uploaded, "profile reuses the version deploy installed"
+    assert result.device.arch == "aarch64" and set(result.modules) == {"ternary", "fp32"}
+    for module in result.modules.values():
+        assert module.output_ok and 0 < module.latency_ms["p50"] <= module.latency_ms["p99"]
+    assert result.modules["ternary"].cosine_to_reference >= 0.995
+    assert result.modules["fp32"].cosine_to_reference >= 0.999
+    assert result.passed and set(result.ratios) >= {"speedup_p50", "memory_ratio"}
     files = write_report(result, tmp_path / "report")
     assert all(path.stat().st_size > 0 for path in files.values())
     assert "Output check: passed." in files["markdown"].read_text()

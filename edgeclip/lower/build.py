@@ -90,10 +90,10 @@ class CompiledModel:
         out.mkdir(parents=True, exist_ok=True)
         manifest = {"target": self.target.name, "tvm_target": self.target.tvm_target, "family": self.target.family,
                     "act": self.act, "model_family": self.family, "towers": {}}
-        from tvm.support import cc
+        from edgeclip.bundle.native import export_module
 
         for name, tower in self.towers.items():
-            tower.executable.export_library(str(out / f"{name}.so"), fcompile=cc.cross_compiler(self.target.compiler))
+            export_module(tower.executable, out / f"{name}.so", self.target.board)
             manifest["towers"][name] = {
                 "library": f"{name}.so",
                 "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in tower.inputs],

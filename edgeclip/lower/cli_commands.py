@@ -7,11 +7,11 @@ def add_lower_commands(verbs) -> None:
     p = verbs.add_parser("compile", help="compile a model's towers for a target with TVM",
                          description="torch.export -> Relax -> ternary kernels -> scheduled module per tower.")
     p.add_argument("--model", required=True, help="edgeclip checkpoint, model directory, 'minilm' or 'demo'")
-    p.add_argument("--target", default="x86-64", help="target name (default x86-64, the host)")
+    p.add_argument("--target", default="x86-64", help="board name, see `edgeclip targets` (default x86-64, the host)")
     p.add_argument("-o", "--out", required=True, help="output directory (one .so per tower + compiled.json)")
     p.add_argument("--towers", default=None, help="comma list, e.g. image,text (default: all the model has)")
     p.add_argument("--act", default="int8", choices=["int8", "fp32"], help="activation mode of ternary kernels")
-    p.add_argument("--threads", type=int, default=None, help="threads the module is scheduled for (default all)")
+    p.add_argument("--threads", type=int, default=None, help="threads the module is scheduled for (default: all the board's cores)")
     p.add_argument("--seq-len", type=int, default=None, help="static text length (default 77 CLIP, 128 MiniLM)")
     p.set_defaults(func=_compile)
 

@@ -47,11 +47,13 @@ def linear_kernel(target: LowerTarget, M: int, K: int, N: int, act: str, bias: b
 
 def linear_weights(target: LowerTarget, trits: np.ndarray, act: str) -> list[np.ndarray]:
     """Packed weight operands, in the kernel's parameter order (before scale and bias)."""
+    family = _family(target)
+    if target.family in ARM_FAMILIES:
+        return [family.pack_weights(trits)]  # s8 x s8 (act_offset=0): no weight-sum compensation
     from edgeclip.schedules.ternary import pack_weights
 
-    packed = pack_weights(trits, _family(target).TILE_N)
-    uint8_activations = act == "int8" and target.family in X86_FAMILIES
-    return [packed["w_packed"], packed["w_sum"]] if uint8_activations else [packed["w_packed"]]
+    packed = pack_weights(trits, family.TILE_N)
+    return [packed["w_packed"], packed["w_sum"]] if act == "int8" else [packed["w_packed"]]
 
 
 def embedding_kernel(n_ids: int, vocab: int, dim: int):

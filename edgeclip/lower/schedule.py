@@ -18,12 +18,20 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base.common_schedules import try_inline
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
-VECTOR_LANES = 8  # float32 lanes of AVX2; LLVM widens further on AVX-512 targets
+# float32 lanes of one vector register: 128-bit NEON on aarch64, AVX2 elsewhere (x86-64; LLVM
+# widens further on AVX-512 targets). Whole vectors only, so the lane count gates vectorizing.
+VECTOR_LANES = {"aarch64": 4}
+DEFAULT_VECTOR_LANES = 8
 PARALLEL_MIN_ELEMENTS = 4096  # below this, waking the thread pool costs more than it saves
 
 
 def _threads(target) -> int:
     return int(target.attrs.get("num-cores", 1) or 1)
+
+
+def _vector_lanes(target) -> int:
+    arch = str(target.attrs.get("mtriple", "")).split("-", 1)[0]
+    return VECTOR_LANES.get(arch, DEFAULT_VECTOR_LANES)
 
 
 def _extent(sch: s_tir.Schedule, loop) -> int | None:
@@ -45,7 +53,7 @@ class CpuLoopNest(CPUScheduleRule):
         threads = _threads(target)
         for block in try_inline(sch, blocks):
             if block.is_injective():
-                self._injective(sch, block.block_rv, threads)
+                self._injective(sch, block.block_rv, threads, _vector_lanes(target))
             elif block.is_reduction():
                 self._reduction(sch, block.block_rv, block.dom_kind(), threads)
             else:
@@ -53,7 +61,7 @@ class CpuLoopNest(CPUScheduleRule):
         return sch
 
     @staticmethod
-    def _injective(sch, block, threads):
+    def _injective(sch, block, threads, lanes):
         """Vectorize the innermost loop only when whole vectors fit: fusing every loop first would
         turn transposes into per-lane div/mod gathers (measured 10x slower than nested loops)."""
         loops = sch.get_loops(block)
@@ -63,8 +71,8 @@ class CpuLoopNest(CPUScheduleRule):
         for loop in loops:
             total *= _extent(sch, loop) or 1
         inner = _extent(sch, loops[-1])
-        if inner is not None and inner % VECTOR_LANES == 0:
-            sch.vectorize(sch.split(loops[-1], [None, VECTOR_LANES])[1])
+        if inner is not None and inner % lanes == 0:
+            sch.vectorize(sch.split(loops[-1], [None, lanes])[1])
         if threads > 1 and total >= PARALLEL_MIN_ELEMENTS and len(loops) > 1:
             sch.parallel(sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0])
 

@@ -6,10 +6,9 @@ only turns one into what lowering needs, so it is the one place that maps a name
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from edgeclip.targets import load_target
+from edgeclip.targets import Target, load_target
 
 HOST_TARGET = "x86-64"
 
@@ -22,8 +21,7 @@ class LowerTarget:
     family: str  # module under edgeclip.schedules, e.g. "x86_avx2"
     tvm_target: dict
     threads: int
-    arch: str  # what `uname -m` prints on the device
-    compiler: str  # C++ compiler that links modules for the device (a cross compiler off the host)
+    board: Target  # the board description: its arch and the compiler that links modules for it
 
     def tvm(self):
         import tvm
@@ -34,7 +32,6 @@ class LowerTarget:
 def resolve_target(name: str, threads: int | None = None) -> LowerTarget:
     """Map a target name to a family + TVM target; `threads` None means every core of the board."""
     board = load_target(name)
-    if threads is None:
-        threads = (os.cpu_count() or 1) if board.is_host_arch else board.cores
+    threads = board.cores if threads is None else threads  # `x86-64`: cores = "auto", this host's
     tvm_target = {**board.tvm_cpu, "num-cores": threads}
-    return LowerTarget(board.name, board.kernel_family, tvm_target, threads, board.arch, board.cross_compiler)
+    return LowerTarget(board.name, board.kernel_family, tvm_target, threads, board)
