@@ -83,10 +83,15 @@ def bundle_table() -> str:
         lines.append(
             f"| {d['shape']} | {d['target']} | {d['fp32_safetensors_bytes'] / 1e6:.1f} MB | "
             f"{d['ternary_payload_bytes'] / 1e6:.2f} MB | {d['payload_compression_vs_fp32_safetensors']:.1f} | "
-            f"{d['bundle_bytes'] / 1e6:.1f} MB | {d.get('peak_rss_ratio_fp32_over_ternary', float('nan')):.2f} | "
-            f"{d.get('build_seconds_with_fp32_baseline', float('nan')):.0f} |"
+            f"{d['bundle_bytes'] / 1e6:.1f} MB | {_figure(d, 'peak_rss_ratio_fp32_over_ternary', '.2f')} | "
+            f"{_figure(d, 'build_seconds_with_fp32_baseline', '.0f')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _figure(record: dict, key: str, spec: str) -> str:
+    """A measured figure, or a dash where this run could not measure it (e.g. RSS off-device)."""
+    return format(record[key], spec) if key in record else "–"
 
 
 TABLES = {"kernels": kernels_table, "e2e": e2e_table, "ptq": ptq_table, "bundle": bundle_table}

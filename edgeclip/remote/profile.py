@@ -22,7 +22,7 @@ from edgeclip.remote.probe import DeviceInfo
 from edgeclip.remote.upload import Progress
 
 MODULES = ("ternary", "fp32")
-MIN_COSINE = {"ternary": 0.9, "fp32": 0.999}
+MIN_COSINE = {"ternary": 0.995, "fp32": 0.999}  # used when a bundle's manifest states none
 RUNNER_KEYS = ("module", "load_ms", "latency_ms", "peak_rss_kb", "cosine_to_reference")
 
 # $1 folder, $2 runner, $3 runs, $4 module, $5.. power sensor files. Samples go to stderr as
@@ -109,7 +109,8 @@ def profile(
     measured = {}
     with Session(host, options) as session:
         for module in modules:
-            measured[module] = run_module(session.conn, folder, runner, module, runs, deployed.device, timeout)
+            floor = manifest.get("min_cosine", {}).get(module, MIN_COSINE.get(module, MIN_COSINE["ternary"]))
+            measured[module] = run_module(session.conn, folder, runner, module, runs, deployed.device, timeout, floor)
     return ProfileResult(
         host=deployed.host,
         device=deployed.device,
@@ -127,7 +128,8 @@ def profile(
     )
 
 
-def run_module(conn: Connection, folder: str, runner: str, module: str, runs: int, device: DeviceInfo, timeout: float) -> ModuleProfile:
+def run_module(conn: Connection, folder: str, runner: str, module: str, runs: int, device: DeviceInfo, timeout: float,
+               min_cosine: float) -> ModuleProfile:
     args = (folder, runner, str(runs), module, *device.power_sensors)
     result = conn.run_script(RUN_SCRIPT, args, timeout=timeout)
     if not result.ok:
@@ -141,7 +143,7 @@ def run_module(conn: Connection, folder: str, runner: str, module: str, runs: in
         latency_ms={k: float(report["latency_ms"][k]) for k in ("p50", "p90", "p99")},
         peak_rss_kb=int(report["peak_rss_kb"]),
         cosine_to_reference=float(report["cosine_to_reference"]),
-        min_cosine=MIN_COSINE.get(module, MIN_COSINE["ternary"]),
+        min_cosine=min_cosine,
         power_w=power,
         energy_mj_per_inference=None if power is None else power * float(p50),
     )
