@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps open_clip_torch==3.3.0
 	touch $(STAMP)
 
+# `make demo DEMO_ARGS=--quick` for the 3-minute smoke version the test suite runs.
 demo: $(STAMP)
-	$(BIN)/edgeclip demo
+	$(BIN)/edgeclip demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -rs

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
 
 from edgeclip.bundle import local
 from edgeclip.bundle.build import build_bundle
-from edgeclip.bundle.format import read_manifest
+from edgeclip.bundle.format import payload_bytes, read_manifest
 from edgeclip.models.tiny import make_tiny_clip_dir
 from edgeclip.pipeline import ternarize_source
 from edgeclip.quant import TernaryConfig
@@ -35,15 +36,6 @@ SHAPES = {
         text_intermediate_size=2048, projection_dim=512,
     ),
 }
-
-
-def payload_bytes(manifest: dict, variant: str) -> int:
-    """What the model itself weighs in the bundle: its modules and their fixed parameters."""
-    members = manifest["members"]
-    total = 0
-    for entry in manifest["modules"].get(variant, {}).values():
-        total += members[entry["path"]]["bytes"] + sum(members[p]["bytes"] for p in entry["params"])
-    return total
 
 
 def main() -> None:
@@ -68,6 +60,7 @@ def main() -> None:
             "fp32_payload_bytes": payload_bytes(manifest, "fp32"),
             "bundle_bytes": bundle.stat().st_size,
             "build_seconds_with_fp32_baseline": round(build_s, 1),
+            "load_average_1m_after_build": round(os.getloadavg()[0], 2),  # shared machines: say how busy
         }
         result["payload_compression_vs_fp32_safetensors"] = fp32_checkpoint / result["ternary_payload_bytes"]
         if load_target(args.target).is_host_arch:

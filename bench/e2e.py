@@ -5,9 +5,14 @@ q-all and frozen. Image tower on one 224x224 image, text tower on one 77-token c
 1 thread and all threads. Peers: torch fp32 eager, torch dynamic-int8 linears, onnxruntime fp32,
 onnxruntime int8 (quantize_dynamic), and TVM fp32 with the same (zero) tuning effort.
 
-    .venv/bin/python bench/e2e.py [--towers image,text] [--threads 1,all] [--repeat 20]
+    .venv/bin/python bench/e2e.py [--towers image,text] [--threads 1,all] [--repeat 20] [--records] [--tune N]
 
-Writes bench/results/e2e-<host>.json and prints a Markdown table plus the per-op profile of the
+--records adds "tvm ternary int8-act tuned": the same tower built with the tuning records in
+schedules/x86-64/ (the plain ternary row is always built without records). --tune N first runs
+`edgeclip tune --kernels` on the towers with N trials per task at each thread count (merging
+into schedules/x86-64/), prints its per-task table, and implies --records.
+
+Writes bench/results/e2e-<host>.json (e2e-tuned-<host>.json with --records/--tune) and prints a Markdown table plus the per-op profile of the
 single-thread ternary image tower.
 """
 
@@ -28,10 +33,11 @@ import tvm
 from transformers import CLIPConfig, CLIPModel
 
 from edgeclip.export.onnx_export import export_tower_onnx
-from edgeclip.lower.build import compile_tower
+from edgeclip.lower.build import FROM_STORE, compile_tower
 from edgeclip.lower.importer import model_towers
 from edgeclip.lower.profile import profile_tower
 from edgeclip.lower.target import resolve_target
+from edgeclip.lower.tune import summary_table, tune
 from edgeclip.quant import TernaryConfig, freeze, quantize
 
 RESULTS = Path(__file__).parent / "results"
@@ -87,7 +93,7 @@ def set_threads(n: int) -> None:
     tvm.get_global_func("runtime.config_threadpool")(0, n)
 
 
-def bench_tower(name, float_model, ternary_model, threads_list, repeat, workdir) -> list[dict]:
+def bench_tower(name, float_model, ternary_model, threads_list, repeat, workdir, records=False) -> list[dict]:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -118,10 +124,13 @@ def bench_tower(name, float_model, ternary_model, threads_list, repeat, workdir)
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             row(label, median_ms(lambda s=session: s.run(None, feeds), repeat), weights_mb=round(path.stat().st_size / 2**20, 1))
         target = resolve_target("x86-64", threads)
-        for label, tower, act in (("tvm ternary int8-act", tern_tower, "int8"), ("tvm fp32 (no tuning)", fp_tower, "fp32")):
-            compiled = compile_tower(tower, target, act)
+        builds = [("tvm ternary int8-act", tern_tower, "int8", None), ("tvm fp32 (no tuning)", fp_tower, "fp32", None)]
+        if records:
+            builds.insert(1, ("tvm ternary int8-act tuned", tern_tower, "int8", FROM_STORE))
+        for label, tower, act, store in builds:
+            compiled = compile_tower(tower, target, act, records=store)
             vm_main = compiled.vm()["main"]
-            tvm_args = [tvm.runtime.tensor(a) for a in arrays]
+            tvm_args = [tvm.runtime.tensor(a) for a in (*arrays, *compiled.weights)]
             extra = {"compile_s": round(compiled.compile_seconds, 1), "family": target.family}
             if act == "int8":
                 got = vm_main(*tvm_args).numpy()
@@ -149,21 +158,33 @@ def main() -> None:
     parser.add_argument("--towers", default="image,text")
     parser.add_argument("--threads", default="1,all", help="comma list; 'all' = every core")
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--records", action="store_true", help="add the ternary tower built with schedules/x86-64 records")
+    parser.add_argument("--tune", type=int, default=0, metavar="N", help="tune first, N trials per task (implies --records)")
     args = parser.parse_args()
     threads = [os.cpu_count() if t == "all" else int(t) for t in args.threads.split(",")]
     float_model = vit_b32()
     ternary_model = vit_b32()
     quantize(ternary_model, TernaryConfig(policy="q-all"))
     freeze(ternary_model)
-    rows = []
+    rows, tuning = [], []
+    for n in threads if args.tune else []:
+        start = time.perf_counter()
+        results = tune(ternary_model, "x86-64", towers=args.towers.split(","), kernels=True, trials=args.tune, threads=n)
+        tuning.append({"threads": n, "trials_per_task": args.tune, "seconds": round(time.perf_counter() - start),
+                       "tasks": [vars(r) for r in results]})
+        print(summary_table(results))
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.towers.split(","):
-            rows += bench_tower(name, float_model, ternary_model, threads, args.repeat, Path(tmp))
+            rows += bench_tower(name, float_model, ternary_model, threads, args.repeat, Path(tmp),
+                                records=args.records or args.tune > 0)
     host = platform.node() or "host"
     result = {"host": host, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
               "model": "ViT-B/32-shaped HF CLIP, random init, q-all ternary", "rows": rows}
+    if tuning:
+        result["tuning"] = tuning
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"e2e-{host}.json"
+    tuned = args.records or args.tune > 0
+    out = RESULTS / f"e2e-{'tuned-' if tuned else ''}{host}.json"  # a tuned run never overwrites the full table
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(markdown(rows))
     for r in rows:

@@ -1,6 +1,6 @@
 """Ternary linear kernels vs fp32 and int8 peers on this host (not a test).
 
-usage: python bench/kernels.py [--quick] [--threads 1,2] [--rounds 7]
+usage: python bench/kernels.py [--quick] [--threads 1,2] [--rounds 7] [--records] [--tune N]
 
 Every method of one shape is timed in the same run, interleaved: each round times every method
 once, and the table reports the median over rounds (the cores are shared with other jobs, so
@@ -11,6 +11,10 @@ Methods: ternary int8 activations (2-bit packed weights; the same kernel with in
 measure what packing saves when weights come from DRAM), ternary fp32 activations, TVM fp32
 dense with a register-blocked schedule, torch fp32 `F.linear`, torch dynamic int8
 (`quantize_dynamic`, fbgemm), numpy. "cold" flushes 64 MB of cache before every call.
+
+--records adds "ternary_int8_tuned": the int8 kernel with the register-blocking knobs its tuning
+record in schedules/x86-64/ chose (the hand knobs where there is none; the row says which).
+--tune N first tunes those knobs for every benchmarked shape (N trials each) and implies --records.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ import torch
 import tvm
 from tvm import s_tir, te
 
+from edgeclip.lower import knobs as kernel_knobs
+from edgeclip.lower import records as tuning_records
+from edgeclip.lower.target import resolve_target
+from edgeclip.lower.tune import kernel_task, tune_tasks
 from edgeclip.schedules import x86, x86_avx2, x86_avx512
 from edgeclip.schedules.ternary import pack_weights, unpacked_weights
 
@@ -104,7 +112,20 @@ def build(func, target):
     return tvm.compile(tvm.IRModule({"main": func}), target=target)
 
 
-def samplers(M, K, N, threads, fam) -> dict:
+def kernel_key(M, K, N) -> tuple:
+    return ("ternary_linear", "int8", M, K, N, "bias")  # how the rewrite names the kernel
+
+
+def recorded_knobs(M, K, N, threads) -> tuple[x86.Knobs | None, str]:
+    """(knobs, where from): the tuning record's knobs for this shape, else None and "hand"."""
+    target = resolve_target("x86-64", threads)
+    db = tuning_records.load(target.tvm(), target.name)
+    key = kernel_key(M, K, N)
+    record = db and db.query_tuning_record(kernel_knobs.workload(target, key), target.tvm(), "main")
+    return (kernel_knobs.knobs_from_record(record), "record") if record else (None, "hand")
+
+
+def samplers(M, K, N, threads, fam, tuned: x86.Knobs | None = None) -> dict:
     """Every method of one shape, as name -> callable returning seconds per call."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((M, K)).astype(np.float32)
@@ -131,7 +152,12 @@ def samplers(M, K, N, threads, fam) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         qlin = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, torch.qint8)
-    return {
+    extra = {}
+    if tuned is not None:
+        lib = build(x86.schedule_linear(M, K, N, "channel", "int8", threads, True, fam.KERNEL, knobs=tuned), target)
+        extra["ternary_int8_tuned_warm"] = tvm_sampler(lib, int8_args, False)
+        extra["ternary_int8_tuned_cold"] = tvm_sampler(lib, int8_args, True)
+    return extra | {
         "ternary_int8_warm": tvm_sampler(int8, int8_args, False),
         "ternary_int8_cold": tvm_sampler(int8, int8_args, True),
         "ternary_int8w_warm": tvm_sampler(int8w, int8w_args, False),
@@ -145,8 +171,10 @@ def samplers(M, K, N, threads, fam) -> dict:
     }
 
 
-def bench_shape(M, K, N, threads, fam, rounds) -> dict:
-    methods = samplers(M, K, N, threads, fam)
+def bench_shape(M, K, N, threads, fam, rounds, records=False) -> dict:
+    knobs, source = recorded_knobs(M, K, N, threads) if records else (None, "")
+    hand = x86.default_knobs(x86.int8_spec(M, K, N, "channel", True, fam.KERNEL), fam.KERNEL)
+    methods = samplers(M, K, N, threads, fam, (knobs or hand) if records else None)
     samples = {name: [] for name in methods}
     with torch.no_grad():
         for _ in range(rounds):
@@ -155,7 +183,26 @@ def bench_shape(M, K, N, threads, fam, rounds) -> dict:
     r = {"M": M, "K": K, "N": N, "threads": threads, "rounds": rounds}
     r.update({name: float(np.median(s)) for name, s in samples.items()})
     r["spread"] = {name: [float(np.min(s)), float(np.max(s))] for name, s in samples.items()}
+    if records:
+        r["knobs"] = {"hand": vars(hand), "tuned": vars(knobs or hand), "tuned_from": source}
     return r
+
+
+def tuned_table(rows) -> str:
+    """Tuned vs hand knobs of the int8 kernel, same run (> 1: the record is faster)."""
+    lines = ["| M | K→N | thr | hand knobs | hand µs | tuned knobs (from) | tuned µs | hand / tuned | cold hand / tuned |",
+             "|" + "---|" * 9]
+    for r in rows:
+        if "knobs" not in r:
+            continue
+        k = r["knobs"]
+        fmt = lambda kn: f"{kn['rows']}x{kn['vecs']}x{kn['kgroups']}"  # noqa: E731
+        lines.append(
+            f"| {r['M']} | {r['K']}→{r['N']} | {r['threads']} | {fmt(k['hand'])} | {r['ternary_int8_warm'] * 1e6:.0f} | "
+            f"{fmt(k['tuned'])} ({k['tuned_from']}) | {r['ternary_int8_tuned_warm'] * 1e6:.0f} | "
+            f"{r['ternary_int8_warm'] / r['ternary_int8_tuned_warm']:.2f} | "
+            f"{r['ternary_int8_cold'] / r['ternary_int8_tuned_cold']:.2f} |")
+    return "\n".join(lines)
 
 
 def ratio_table(rows, stat: str = "median") -> str:
@@ -175,14 +222,18 @@ def ratio_table(rows, stat: str = "median") -> str:
     return "\n".join(lines)
 
 
-def write_report(out: Path, meta: dict, rows: list) -> None:
-    (out / f"kernels-{meta['cpu']}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-    (out / "kernels.md").write_text(
+def write_report(out: Path, meta: dict, rows: list, stem: str = "kernels") -> None:
+    """`<stem>-<cpu>.json` + `<stem>.md`; a run with tuned knobs uses stem "kernels-tuned" so it
+    never overwrites the full sweep."""
+    tuned = tuned_table(rows) if any("knobs" in r for r in rows) else ""
+    (out / f"{stem}-{meta['cpu']}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+    (out / f"{stem}.md").write_text(
         f"# Ternary kernels on {meta['cpu']} ({meta['family']})\n\n"
         f"`{meta['command']}` ({meta['date']}). Ratios > 1: ternary int8 is faster. {meta['rounds']} interleaved "
         "rounds on a 2-core host shared with other jobs; raw medians and min/max in the JSON.\n\n"
         "## Medians\n\n" + ratio_table(rows) + "\n\n"
-        "## Fastest sample of each method (closest to an idle machine)\n\n" + ratio_table(rows, "min") + "\n")
+        "## Fastest sample of each method (closest to an idle machine)\n\n" + ratio_table(rows, "min") + "\n"
+        + (f"\n## Tuned vs hand register blocking (rows x vecs x kgroups), medians\n\n{tuned}\n" if tuned else ""))
 
 
 def main():
@@ -190,23 +241,30 @@ def main():
     ap.add_argument("--quick", action="store_true", help="only the target shapes (M=1, 50 at 768/3072)")
     ap.add_argument("--threads", default=f"1,{torch.get_num_threads()}")
     ap.add_argument("--rounds", type=int, default=15, help="interleaved samples per method (median reported)")
+    ap.add_argument("--records", action="store_true", help="add the int8 kernel with its tuned knobs (schedules/x86-64)")
+    ap.add_argument("--tune", type=int, default=0, metavar="N", help="tune each shape's knobs first (implies --records)")
     a = ap.parse_args()
     shapes = QUICK if a.quick else [(m, k, n) for m in ROWS for k, n in SHAPES]
     threads = sorted({int(t) for t in a.threads.split(",")})
     fam = family()
+    for th in threads if a.tune else []:
+        target = resolve_target("x86-64", th)
+        tune_tasks([kernel_task(kernel_key(M, K, N), target) for M, K, N in shapes], target, a.tune)
     rows = []
     for th in threads:
         for M, K, N in shapes:
-            rows.append(bench_shape(M, K, N, th, fam, a.rounds))
+            rows.append(bench_shape(M, K, N, th, fam, a.rounds, records=a.records or a.tune > 0))
             print(ratio_table(rows[-1:]).splitlines()[-1], flush=True)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     meta = {"cpu": cpu_name(), "family": fam.__name__.rsplit(".", 1)[-1], "unit": "seconds per call, median of rounds",
             "rounds": a.rounds, "date": time.strftime("%Y-%m-%d"),
             "command": "python bench/kernels.py " + ("--quick " if a.quick else "") + f"--threads {a.threads} "
-                       f"--rounds {a.rounds}"}
-    write_report(out, meta, rows)
+                       f"--rounds {a.rounds}" + (f" --tune {a.tune}" if a.tune else " --records" if a.records else "")}
+    write_report(out, meta, rows, "kernels-tuned" if a.records or a.tune else "kernels")
     print(ratio_table(rows))
+    if a.records or a.tune:
+        print("\n" + tuned_table(rows))
 
 
 if __name__ == "__main__":

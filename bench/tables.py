@@ -77,14 +77,15 @@ def ptq_table() -> str:
 
 
 def bundle_table() -> str:
-    lines = ["| model | target | fp32 safetensors | ternary payload | × smaller | whole tar | peak RSS fp32/ternary | build s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | target | fp32 safetensors | ternary payload | × smaller | whole tar | peak RSS fp32/ternary "
+             "| build s | load avg |", "|---|---|---|---|---|---|---|---|---|"]
     for _, d in _load("bundle-*.json"):
         lines.append(
             f"| {d['shape']} | {d['target']} | {d['fp32_safetensors_bytes'] / 1e6:.1f} MB | "
             f"{d['ternary_payload_bytes'] / 1e6:.2f} MB | {d['payload_compression_vs_fp32_safetensors']:.1f} | "
             f"{d['bundle_bytes'] / 1e6:.1f} MB | {_figure(d, 'peak_rss_ratio_fp32_over_ternary', '.2f')} | "
-            f"{_figure(d, 'build_seconds_with_fp32_baseline', '.0f')} |"
+            f"{_figure(d, 'build_seconds_with_fp32_baseline', '.0f')} | "
+            f"{_figure(d, 'load_average_1m_after_build', '.1f')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -94,7 +95,55 @@ def _figure(record: dict, key: str, spec: str) -> str:
     return format(record[key], spec) if key in record else "–"
 
 
-TABLES = {"kernels": kernels_table, "e2e": e2e_table, "ptq": ptq_table, "bundle": bundle_table}
+def training_table() -> str:
+    lines = []
+    for path, data in _load("training-*.json"):
+        lines += _minilm_lines(data, path.name) + _ablation_lines(data, path.name)
+    return "\n".join(lines)
+
+
+def _minilm_lines(data: dict, name: str) -> list[str]:
+    if "minilm" not in data:
+        return []
+    target = data["minilm"]["targets"]
+    lines = [
+        f"all-MiniLM-L6-v2 → q-all ternary, self-taught distillation, {data['cores']}-core {data['cpu']} host "
+        f"({name}); scores on the 1,000 held-out sentences (target within {target['budget']}: cosine ≥ "
+        f"{target['mean_cosine']}, recall@10 ≥ {target['neighbour_recall_at_10']}). Load = 1-min load average "
+        "during the run (the host is shared).",
+        "",
+        "| budget | threads | steps | samples/s | load mean/max | mean cosine | recall@10 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in data["minilm"]["runs"]:
+        final = r["final"]
+        lines.append(
+            f"| {r['budget']} | {r['threads']} | {r['steps_done']} ({r['stopped_by'].replace('_', ' ')}) | "
+            f"{r['samples_per_s_median']:.1f} | {r['load1_mean']:.1f}/{r['load1_max']:.1f} | "
+            f"{final['mean_cosine']:.4f} | {final['neighbour_recall_at_10']:.4f} |"
+        )
+    return lines + [""]
+
+
+def _ablation_lines(data: dict, name: str) -> list[str]:
+    if "ablation" not in data:
+        return []
+    a = data["ablation"]
+    lines = [
+        f"Fashion-MNIST test split (10k), built-in teacher, q-all students trained {a['steps']} steps with seed "
+        f"{a['seed']} and 1 thread each ({name}):",
+        "",
+        "| model | top-1 % | top-5 % | ternary share of linear weights |",
+        "|---|---|---|---|",
+    ]
+    for r in a["rows"]:
+        ternary = f"{100 * r['ternary_fraction_linear']:.0f} %" if "ternary_fraction_linear" in r else "–"
+        lines.append(f"| {r['label']} | {100 * r['top1']:.2f} | {100 * r['top5']:.2f} | {ternary} |")
+    return lines + [""]
+
+
+TABLES = {"kernels": kernels_table, "e2e": e2e_table, "ptq": ptq_table, "bundle": bundle_table,
+          "training": training_table}
 
 
 def main() -> None:

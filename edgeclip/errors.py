@@ -42,3 +42,7 @@ class RemoteError(EdgeclipError):
 
 class FlashError(EdgeclipError):
     """A bundle could not be sent to, or was refused by, a device over a serial line."""
+
+
+class DemoError(EdgeclipError):
+    """`edgeclip demo` finished, but a step of it failed (the report says which and why)."""

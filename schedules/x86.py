@@ -15,7 +15,13 @@ Loop nest of the int8 linear:
 The micro-kernel is one tensorized block per (rows, vecs, kgroups): each activation broadcast
 feeds `vecs` products and each weight vector `rows` products, and the accumulators stay in
 registers for the whole chunk (AVX2 keeps them in int16, which bounds `kgroups`). M is padded
-to a multiple of `rows` (`LinearSpec.row_block`) so every block is full and predicate-free.
+to a multiple of the family's row block (`LinearSpec.row_block`) so every block is full and
+predicate-free.
+
+rows / vecs / kgroups are the schedule's knobs (`Knobs`): `default_knobs` is the hand choice,
+`knob_choices` every value the kernel is correct for on a shape (any `rows` whose padded row
+count fits in Mp, whole N tiles, whole packed bytes within the overflow bound), which is the
+space `edgeclip tune --kernels` searches (`edgeclip.lower.knobs`).
 
 The GEMM is `compute_at` into the tiled output (reverse_compute_at is refused while the
 quantization producers sit at root).
@@ -29,6 +35,8 @@ from dataclasses import dataclass, replace
 from tvm import s_tir, tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
+
+from edgeclip.errors import KernelError
 
 from .ternary import K_GROUP, LinearSpec, linear_prim_func, round_up
 
@@ -142,6 +150,47 @@ def vecs_for(n_tiles: int, preferred: int) -> int:
     return max(v for v in range(1, preferred + 1) if n_tiles % v == 0)
 
 
+@dataclass(frozen=True)
+class Knobs:
+    """The register blocking of the int8 linear: `rows` x `vecs` accumulators per micro-kernel
+    call, over chunks of `kgroups` k-groups (4 k each) of unpacked weights."""
+
+    rows: int
+    vecs: int
+    kgroups: int
+
+
+def default_knobs(spec: LinearSpec, kernel: BlockKernel) -> Knobs:
+    """The hand choice: the family's register block, clipped to what the shape allows."""
+    return Knobs(spec.row_block, vecs_for(spec.Np // spec.tile_n, kernel.vecs),
+                 chunk_kgroups(spec.Kp // K_GROUP, kernel.max_kgroups))
+
+
+def knob_choices(spec: LinearSpec, kernel: BlockKernel) -> dict[str, list[int]]:
+    """Every value of each knob the kernel is correct for on `spec` (a tuner samples these).
+
+    rows: the row loop is split by `rows`, so its padded extent must stay inside the Mp rows the
+    quantized activations have (spec.row_block fixes Mp); vecs: whole N tiles per block; kgroups:
+    whole packed bytes (multiples of 4) dividing K, within the family's overflow bound. Register
+    pressure bounds rows x vecs by the hand design's accumulator count (more would spill).
+    """
+    budget = kernel.rows * kernel.vecs
+    n_tiles, k_groups = spec.Np // spec.tile_n, spec.Kp // K_GROUP
+    return {
+        "rows": [r for r in range(1, budget + 1) if round_up(spec.M, r) <= spec.Mp],
+        "vecs": [v for v in range(1, budget + 1) if n_tiles % v == 0],
+        "kgroups": [c for c in range(4, min(k_groups, kernel.max_kgroups) + 1, 4) if k_groups % c == 0],
+    }
+
+
+def check_knobs(spec: LinearSpec, kernel: BlockKernel, knobs: Knobs) -> None:
+    """Refuse knobs outside `knob_choices` (a wrong block would read past the padded rows)."""
+    choices = knob_choices(spec, kernel)
+    bad = [f"{name}={getattr(knobs, name)}" for name, allowed in choices.items() if getattr(knobs, name) not in allowed]
+    if bad or knobs.rows * knobs.vecs > kernel.rows * kernel.vecs:
+        raise KernelError(f"knobs {', '.join(bad) or knobs} are not valid for the {spec.M}x{spec.K}->{spec.N} "
+                          f"{kernel.name} kernel; allowed: {choices} with rows x vecs <= {kernel.rows * kernel.vecs}")
+
 
 def _schedule_quantization(sch: s_tir.Schedule, spec: LinearSpec) -> None:
     """Vectorize the per-row absmax and the uint8 quantization (both stream x once)."""
@@ -156,17 +205,21 @@ def _schedule_quantization(sch: s_tir.Schedule, spec: LinearSpec) -> None:
         sch.vectorize(sch.get_loops(rf)[-1])
 
 
-def schedule_int8(spec: LinearSpec, kernel: BlockKernel, threads: int = 1) -> tirx.PrimFunc:
-    """Register-blocked int8 linear (see the module docstring); spec.row_block = kernel.rows."""
+def schedule_int8(spec: LinearSpec, kernel: BlockKernel, threads: int = 1, knobs: Knobs | None = None) -> tirx.PrimFunc:
+    """Register-blocked int8 linear (see the module docstring); `knobs` default to the hand choice."""
     sch = s_tir.Schedule(linear_prim_func(spec))
-    tn = spec.tile_n
-    rows = spec.row_block
-    vecs = vecs_for(spec.Np // tn, kernel.vecs)
-    kgroups = chunk_kgroups(spec.Kp // K_GROUP, kernel.max_kgroups)
+    apply_int8(sch, spec, kernel, threads, knobs or default_knobs(spec, kernel))
+    return sch.mod["main"]
+
+
+def apply_int8(sch: s_tir.Schedule, spec: LinearSpec, kernel: BlockKernel, threads: int, knobs: Knobs) -> None:
+    """Schedule the unscheduled linear held by `sch` in place (a tuner passes a traced schedule)."""
+    check_knobs(spec, kernel, knobs)
+    tn, rows, vecs, kgroups = spec.tile_n, knobs.rows, knobs.vecs, knobs.kgroups
     y = sch.get_sblock("y")
     m, n = sch.get_loops(y)
     nt, n_in = sch.split(n, [None, vecs * tn])
-    sch.split(m, [None, rows])  # y's row loop spans Mp, so compute_at gives acc all Mp rows
+    sch.split(m, [None, rows])  # the padded row loop bounds the rows compute_at gives acc
     sch.reorder(nt, *sch.get_loops(y)[:2], n_in)
     acc = sch.get_sblock("acc")
     sch.compute_at(acc, nt, preserve_unit_loops=True)
@@ -188,7 +241,6 @@ def schedule_int8(spec: LinearSpec, kernel: BlockKernel, threads: int = 1) -> ti
     init = sch.decompose_reduction(acc, kc)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(r, block_intrin(replace(kernel, rows=rows, vecs=vecs), kgroups))
-    return sch.mod["main"]
 
 
 def schedule_fp32(spec: LinearSpec, threads: int = 1) -> tirx.PrimFunc:
@@ -227,12 +279,16 @@ def rows_for(M: int, most: int) -> int:
     return min(range(most, max(most - 3, 0), -1), key=lambda r: round_up(M, r))
 
 
+def int8_spec(M, K, N, scale_kind, bias, kernel: BlockKernel, packed: bool = True) -> LinearSpec:
+    """The int8 linear as this family computes it: M padded to the family's row block."""
+    return LinearSpec(M, K, N, scale_kind, "int8", kernel.lanes, bias, row_block=rows_for(M, kernel.rows), packed=packed)
+
+
 def schedule_linear(M, K, N, scale_kind, act, threads, bias, kernel: BlockKernel,
-                    packed: bool = True) -> tirx.PrimFunc:
+                    packed: bool = True, knobs: Knobs | None = None) -> tirx.PrimFunc:
     """Entry point of both x86 families: the int8 micro-kernel schedule or the fp32 one.
-    packed=False (int8 only) builds the same kernel reading unpacked int8 weights (baseline)."""
+    packed=False (int8 only) builds the same kernel reading unpacked int8 weights (baseline);
+    `knobs` (int8 only) replace the hand register blocking, e.g. with tuned ones."""
     if act == "int8":
-        spec = LinearSpec(M, K, N, scale_kind, act, kernel.lanes, bias, row_block=rows_for(M, kernel.rows),
-                          packed=packed)
-        return schedule_int8(spec, kernel, threads)
+        return schedule_int8(int8_spec(M, K, N, scale_kind, bias, kernel, packed), kernel, threads, knobs)
     return schedule_fp32(LinearSpec(M, K, N, scale_kind, act, kernel.lanes, bias), threads)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import platform
 import shutil
 import tarfile
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from edgeclip.bundle import local
-from edgeclip.bundle.build import BundleModule, TowerReference, write_model_bundle
+from edgeclip.bundle.build import BundleModule, TowerReference, npy_bytes, write_model_bundle
 from edgeclip.bundle.format import MANIFEST, elf_arch, read_manifest, verify_bundle, write_bundle
 from edgeclip.errors import BundleError
 from edgeclip.targets import load_target
@@ -81,7 +82,7 @@ def _build(out_dir, target_name, variants=("ternary",)):
     modules = [BundleModule(tower, variant, executables[tower]) for variant in variants for tower in towers]
     with torch.no_grad():
         refs = [TowerReference(t, (inputs[t],), (towers[t](torch.from_numpy(inputs[t])).numpy(),)) for t in towers]
-    info = {"tokenizer": {"kind": "clip-bpe", "context_length": CONTEXT, "dtype": "int64"},
+    info = {"model": {"family": "hf-clip"}, "tokenizer": {"kind": "clip-bpe", "context_length": CONTEXT, "dtype": "int64"},
             "preprocessing": {"image_size": IMAGE}}
     return write_model_bundle(out_dir, "toy", target, modules, refs, info)
 
@@ -305,6 +306,12 @@ def tiny_clip_checkpoint(tmp_path_factory):
 def _check_tiny_clip_bundle(bundle, arch: str, emulate: bool) -> None:
     binaries = [data for data in _members(bundle).values() if data[:4] == b"\x7fELF"]
     assert len(binaries) == 3 + 4 and {elf_arch(data) for data in binaries} == {arch}  # runner, 2 libs, 4 towers
+    manifest = read_manifest(bundle)
+    for entry in manifest["modules"]["ternary"].values():  # weights ship 5 trits a byte
+        assert entry["packed_weights"]
+        for weight in entry["packed_weights"]:
+            base3_bytes = -(-4 * math.prod(weight["shape"]) // 5)
+            assert manifest["members"][weight["path"]]["bytes"] == len(npy_bytes(np.zeros(base3_bytes, np.uint8)))
     report = local.profile(bundle, runs=2, warmup=1, emulate=emulate)
     assert set(report["towers"]) == {"image", "text"}
     assert report["cosine_to_reference"] >= 0.995  # int8 activations
@@ -326,6 +333,13 @@ def test_tiny_clip_host_bundle_reproduces_reference_and_classifies(tiny_clip_che
     ranked = local.classify(bundle, image, ["a cat", "a dog"])
     assert {label for label, _ in ranked} == {"a cat", "a dog"} and abs(sum(p for _, p in ranked) - 1) < 1e-6
     assert local.embed_text(bundle, "a cat").shape == (1, 32)
+    with local.extracted(bundle) as (folder, manifest):  # a damaged weight file, past the hash check
+        damaged = folder / manifest["modules"]["ternary"]["text"]["packed_weights"][0]["path"]
+        stored = np.load(damaged)
+        stored[len(stored) // 2] = 255
+        np.save(damaged, stored)
+        with pytest.raises(BundleError, match="no 5 trits encode"):
+            local.run_runner(folder, manifest, ["--module", "ternary", "--tower", "text", "--runs", "1"])
 
 
 @pytest.mark.slow
@@ -334,3 +348,120 @@ def test_tiny_clip_rpi4_bundle_reproduces_reference_under_qemu(tiny_clip_rpi4_bu
     """`tiny_clip_rpi4_bundle` (conftest) is `build_bundle(q-all tiny CLIP, "rpi4", baseline="fp32")`."""
     assert tiny_clip_rpi4_bundle.name == "tiny-clip-rpi4.edgeclip"
     _check_tiny_clip_bundle(tiny_clip_rpi4_bundle, "aarch64", emulate=True)
+
+
+# ---- the built-in demo family (grayscale ViT + MiniLM text tower) --------------------------------
+
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not __import__("edgeclip.training.data", fromlist=["x"]).fashion_mnist_dir().joinpath(
+        "t10k-images-idx3-ubyte.gz").is_file(),
+    reason="needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+
+
+@pytest.fixture(scope="module")
+def demo_clip_checkpoint(tmp_path_factory):
+    """A random-weight DemoClip (random ViT and projections, the real MiniLM text tower), q-all."""
+    from edgeclip.export.model_io import save_model
+    from edgeclip.models.demo import new_demo_clip
+    from edgeclip.quant import TernaryConfig, quantize
+
+    model = new_demo_clip(seed=0)
+    config = TernaryConfig(policy="q-all")
+    quantize(model, config)
+    return save_model(model, tmp_path_factory.mktemp("demo-clip") / "demo-q", "demo-clip", model.config_dict(), config)
+
+
+@pytest.fixture(scope="module")
+def demo_clip_host_bundle(demo_clip_checkpoint, tmp_path_factory):
+    from edgeclip.bundle.build import build_bundle
+
+    return build_bundle(demo_clip_checkpoint, HOST, tmp_path_factory.mktemp("demo-clip-bundle"))
+
+
+def _demo_dual(checkpoint):
+    from edgeclip.export.model_io import load_model
+    from edgeclip.models.dual import DualEncoder
+
+    return DualEncoder(load_model(checkpoint)[0]).eval()
+
+
+def test_demo_family_inputs_match_the_models_own_preprocessing_and_tokenizer(tmp_path):
+    """What a demo-clip bundle feeds its towers is bit-identical to what the model trained on."""
+    from PIL import Image
+
+    from edgeclip.bundle.families import DEMO_CLIP, family_for
+    from edgeclip.models.demo import new_demo_clip
+    from edgeclip.models.dual import DualEncoder
+
+    dual = DualEncoder(new_demo_clip())
+    info = family_for("demo-clip").model_info({"family": "demo-clip", "arch": dual.model.config_dict()}, 32)
+    assert info["preprocessing"]["channels"] == 1 and info["tokenizer"]["kind"] == "wordpiece"
+    rng = np.random.default_rng(7)
+    for array in (rng.integers(0, 256, (28, 28), dtype=np.uint8), rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)):
+        path = tmp_path / "image.png"
+        Image.fromarray(array).save(path)
+        ours = DEMO_CLIP.pixels(Image.open(path), info["preprocessing"])
+        np.testing.assert_array_equal(ours, dual.preprocess([np.asarray(Image.open(path).convert("RGB"))]).numpy())
+    tokenize = DEMO_CLIP.tokenizer(DEMO_CLIP.installed_vocab(), info["tokenizer"])
+    for text in ("a photo of a pullover sweater.", "Ünïcode café, ANKLE boot!!"):
+        ids, mask = tokenize(text)
+        theirs = dual.tokenize([text])
+        length = int(theirs["attention_mask"].sum())
+        assert ids.shape == mask.shape == (1, 32) and int(mask.sum()) == length
+        np.testing.assert_array_equal(ids[:, :length], theirs["input_ids"].numpy())
+        assert not ids[:, length:].any()
+
+
+@pytest.mark.slow
+@needs_x86_host
+def test_demo_clip_host_bundle_carries_its_family_and_reproduces_reference(demo_clip_host_bundle):
+    from edgeclip.bundle.families import DEMO_CLIP
+
+    manifest = read_manifest(demo_clip_host_bundle)
+    assert manifest["model"]["family"] == "demo-clip"
+    assert manifest["tokenizer"]["kind"] == "wordpiece" and manifest["tokenizer"]["context_length"] == 32
+    assert manifest["preprocessing"]["image_size"] == 28 and manifest["preprocessing"]["channels"] == 1
+    vocab = _members(demo_clip_host_bundle)[manifest["tokenizer"]["vocab"]]
+    assert vocab == DEMO_CLIP.installed_vocab().read_bytes()
+    assert manifest["reference"]["image"]["inputs"][0]["shape"] == [1, 1, 28, 28]
+    report = local.profile(demo_clip_host_bundle, runs=2, warmup=1)
+    assert set(report["towers"]) == {"image", "text"} and report["cosine_to_reference"] >= 0.995
+
+
+@pytest.mark.slow
+@needs_x86_host
+@needs_fashion_mnist
+def test_run_image_on_fashion_mnist_gives_pytorchs_top1(demo_clip_host_bundle, demo_clip_checkpoint, tmp_path, capsys):
+    """`edgeclip run --image` on real Fashion-MNIST test images: the top-1 of the PyTorch model,
+    and image / text embeddings that agree with PyTorch's (so preprocessing and tokenizer are the model's)."""
+    from PIL import Image
+
+    from edgeclip.bundle.families import DEMO_CLIP
+    from edgeclip.cli import main
+    from edgeclip.training.data import FASHION_CLASSES, load_fashion_mnist
+
+    data = load_fashion_mnist("test")
+    labels = [f"a photo of a {name}." for name in FASHION_CLASSES]
+    dual = _demo_dual(demo_clip_checkpoint)
+    manifest = read_manifest(demo_clip_host_bundle)
+    for index in (0, 1, 2):
+        path = tmp_path / f"fashion-{index}.png"
+        Image.fromarray(data.images[index]).save(path)
+        assert main(["run", str(demo_clip_host_bundle), "--image", str(path), "--labels", ",".join(labels)]) == 0
+        printed = capsys.readouterr().out.strip().splitlines()
+        with torch.no_grad():
+            image = dual.encode_image(dual.preprocess([data.images[index]]))
+            tokens = dual.tokenize(labels)
+            text = dual.encode_text(tokens["input_ids"], tokens["attention_mask"])
+        assert printed[0].split(maxsplit=1)[1] == labels[int((image @ text.t()).argmax())]
+        pixels = DEMO_CLIP.pixels(Image.open(path), manifest["preprocessing"])
+        ours = local.tower_outputs(demo_clip_host_bundle, {"image": [(pixels,)]})["image"][0]
+        assert float(_cosine(ours, image.numpy())) >= 0.99
+    ours = local.embed_text(demo_clip_host_bundle, labels[0])
+    assert float(_cosine(ours, text[0:1].numpy())) >= 0.99
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
+    return a @ b / (np.linalg.norm(a) * np.linalg.norm(b))

@@ -212,8 +212,14 @@ def test_checkpoint_compiles_saves_and_reloads(tmp_path, clip_student, fashion):
     assert compiled.target.family in ("x86_avx2", "x86_avx512")
     pixels = clip_pixels(fashion.images[:3], clip_student.config.vision_config.image_size)
     before = run_each(compiled.towers["image"], pixels)
-    reloaded = load_compiled(compiled.save(tmp_path / "out"))
+    out = compiled.save(tmp_path / "out")
+    reloaded = load_compiled(out)
     np.testing.assert_array_equal(run_each(reloaded["image"], pixels), before)
+    # the packed weights live beside the library, 5 trits a byte, not inside it
+    packed = compiled.towers["image"].weights
+    assert packed and len(reloaded["image"].weights) == len(packed)
+    stored = sorted(out.glob("image.weight*.npy"))
+    assert sum(np.load(p).nbytes for p in stored) == sum(-(-4 * w.size // 5) for w in packed)
     with pytest.raises(ModelError, match="shape"):
         reloaded["image"](pixels[:1, :, :8])
 

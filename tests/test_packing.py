@@ -11,6 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 from edgeclip.errors import CheckpointError, QuantError
 from edgeclip.export import pack_2bit, pack_base3, unpack_2bit, unpack_base3
+from edgeclip.export.packing import base3_from_2bit, two_bit_from_base3
 
 ODD_SIZES = [0, 1, 2, 3, 4, 5, 6, 7, 11, 13, 17, 31, 97, 101, 1009]
 
@@ -152,3 +153,26 @@ def test_2bit_rejects_malformed_packed_data():
         unpack_2bit(packed.astype(np.int8), 6)
     with pytest.raises(CheckpointError, match="non-negative"):
         unpack_2bit(packed, -1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(trit_arrays(min_dims=1))
+def test_compute_packing_stores_as_base3_and_comes_back_byte_identical(trits):
+    """Bundles ship kernel-layout weights 1.6-bit and rebuild the exact bytes at load."""
+    packed = pack_2bit(trits, axis=-1)
+    stored = base3_from_2bit(packed)
+    assert stored.size == math.ceil(4 * packed.size / 5)
+    restored = two_bit_from_base3(stored, packed.shape)
+    assert restored.dtype == np.uint8
+    np.testing.assert_array_equal(restored, packed)
+
+
+def test_base3_storage_of_2bit_keeps_the_byte_stream_order():
+    # byte 0 holds trits [1, -1, 0, 1] (codes 2, 0, 1, 2), byte 1 holds [0, 0, 0, -1]
+    packed = pack_2bit(np.array([[1, -1, 0, 1], [0, 0, 0, -1]], np.int8))
+    np.testing.assert_array_equal(base3_from_2bit(packed), pack_base3(np.array([1, -1, 0, 1, 0, 0, 0, -1], np.int8)))
+
+
+def test_base3_storage_refuses_bytes_that_are_not_2bit_trits():
+    with pytest.raises(CheckpointError, match="0b11"):
+        base3_from_2bit(np.array([0b11000101], np.uint8))

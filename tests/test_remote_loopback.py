@@ -1,4 +1,4 @@
-"""Deploy, rollback, profile and SSH policy against a real sshd on 127.0.0.1 (tests/testbed)."""
+"""Deploy, rollback, profile and SSH policy against a real sshd on 127.0.0.1 (edgeclip.testbed)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import psutil
 import pytest
-from testbed import devices, fixtures
+from testbed import fixtures
 from testbed.bundles import make_bundle
 from testbed.faults import MemoryLimit, memory_cgroup_missing
 from testbed.fixtures import require
@@ -20,6 +20,7 @@ from edgeclip.remote.deploy import deploy, rollback
 from edgeclip.remote.hostkeys import fingerprint
 from edgeclip.remote.profile import profile
 from edgeclip.remote.report import write_report
+from edgeclip.testbed import devices
 
 loopback = fixtures.loopback
 

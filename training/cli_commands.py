@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 LOSS_HELP = "weight of the {} loss (0 switches it off; default {})"
+BUDGET_STEP_LIMIT = 10**9  # `--time-budget` without `--steps`: the budget alone ends the run
 
 
 def add_training_commands(verbs) -> None:
@@ -28,12 +29,40 @@ def _add_schedule_options(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.csv)")
 
 
+def _schedule_changes(args) -> dict:
+    chosen = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup,
+              "seed": args.seed, "checkpoint_every": args.checkpoint_every}
+    return {k: v for k, v in chosen.items() if v is not None}
+
+
 def _schedule(args, base):
     from dataclasses import replace
 
-    chosen = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup,
-              "seed": args.seed, "checkpoint_every": args.checkpoint_every}
-    return replace(base, **{k: v for k, v in chosen.items() if v is not None})
+    return replace(base, **_schedule_changes(args))
+
+
+def parse_duration(text: str, option: str = "--time-budget") -> float:
+    """'600', '600s', '10m', '1.5h' -> seconds."""
+    from edgeclip.errors import TrainingError
+
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0:
+        raise TrainingError(f"{option} {text!r} is not a positive duration; write e.g. 600, 600s, 10m or 1.5h")
+    return seconds
+
+
+def parse_eval_every(text: str):
+    """'200' -> every 200 steps; '90s', '2m' -> every so much training time."""
+    from edgeclip.training.loop import EvalEvery
+
+    if text.isdigit():
+        return EvalEvery(steps=int(text))
+    return EvalEvery(seconds=parse_duration(text, "--eval-every"))
 
 
 def _add_train_teacher(verbs) -> None:
@@ -69,6 +98,16 @@ def _add_train(verbs) -> None:
         p.add_argument(f"--{name}-weight", type=float, default=default, help=LOSS_HELP.format(name.upper(), default))
     p.add_argument("--tau", type=float, default=1.0, help="CRD temperature (default 1.0)")
     p.add_argument("--max-length", type=int, default=48, help="token limit for sentence distillation (default 48)")
+    p.add_argument("--token-weight", type=float, default=1.0,
+                   help="weight of the token-state term of sentence distillation (0 switches it off; default 1)")
+    p.add_argument("--time-budget", default=None,
+                   help="stop after this much training wall time, e.g. 600, 10m, 1.5h (evaluation not counted; "
+                   "summed over --resume). Without --steps the learning-rate cosine runs over the budget and steps "
+                   "are unlimited; with --steps it follows the steps and the budget only stops the run")
+    p.add_argument("--eval-every", default=None,
+                   help="embedding teachers: score the held-out sentences every N steps (e.g. 200) or every so "
+                   "much training time (e.g. 2m), and at the end, into metrics.csv (eval_* columns) and "
+                   "evaluation.png; evaluation time is not charged to --time-budget")
     _add_schedule_options(p)
     p.set_defaults(func=_train)
 
@@ -102,7 +141,7 @@ def _train_teacher(args) -> None:
 def _train(args) -> None:
     from edgeclip.quant import DEFAULT_BETA, TernaryConfig, parse_granularity
     from edgeclip.training.losses import LossWeights
-    from edgeclip.training.student import STUDENT_TRAINING, StudentSpec, train_student
+    from edgeclip.training.student import StudentSpec, train_student
 
     spec = StudentSpec(
         teacher=args.teacher,
@@ -112,11 +151,19 @@ def _train(args) -> None:
         losses=LossWeights(task=args.task_weight, crd=args.crd_weight, icl=args.icl_weight, fd=args.fd_weight,
                            tau=args.tau),
         max_length=args.max_length,
+        token_weight=args.token_weight,
     )
-    summary = train_student(spec, _schedule(args, STUDENT_TRAINING), args.out, resume=args.resume,
-                            progress=not args.no_progress)
+    budget = None if args.time_budget is None else parse_duration(args.time_budget)
+    changes = _schedule_changes(args)
+    paced = budget is not None and args.steps is None
+    if paced:
+        changes["steps"] = BUDGET_STEP_LIMIT
+    summary = train_student(spec, changes, args.out, resume=args.resume, progress=not args.no_progress,
+                            time_budget_s=budget, pace_by_budget=paced,
+                            eval_every=0 if args.eval_every is None else parse_eval_every(args.eval_every))
     if summary["rank"] == 0:
-        print(f"trained {summary['steps_this_run']} steps in {summary['seconds_this_run']:.0f} s "
+        stop = " (time budget reached)" if summary["stopped_by"] == "time_budget" else ""
+        print(f"trained {summary['steps_this_run']} steps{stop} in {summary['seconds_this_run']:.0f} s "
               f"({summary['skipped_samples']} unreadable samples skipped); "
               f"{100 * summary['ternary_fraction_linear']:.1f} % of linear weights ternary; wrote {args.out}")
 

@@ -80,13 +80,17 @@ def _recall(scores: torch.Tensor, truth: torch.Tensor, k: int) -> float:
 
 @torch.no_grad()
 def sentence_embeddings(encoder, tokenizer, sentences: list[str], batch_size: int = 128, max_length: int = 128):
+    """Embeddings in input order; batches are cut from the sentences sorted by length so each pads little."""
     encoder.eval()
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     chunks = []
-    for i in range(0, len(sentences), batch_size):
-        tokens = tokenizer(sentences[i : i + batch_size], padding=True, truncation=True, max_length=max_length,
-                           return_tensors="pt")
+    for i in range(0, len(order), batch_size):
+        texts = [sentences[j] for j in order[i : i + batch_size]]
+        tokens = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         chunks.append(encoder(tokens["input_ids"], tokens["attention_mask"]))
-    return torch.cat(chunks)
+    embeddings = torch.empty_like(torch.cat(chunks))
+    embeddings[torch.tensor(order)] = torch.cat(chunks)
+    return embeddings
 
 
 def neighbour_recall(student: torch.Tensor, teacher: torch.Tensor, k: int = 10) -> float:
@@ -102,11 +106,19 @@ def neighbour_recall(student: torch.Tensor, teacher: torch.Tensor, k: int = 10) 
 
 
 def embedding_fidelity(student, teacher, tokenizer, sentences: list[str]) -> dict:
+    return embedding_fidelity_against(student, sentence_embeddings(teacher, tokenizer, sentences), tokenizer, sentences)
+
+
+def embedding_fidelity_against(student, teacher_embeddings: torch.Tensor, tokenizer, sentences: list[str]) -> dict:
+    """Fidelity to precomputed teacher embeddings (periodic evaluation computes those once).
+
+    Leaves the student in the train/eval mode it came in, so evaluating mid-run changes nothing."""
+    was_training = student.training
     s = sentence_embeddings(student, tokenizer, sentences)
-    t = sentence_embeddings(teacher, tokenizer, sentences)
+    student.train(was_training)
     return {
-        "mean_cosine": float(F.cosine_similarity(s, t).mean()),
-        "neighbour_recall_at_10": neighbour_recall(s, t, 10),
+        "mean_cosine": float(F.cosine_similarity(s, teacher_embeddings).mean()),
+        "neighbour_recall_at_10": neighbour_recall(s, teacher_embeddings, 10),
         "samples": len(sentences),
     }
 

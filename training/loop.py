@@ -2,7 +2,8 @@
 
 An `Objective` says what a batch is and what its loss is; the loop owns everything else: AdamW
 with warm-up + cosine, gradient clipping, AMP on CUDA, DistributedDataParallel under torchrun,
-checkpoints every N steps with exact resume, a tqdm bar, a CSV log and a PNG of the losses.
+checkpoints every N steps with exact resume, a tqdm bar, a CSV log and a PNG of the losses, an
+optional wall-clock budget and optional periodic evaluation (objectives that define `evaluate`).
 
 Exact resume needs no saved data-loader or RNG state: every batch and every random draw is a
 pure function of (seed, step, rank), so step k is the same whether or not the run stopped before it.
@@ -23,10 +24,12 @@ from torch import distributed as dist
 from torch import nn
 
 from edgeclip.errors import TrainingError
+from edgeclip.training.curves import plot_evaluation, plot_losses
 
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.csv"
 CURVES_FILE = "losses.png"
+EVAL_CURVES_FILE = "evaluation.png"
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Objective(Protocol):
 
     def load_state_dict(self, state: dict) -> None: ...
 
+    # Optional: `evaluate(module) -> {metric: value}` on held-out data, for `eval_every`.
+
 
 @dataclass
 class Distributed:
@@ -100,19 +105,61 @@ class Distributed:
         if self.world > 1:
             dist.barrier()
 
+    def max(self, value: float) -> float:
+        """The largest value over ranks: ranks must agree on the clock (learning rate, when to stop)."""
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return float(tensor.item())
+
+
+@dataclass(frozen=True)
+class EvalEvery:
+    """When to score held-out data: every `steps` steps, or every `seconds` of training time."""
+
+    steps: int = 0
+    seconds: float = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.steps or self.seconds)
+
+    def due(self, step: int, elapsed_before: float, elapsed: float) -> bool:
+        """Is step `step` (1-based), which took the clock from `elapsed_before` to `elapsed`, due?"""
+        if self.steps:
+            return step % self.steps == 0
+        return self.seconds > 0 and elapsed // self.seconds > elapsed_before // self.seconds
+
+
+class TrainingClock:
+    """Seconds of training so far, across resumes: wall time minus the time spent evaluating,
+    so a `time_budget_s` buys the same training however often the run is evaluated."""
+
+    def __init__(self, before: float = 0.0):
+        self.before, self.began, self.paused_s = before, time.perf_counter(), 0.0
+
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.began - self.paused_s
+
+    def pause_for(self, seconds: float) -> None:
+        self.paused_s += seconds
+
 
 def pick_device() -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def warmup_cosine(config: TrainConfig):
-    """LR multiplier: linear warm-up, then cosine down to `min_lr_ratio`."""
+    """LR multiplier: linear warm-up, then cosine down to `min_lr_ratio`.
 
-    def factor(step: int) -> float:
+    `time_fraction` (share of a wall-clock budget used) moves the cosine on when it is ahead of the
+    steps, so a run cut by its budget still ends annealed however slow the machine was."""
+
+    def factor(step: int, time_fraction: float = 0.0) -> float:
         if step < config.warmup_steps:
             return (step + 1) / config.warmup_steps
         span = max(config.steps - config.warmup_steps, 1)
-        progress = min((step - config.warmup_steps) / span, 1.0)
+        progress = min(max((step - config.warmup_steps) / span, time_fraction), 1.0)
         return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
@@ -133,12 +180,23 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 def train(objective: Objective, config: TrainConfig, run_dir, resume: bool = False, stop_after: int | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, time_budget_s: float | None = None, pace_by_budget: bool = False,
+          eval_every: int | EvalEvery = 0) -> dict:
     """Run steps [start, steps) (or up to `stop_after`) and return a summary of the run.
 
     `run_dir` receives train_state.pt (latest checkpoint), metrics.csv and losses.png.
+    `time_budget_s` ends the run after the first step at which the training clock (all wall time
+    but evaluation, summed over resumes) reaches it; the checkpoint is written at that step. With
+    `pace_by_budget` the cosine also follows the share of the budget used (whichever of steps and
+    budget is further along), so the run ends annealed however fast the machine is; its learning
+    rates then depend on wall time, so only runs paced by steps alone are bit-reproducible.
+    `eval_every` (N steps, or an `EvalEvery`) evaluates on that schedule and when the run ends (all
+    steps, or the budget), into `eval_*` columns of metrics.csv.
     """
     run_dir = Path(run_dir)
+    eval_every = EvalEvery(steps=eval_every) if isinstance(eval_every, int) else eval_every
+    if eval_every and not hasattr(objective, "evaluate"):
+        raise TrainingError("periodic evaluation is defined for embedding teachers only; drop --eval-every")
     device = pick_device()
     world = Distributed.from_env(device)
     if config.batch_size % world.world:
@@ -146,16 +204,23 @@ def train(objective: Objective, config: TrainConfig, run_dir, resume: bool = Fal
     module = objective.module.to(device)
     wrapped = _ddp(module, device) if world.world > 1 else module
     optimizer = make_optimizer(module, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config))
+    factor, budget_used = warmup_cosine(config), [0.0]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step, budget_used[0]))
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start, elapsed_before = 0, 0.0
     if resume:
         start, elapsed_before = _load_state(run_dir, module, optimizer, scheduler, scaler, config)
         objective.load_state_dict(_read_atomic(_objective_file(run_dir, world.rank)))
+    if time_budget_s is not None and elapsed_before >= time_budget_s:
+        raise TrainingError(f"the run in {run_dir} already trained {elapsed_before:.0f} s, its whole budget; "
+                            "give a larger --time-budget to continue it")
     log = MetricsLog(run_dir / METRICS_FILE, keep_through=start) if world.main else None
     end = config.steps if stop_after is None else min(stop_after, config.steps)
+    stopped_by = "steps" if stop_after is None or stop_after >= config.steps else "stop_after"
     bar = _progress(start, config.steps, enabled=progress and world.main)
+    clock = TrainingClock(elapsed_before)
+    elapsed = elapsed_before
     began = time.perf_counter()
     for step in range(start, end):
         tick = time.perf_counter()
@@ -170,34 +235,60 @@ def train(objective: Objective, config: TrainConfig, run_dir, resume: bool = Fal
         scaler.step(optimizer)
         scaler.update()
         lr = scheduler.get_last_lr()[0]
+        previous, elapsed = elapsed, world.max(clock.elapsed())
+        used = 0.0 if time_budget_s is None else elapsed / time_budget_s
+        budget_used[0] = used if pace_by_budget else 0.0
         scheduler.step()
         logged = world.mean({"loss": total.detach(), **parts})
         rate = config.batch_size / (time.perf_counter() - tick)
-        elapsed = elapsed_before + time.perf_counter() - began
+        out_of_time = used >= 1.0
+        finished = step + 1 == config.steps or out_of_time  # not a `stop_after` pause: that run goes on
+        last = step + 1 == end or out_of_time
+        row = {"step": step + 1, "lr": lr, **logged, "grad_norm": float(grad_norm),
+               "samples_per_s": rate, "skipped": objective.skipped, "elapsed_s": elapsed}
+        if eval_every and (eval_every.due(step + 1, previous, elapsed) or finished):
+            row.update(_evaluate(objective, module, world, clock))
         if world.main:
-            row = {"step": step + 1, "lr": lr, **logged, "grad_norm": float(grad_norm),
-                   "samples_per_s": rate, "skipped": objective.skipped, "elapsed_s": elapsed}
             log.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{logged['loss']:.4f}", samples_s=f"{rate:.0f}", skipped=objective.skipped)
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
+        if (step + 1) % config.checkpoint_every == 0 or last:
             # Each rank keeps its own teacher cache; saved first, so a state file never lacks its caches.
             _write_atomic(_objective_file(run_dir, world.rank), objective.state_dict())
             world.barrier()
             if world.main:
-                _save_state(run_dir, module, optimizer, scheduler, scaler, config, step + 1, elapsed)
+                _save_state(run_dir, module, optimizer, scheduler, scaler, config, step + 1, clock.elapsed())
             world.barrier()
+        if out_of_time:
+            end, stopped_by = step + 1, "time_budget"
+            break
     bar.close()
     if world.main:
         plot_losses(run_dir / METRICS_FILE, run_dir / CURVES_FILE)
+        if eval_every:
+            plot_evaluation({"student": run_dir / METRICS_FILE}, run_dir / EVAL_CURVES_FILE)
     return {
         "steps_done": end,
         "steps_this_run": end - start,
         "seconds_this_run": time.perf_counter() - began,
+        "train_seconds": clock.elapsed(),
+        "stopped_by": stopped_by,
         "skipped_samples": objective.skipped,
         "rank": world.rank,
         "world": world.world,
     }
+
+
+def _evaluate(objective: Objective, module: nn.Module, world: Distributed, clock: TrainingClock) -> dict:
+    """Rank 0 evaluates while the others wait; none of it counts as training time."""
+    began = time.perf_counter()
+    scores = {}
+    if world.main:
+        scores = {f"eval_{name}": value for name, value in objective.evaluate(module).items()}
+    world.barrier()
+    seconds = time.perf_counter() - began
+    clock.pause_for(seconds)
+    return {**scores, "eval_s": seconds}
 
 
 def _ddp(module: nn.Module, device: torch.device) -> nn.Module:
@@ -284,59 +375,36 @@ def read_state_model(run_dir) -> dict:
 
 
 class MetricsLog:
-    """metrics.csv, one row per step; on resume rows after the checkpoint's step are dropped."""
+    """metrics.csv, one row per step; on resume rows after the checkpoint's step are dropped.
+
+    Columns are the union of every row's keys (evaluation columns appear only on some rows);
+    a row bringing a new column rewrites the file with it, other rows leave its cell empty."""
 
     def __init__(self, path: Path, keep_through: int):
         self.path = path
         self.rows: list[dict] = []
+        self.columns: list[str] = []
         if keep_through and path.is_file():
             with open(path, newline="") as handle:
-                self.rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= keep_through]
+                reader = csv.DictReader(handle)
+                self.rows = [r for r in reader if int(r["step"]) <= keep_through]
+                self.columns = list(reader.fieldnames or [])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._rewrite()
 
     def append(self, row: dict) -> None:
-        if self.rows and list(row) != list(self.rows[0]):
-            self.rows.append(row)
+        self.rows.append(row)
+        new_columns = [name for name in row if name not in self.columns]
+        if new_columns:
+            self.columns += new_columns
             self._rewrite()
             return
-        new_file = not self.rows
-        self.rows.append(row)
         with open(self.path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row)
+            csv.DictWriter(handle, fieldnames=self.columns, restval="").writerow(row)
 
     def _rewrite(self) -> None:
         with open(self.path, "w", newline="") as handle:
-            if self.rows:
-                writer = csv.DictWriter(handle, fieldnames=list(self.rows[0]), extrasaction="ignore")
+            if self.columns:
+                writer = csv.DictWriter(handle, fieldnames=self.columns, restval="")
                 writer.writeheader()
                 writer.writerows(self.rows)
-
-
-def plot_losses(metrics_csv: Path, png: Path) -> None:
-    """One curve per logged loss over steps, log scale (losses span orders of magnitude)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    with open(metrics_csv, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        return
-    skip = {"step", "lr", "grad_norm", "samples_per_s", "skipped", "elapsed_s"}
-    names = [n for n in rows[0] if n not in skip]
-    steps = [int(r["step"]) for r in rows]
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for name in names:
-        axis.plot(steps, [max(float(r[name]), 1e-12) for r in rows], label=name)
-    axis.set_yscale("log")
-    axis.set_xlabel("step")
-    axis.set_ylabel("loss (unweighted parts)")
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(png, dpi=100)
-    plt.close(figure)

@@ -78,6 +78,17 @@ def write_bundle(path, manifest: dict, files: dict[str, bytes], executables: fro
     return path
 
 
+def payload_bytes(manifest: dict, variant: str) -> int:
+    """What the model itself weighs in a bundle: one variant's modules, fixed parameters and stored
+    weights (not the runner, runtime libraries, tokenizer or reference data)."""
+    members = manifest["members"]
+    total = 0
+    for entry in manifest["modules"].get(variant, {}).values():
+        paths = [entry["path"], *entry["params"], *(w["path"] for w in entry.get("packed_weights", ()))]
+        total += sum(members[p]["bytes"] for p in paths)
+    return total
+
+
 def _add(tar: tarfile.TarFile, name: str, data: bytes, executable: bool) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = len(data), 0, 0o755 if executable else 0o644

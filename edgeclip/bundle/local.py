@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeclip.bundle import native
+from edgeclip.bundle.families import family_of, read_image
 from edgeclip.bundle.format import verify_bundle
 from edgeclip.errors import BundleError
 
@@ -72,8 +73,14 @@ def profile(bundle, runs: int = 10, warmup: int = 2, module: str | None = None, 
 def tower_outputs(bundle, inputs: dict[str, list[tuple[np.ndarray, ...]]], emulate: bool = False,
                   module: str = "ternary") -> dict[str, list[np.ndarray]]:
     """The first output of each tower for each of its input tuples (one runner call per tuple)."""
+    with extracted(bundle) as (folder, manifest):
+        return _outputs(folder, manifest, inputs, emulate, module)
+
+
+def _outputs(folder: Path, manifest: dict, inputs: dict[str, list[tuple[np.ndarray, ...]]], emulate: bool,
+             module: str = "ternary") -> dict[str, list[np.ndarray]]:
     results: dict[str, list[np.ndarray]] = {}
-    with extracted(bundle) as (folder, manifest), tempfile.TemporaryDirectory(prefix="edgeclip-io-") as io_dir:
+    with tempfile.TemporaryDirectory(prefix="edgeclip-io-") as io_dir:
         for tower, items in inputs.items():
             if tower not in manifest["modules"].get(module, {}):
                 raise BundleError(f"this bundle has no {module} {tower} tower; rebuild it with --towers {tower}")
@@ -96,34 +103,40 @@ def _unit(rows: np.ndarray) -> np.ndarray:
 
 def classify(bundle, image_path, labels: list[str], emulate: bool = False) -> list[tuple[str, float]]:
     """Zero-shot classification: (label, probability) best first, CLIP's softmax over 100·cosine."""
-    from PIL import Image, UnidentifiedImageError
+    return classify_images(bundle, [image_path], labels, emulate)[0]
 
-    from edgeclip.models.preprocess import preprocess_image
 
-    manifest = verify_bundle(bundle)
-    size = manifest["preprocessing"]["image_size"]
-    try:
-        image = preprocess_image(Image.open(image_path), size=size).numpy()[None]
-    except (OSError, UnidentifiedImageError) as err:
-        raise BundleError(f"cannot read the image {image_path} ({err})") from err
-    texts = [_text_inputs(manifest, label) for label in labels]
-    out = tower_outputs(bundle, {"image": [(image,)], "text": texts}, emulate)
-    image_embedding = _unit(out["image"][0])
+def classify_images(bundle, image_paths: list, labels: list[str], emulate: bool = False) -> list[list[tuple[str, float]]]:
+    """`classify` for several images against one label set: the labels are embedded once.
+    Images go through the preprocessing and labels through the tokenizer of the bundle's model
+    family (`edgeclip.bundle.families`), with the tokenizer file the bundle carries."""
+    with extracted(bundle) as (folder, manifest):
+        family = family_of(manifest)
+        images = [(family.pixels(read_image(path), manifest["preprocessing"]),) for path in image_paths]
+        tokenize = _tokenizer(folder, manifest)
+        out = _outputs(folder, manifest, {"image": images, "text": [tokenize(label) for label in labels]}, emulate)
     text_embeddings = _unit(np.concatenate([t.reshape(1, -1) for t in out["text"]]))
-    logits = 100.0 * (text_embeddings @ image_embedding.T)[:, 0]
-    probs = np.exp(logits - logits.max())
-    probs /= probs.sum()
-    return sorted(zip(labels, probs.tolist(), strict=True), key=lambda pair: -pair[1])
+    rankings = []
+    for image in out["image"]:
+        logits = 100.0 * (text_embeddings @ _unit(image).T)[:, 0]
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        rankings.append(sorted(zip(labels, probs.tolist(), strict=True), key=lambda pair: -pair[1]))
+    return rankings
 
 
 def embed_text(bundle, text: str, emulate: bool = False) -> np.ndarray:
-    manifest = verify_bundle(bundle)
-    return tower_outputs(bundle, {"text": [_text_inputs(manifest, text)]}, emulate)["text"][0]
+    with extracted(bundle) as (folder, manifest):
+        return _outputs(folder, manifest, {"text": [_tokenizer(folder, manifest)(text)]}, emulate)["text"][0]
 
 
-def _text_inputs(manifest: dict, text: str) -> tuple[np.ndarray, ...]:
-    """Token ids (and the attention mask, when the text tower takes one) as the bundle expects."""
-    from edgeclip.bundle.build import text_inputs
-
-    ids, mask = text_inputs(text, manifest["tokenizer"]["context_length"])
-    return (ids, mask)[: len(manifest["reference"]["text"]["inputs"])]
+def _tokenizer(folder: Path, manifest: dict):
+    """text -> the text tower's inputs (ids, and the mask when the tower takes one), from the
+    tokenizer file inside the bundle; bundles that carry none use this installation's."""
+    if "tokenizer" not in manifest or "text" not in manifest.get("reference", {}):
+        raise BundleError("this bundle has no text tower; rebuild it with --towers image,text")
+    family, fields = family_of(manifest), manifest["tokenizer"]
+    vocab = folder / fields["vocab"] if "vocab" in fields else family.installed_vocab()
+    tokenize = family.tokenizer(vocab, fields)
+    count = len(manifest["reference"]["text"]["inputs"])
+    return lambda text: tokenize(text)[:count]

@@ -114,6 +114,24 @@ def unpack_2bit(packed, length: int, axis: int = -1) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(trits, -1, axis))
 
 
+def base3_from_2bit(packed) -> np.ndarray:
+    """Re-encode compute-packed bytes (any shape, C order) as base-3 storage, whatever the layout.
+
+    Every byte of a compute packing holds four 2-bit codes t+1, so the flat byte stream is a
+    trit stream in a kernel-chosen order; storing that stream 5 trits a byte keeps the order and
+    lets a device get its kernel layout back with `two_bit_from_base3` and no layout knowledge.
+    """
+    data = _checked_bytes(packed, "2-bit").reshape(-1)
+    return pack_base3(unpack_2bit(data, data.size * CODES_PER_BYTE))
+
+
+def two_bit_from_base3(stored, shape: int | Sequence[int]) -> np.ndarray:
+    """Invert `base3_from_2bit`: the compute-packed uint8 array of `shape`."""
+    shape = _checked_shape(shape)
+    count = math.prod(shape)
+    return pack_2bit(unpack_base3(stored, count * CODES_PER_BYTE)).reshape(shape)
+
+
 def _as_numpy(values) -> np.ndarray:
     """Accept numpy arrays, torch tensors (any device, with or without grad) and nested lists."""
     if hasattr(values, "detach"):

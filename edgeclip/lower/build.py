@@ -2,7 +2,8 @@
 
 Pipeline per tower: torch.export -> Relax -> ternary rewrite (family kernels) -> legalize +
 fuse the float remainder -> CPU schedule rules -> `tvm.compile`. The result runs in-process
-(`CompiledModel.encode`) and saves as one shared library per tower plus a manifest.
+(`CompiledModel.encode`) and saves as one shared library per tower plus its 2-bit packed weights
+(parameters of the module after the inputs, see `rewrite.py`) stored 1.6-bit, and a manifest.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import tvm
 from tvm import relax
 
 from edgeclip.errors import ModelError
+from edgeclip.export.packing import base3_from_2bit, two_bit_from_base3
 from edgeclip.lower.fast_math import fast_math
 from edgeclip.lower.importer import InputSpec, Tower, import_tower, load_for_lowering, model_towers
 from edgeclip.lower.kernels import ACTS
+from edgeclip.lower.knobs import apply_kernel_records
+from edgeclip.lower.records import load as load_records
 from edgeclip.lower.rewrite import RewriteReport, rewrite_ternary
 from edgeclip.lower.schedule import schedule_graph, unscheduled
 from edgeclip.lower.target import HOST_TARGET, LowerTarget, resolve_target
@@ -27,12 +31,16 @@ from edgeclip.lower.target import HOST_TARGET, LowerTarget, resolve_target
 MANIFEST = "compiled.json"
 
 
-def lower_module(mod: tvm.IRModule, target: LowerTarget, act: str) -> tuple[tvm.IRModule, RewriteReport]:
-    """Relax module -> fully scheduled module ready for `tvm.compile`."""
+FROM_STORE = "store"  # lower_module's default: the tuning records shipped for the target, if any
+
+
+def prepare_module(mod: tvm.IRModule, target: LowerTarget, act: str, records=None) -> tuple[tvm.IRModule, RewriteReport]:
+    """Rewrite + legalize + fuse: ternary kernels scheduled (with recorded knobs when `records`
+    has them), the float remainder fused but unscheduled (what `edgeclip tune` tunes)."""
     mod, report = rewrite_ternary(mod, target, act)
+    mod = apply_kernel_records(mod, report.kernels, target, records)
     mod = fast_math(mod)
-    tvm_target = target.tvm()
-    with tvm_target:
+    with target.tvm():
         mod = tvm.transform.Sequential([
             relax.transform.LegalizeOps(),
             relax.transform.AnnotateTIROpPattern(),
@@ -40,24 +48,37 @@ def lower_module(mod: tvm.IRModule, target: LowerTarget, act: str) -> tuple[tvm.
             relax.transform.FuseTIR(),
             relax.transform.DeadCodeElimination(),
         ])(mod)
-    return schedule_graph(mod, tvm_target), report
+    return mod, report
+
+
+def lower_module(mod: tvm.IRModule, target: LowerTarget, act: str, records=FROM_STORE) -> tuple[tvm.IRModule, RewriteReport]:
+    """Relax module -> fully scheduled module ready for `tvm.compile`. `records`: a meta_schedule
+    database, None for none (DLight rules and hand knobs only), or the target's shipped store."""
+    if isinstance(records, str) and records == FROM_STORE:
+        records = load_records(target.tvm(), target.name)
+    mod, report = prepare_module(mod, target, act, records)
+    return schedule_graph(mod, target.tvm(), records), report
 
 
 @dataclass
 class CompiledTower:
-    """One compiled encoder; call it with numpy arrays shaped like `inputs`."""
+    """One compiled encoder; call it with numpy arrays shaped like `inputs`. `weights` are the
+    packed ternary weights the executable takes after the inputs."""
 
     name: str
     inputs: tuple[InputSpec, ...]
     executable: object
+    weights: tuple[np.ndarray, ...] = ()
     report: RewriteReport = field(default_factory=RewriteReport)
     unscheduled: list[str] = field(default_factory=list)
     compile_seconds: float = 0.0
     _vm: object = None
+    _weight_tensors: list = field(default_factory=list)
 
     def vm(self) -> relax.VirtualMachine:
         if self._vm is None:
             self._vm = relax.VirtualMachine(self.executable, tvm.cpu())
+            self._weight_tensors = [tvm.runtime.tensor(w) for w in self.weights]
         return self._vm
 
     def __call__(self, *arrays) -> np.ndarray:
@@ -69,7 +90,8 @@ class CompiledTower:
             if tuple(array.shape) != spec.shape:
                 raise ModelError(f"{self.name}.{spec.name} has shape {array.shape}; compiled for {spec.shape}")
             args.append(tvm.runtime.tensor(array))
-        return self.vm()["main"](*args).numpy()
+        vm = self.vm()
+        return vm["main"](*args, *self._weight_tensors).numpy()
 
 
 @dataclass
@@ -94,8 +116,13 @@ class CompiledModel:
 
         for name, tower in self.towers.items():
             export_module(tower.executable, out / f"{name}.so", self.target.board)
+            weights = []
+            for i, packed in enumerate(tower.weights):
+                weights.append({"path": f"{name}.weight{i}.npy", "shape": list(packed.shape)})
+                np.save(out / weights[-1]["path"], base3_from_2bit(packed), allow_pickle=False)
             manifest["towers"][name] = {
                 "library": f"{name}.so",
+                "packed_weights": weights,
                 "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in tower.inputs],
                 "ternary_ops": {"linear": tower.report.linears, "conv": tower.report.convs,
                                 "embedding": tower.report.embeddings},
@@ -115,22 +142,23 @@ def load_compiled(directory) -> dict[str, CompiledTower]:
     towers = {}
     for name, info in manifest["towers"].items():
         inputs = tuple(InputSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in info["inputs"])
-        towers[name] = CompiledTower(name, inputs, tvm.runtime.load_module(str(root / info["library"])))
+        weights = tuple(two_bit_from_base3(np.load(root / w["path"]), w["shape"]) for w in info["packed_weights"])
+        towers[name] = CompiledTower(name, inputs, tvm.runtime.load_module(str(root / info["library"])), weights)
     return towers
 
 
-def build_tower(mod: tvm.IRModule, tower: Tower, target: LowerTarget, act: str) -> CompiledTower:
+def build_tower(mod: tvm.IRModule, tower: Tower, target: LowerTarget, act: str, records=FROM_STORE) -> CompiledTower:
     """Lower and compile an imported tower (import once, build for several modes)."""
     start = time.perf_counter()
-    lowered, report = lower_module(mod, target, act)
+    lowered, report = lower_module(mod, target, act, records)
     executable = tvm.compile(lowered, target.tvm())
-    return CompiledTower(tower.name, tower.inputs, executable, report, unscheduled(lowered),
+    return CompiledTower(tower.name, tower.inputs, executable, tuple(report.packed_weights), report, unscheduled(lowered),
                          time.perf_counter() - start)
 
 
-def compile_tower(tower: Tower, target: LowerTarget, act: str) -> CompiledTower:
+def compile_tower(tower: Tower, target: LowerTarget, act: str, records=FROM_STORE) -> CompiledTower:
     start = time.perf_counter()
-    compiled = build_tower(import_tower(tower), tower, target, act)
+    compiled = build_tower(import_tower(tower), tower, target, act, records)
     compiled.compile_seconds = time.perf_counter() - start
     return compiled
 

@@ -46,7 +46,8 @@ def linear_kernel(target: LowerTarget, M: int, K: int, N: int, act: str, bias: b
 
 
 def linear_weights(target: LowerTarget, trits: np.ndarray, act: str) -> list[np.ndarray]:
-    """Packed weight operands, in the kernel's parameter order (before scale and bias)."""
+    """Weight operands in the kernel's parameter order (before scale and bias); the 2-bit packed
+    weights come first, then any per-channel extras (the int8 path's weight sums)."""
     family = _family(target)
     if target.family in ARM_FAMILIES:
         return [family.pack_weights(trits)]  # s8 x s8 (act_offset=0): no weight-sum compensation

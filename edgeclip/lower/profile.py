@@ -28,6 +28,7 @@ def profile_tower(tower, arrays, repeat: int = 3) -> list[dict]:
 
     vm.set_instrument(tvm.runtime.convert(instrument))
     inputs = [tvm.runtime.tensor(np.ascontiguousarray(a, dtype=s.dtype)) for a, s in zip(arrays, tower.inputs, strict=True)]
+    inputs += [tvm.runtime.tensor(w) for w in tower.weights]  # packed ternary weights follow the inputs
     vm["main"](*inputs)  # warm-up (allocator, caches)
     totals.clear()
     counts.clear()

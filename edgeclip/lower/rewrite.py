@@ -7,6 +7,11 @@ Why match constants instead of tagging layers before export: a frozen ternary la
 holds one magnitude (its scale) and zeros, so trits and scales are recovered bit-exactly from
 the constant, whatever importer produced it and whatever scale granularity (tensor, channel,
 fused-QKV slices) it was trained with: all of them are per-channel scales here.
+
+The 2-bit packed weights become parameters of the function, after its inputs, instead of
+constants: a bundle stores them 1.6-bit beside the module and the device repacks them at load
+(`edgeclip.export.packing.two_bit_from_base3`), which a constant compiled into the library
+would not allow. Scales, biases and weight sums stay constants (they are small).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class RewriteReport:
     convs: int = 0
     embeddings: int = 0
     kernels: dict = field(default_factory=dict)  # key -> GlobalVar, shared by equal shapes
+    packed_weights: list = field(default_factory=list)  # arrays for main's trailing parameters
 
     @property
     def total(self) -> int:
@@ -72,6 +78,14 @@ class TernaryRewriter:
     def __init__(self, target: LowerTarget, act: str, builder: relax.BlockBuilder):
         self.target, self.act, self.builder = target, act, builder
         self.report = RewriteReport()
+        self.weight_params: list[relax.Var] = []
+
+    def _packed(self, array: np.ndarray) -> relax.Var:
+        """A 2-bit packed weight as a new trailing parameter of the function being rewritten."""
+        var = relax.Var(f"packed_w{len(self.weight_params)}", relax.TensorType(list(array.shape), str(array.dtype)))
+        self.weight_params.append(var)
+        self.report.packed_weights.append(array)
+        return var
 
     def _kernel(self, key: tuple, make: Callable[[], tvm.tirx.PrimFunc]) -> tvm.ir.GlobalVar:
         gv = self.report.kernels.get(key)
@@ -88,8 +102,8 @@ class TernaryRewriter:
         with_bias = kernels.takes_bias(self.target, bias is not None)
         key = ("ternary_linear", self.act, m, k, n, "bias" if with_bias else "nobias")
         gv = self._kernel(key, lambda: kernels.linear_kernel(self.target, m, k, n, self.act, with_bias))
-        operands = [relax.const(a) for a in kernels.linear_weights(self.target, trits, self.act)]
-        operands.append(relax.const(scale))
+        packed, *extra = kernels.linear_weights(self.target, trits, self.act)
+        operands = [self._packed(packed), *(relax.const(a) for a in extra), relax.const(scale)]
         if with_bias:
             operands.append(relax.const((np.zeros(n) if bias is None else bias).astype(np.float32)))
         x2d = relax.op.reshape(x, [m, k]) if len(shape) != 2 else x
@@ -107,7 +121,7 @@ class TernaryRewriter:
         n = int(np.prod(id_shape))
         gv = self._kernel(("ternary_embedding", n, vocab, dim), lambda: kernels.embedding_kernel(n, vocab, dim))
         flat_ids = relax.op.astype(relax.op.reshape(ids, [n]), "int32")
-        rows = relax.const(kernels.embedding_rows(trits))
+        rows = self._packed(kernels.embedding_rows(trits))
         out = relax.call_tir(gv, [flat_ids, rows, relax.const(scale)], relax.TensorType([n, dim], "float32"))
         self.report.embeddings += 1
         return relax.op.reshape(out, [*id_shape, dim])
@@ -135,7 +149,11 @@ class TernaryRewriter:
         func = rewrite_call(mm, on_linear, func)
         func = rewrite_call(conv, lambda orig, match: self._conv(orig, match[x], match[w]), func)
         func = rewrite_call(cast_take, on_embedding, func)
-        return rewrite_call(take, on_embedding, func)
+        func = rewrite_call(take, on_embedding, func)
+        if not self.weight_params:
+            return func
+        params, self.weight_params = [*func.params, *self.weight_params], []
+        return relax.Function(params, func.body, func.ret_ty, func.is_pure, func.attrs, func.span)
 
     def _matmul(self, orig, x, w_const, bias: np.ndarray | None):
         w = _array(w_const)

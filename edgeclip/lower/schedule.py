@@ -7,12 +7,16 @@ CPU rule for batched matmuls or injective ops, so `CpuLoopNest` supplies one: in
 put the output's contiguous axis innermost (LLVM vectorizes it), and spread the outer loops over
 threads when the target has several cores. The ternary kernels arrive already scheduled
 (`tirx.is_scheduled`) and are left alone.
+
+Tuning records (`edgeclip tune`, `records.py`) come first: a PrimFunc with a record of the
+build's target gets the recorded schedule (tagged `edgeclip.schedule = "record"`), every other
+one falls through to the rules above. Applying a record replays its trace: zero trials.
 """
 
 from __future__ import annotations
 
 import tvm
-from tvm import s_tir, tirx
+from tvm import relax, s_tir, tirx
 from tvm.s_tir import dlight
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base.common_schedules import try_inline
@@ -94,9 +98,30 @@ def default_rules():
     return (dlight.cpu.Reduction(), dlight.cpu.GEMV(), CpuLoopNest())
 
 
-def schedule_graph(mod: tvm.IRModule, target) -> tvm.IRModule:
-    """Apply the CPU rules to every PrimFunc not scheduled yet (inside `with target:`)."""
+RECORD_ATTR = "edgeclip.schedule"  # "record" on PrimFuncs scheduled from a tuning record
+
+
+def _scheduled(func) -> bool:
+    return isinstance(func, tirx.PrimFunc) and bool(func.attrs and func.attrs.get("tirx.is_scheduled"))
+
+
+def apply_records(mod: tvm.IRModule, records) -> tvm.IRModule:
+    """Schedule every PrimFunc that has a record in `records` (inside `with target:`)."""
+    before = {gv.name_hint for gv, f in mod.functions_items() if _scheduled(f)}
+    with records:
+        mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+    for gv, func in mod.functions_items():
+        if _scheduled(func) and gv.name_hint not in before:
+            mod[gv] = func.with_attr(RECORD_ATTR, "record")
+    return mod
+
+
+def schedule_graph(mod: tvm.IRModule, target, records=None) -> tvm.IRModule:
+    """Apply tuning records (a meta_schedule database, if any), then the CPU rules to every
+    PrimFunc still unscheduled."""
     with target:
+        if records is not None:
+            mod = apply_records(mod, records)
         return dlight.ApplyDefaultSchedule(*default_rules())(mod)
 
 

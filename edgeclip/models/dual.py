@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 from transformers import CLIPModel
 
 from edgeclip.errors import ModelError
 from edgeclip.models.demo import DemoClip
-from edgeclip.models.preprocess import preprocess_batch
+from edgeclip.models.preprocess import grayscale_square, preprocess_batch
 
 TEXT_CONTEXT = 77  # CLIP's context length; MiniLM captions are far shorter and padded per batch
 
@@ -67,11 +66,7 @@ def _tensor(features) -> torch.Tensor:
 
 
 def _gray(image, size: int) -> torch.Tensor:
-    array = np.asarray(image)
-    if array.ndim == 2 and array.shape == (size, size):
-        return torch.from_numpy(np.array(array, dtype=np.uint8))
-    resized = Image.fromarray(array).convert("L").resize((size, size), Image.Resampling.BILINEAR)
-    return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy())
+    return torch.from_numpy(grayscale_square(image, size))
 
 
 def minilm_tokenizer(path=None):

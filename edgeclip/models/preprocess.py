@@ -45,3 +45,15 @@ def preprocess_image(image, size: int = 224) -> torch.Tensor:
 def preprocess_batch(images, size: int = 224) -> torch.Tensor:
     """Several images -> float32 tensor [B, 3, size, size]."""
     return torch.stack([preprocess_image(image, size) for image in images])
+
+
+def grayscale_square(image, size: int) -> np.ndarray:
+    """A PIL image or uint8 array -> uint8 [size, size] luminance, the whole frame squashed to a
+    square (PIL bilinear, no crop): how the built-in teacher sees any picture, as Fashion-MNIST frames."""
+    if isinstance(image, Image.Image):
+        image = image.convert("L")
+    array = np.asarray(image)
+    if array.ndim == 2 and array.shape == (size, size):
+        return np.array(array, dtype=np.uint8)
+    resized = Image.fromarray(array).convert("L").resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8).copy()

@@ -1,2 +1,3 @@
-"""Emulated devices for the remote tests: loopback and network-namespace sshd, an arm64 userland
-run through qemu-user, and network/memory faults. Everything is torn down by PID."""
+"""Test-only parts of the emulated devices: pytest fixtures, network/memory faults and synthetic
+bundles with a stand-in runner. The devices themselves (sshd, network namespace, arm64 userland)
+are `edgeclip.testbed`, which `edgeclip demo` uses too."""

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from testbed.netns import Namespace, sh
+from edgeclip.testbed.netns import Namespace, sh
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 

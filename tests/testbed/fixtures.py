@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from testbed import devices, sshd
+from edgeclip.testbed import devices, sshd
 
 
 def require(missing: str | None) -> None:

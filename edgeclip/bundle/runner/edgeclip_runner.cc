@@ -12,6 +12,8 @@
 //   module VARIANT TOWER MODULE.so FUNCTION   a Relax VM executable and its entry function
 //   data FILE.npy                             an input of the tower (--input replaces them in order)
 //   param FILE.npy                            a fixed argument (e.g. weights), after the data
+//   packed FILE.npy D0,D1,...                 2-bit packed ternary weights of that uint8 shape,
+//                                             stored base-3 (5 trits a byte), after the params
 //   expected FILE.npy                         the reference output for the bundled data
 //
 // Every tower of the chosen variant (or only --tower) is loaded, run `--warmup` times, then timed over `--runs`
@@ -32,6 +34,7 @@
 #include <tvm/ffi/function.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <climits>
 #include <cmath>
@@ -56,6 +59,7 @@ using edgeclip::HostArray;
 struct Tower {
   std::string variant, name, module_path, function;
   std::vector<std::string> data, params, expected;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> packed;  // file, uint8 shape
 };
 
 struct Options {
@@ -66,6 +70,17 @@ struct Options {
 
 double MsSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+std::vector<int64_t> ParseShape(std::istringstream& words, const std::string& line) {
+  std::string text;
+  std::vector<int64_t> shape;
+  if (words >> text) {
+    std::stringstream dims(text);
+    for (std::string dim; std::getline(dims, dim, ',');) shape.push_back(std::stoll(dim));
+  }
+  if (shape.empty()) throw std::runtime_error("runner.plan: a packed line needs a shape: " + line);
+  return shape;
 }
 
 std::vector<Tower> ReadPlan(const std::string& bundle) {
@@ -86,7 +101,8 @@ std::vector<Tower> ReadPlan(const std::string& bundle) {
     }
     if (towers.empty() || !(words >> path)) throw std::runtime_error("runner.plan: bad line: " + line);
     path = bundle + "/" + path;
-    if (kind == "data") towers.back().data.push_back(path);
+    if (kind == "packed") towers.back().packed.emplace_back(path, ParseShape(words, line));
+    else if (kind == "data") towers.back().data.push_back(path);
     else if (kind == "param") towers.back().params.push_back(path);
     else if (kind == "expected") towers.back().expected.push_back(path);
     else throw std::runtime_error("runner.plan: unknown line kind '" + kind + "'");
@@ -109,6 +125,40 @@ tvm::ffi::Tensor ToTensor(HostArray& arr) {
       AlignedAlloc(), tvm::ffi::ShapeView(arr.shape.data(), arr.shape.size()), arr.dtype,
       DLDevice{kDLCPU, 0});
   std::memcpy(t.data_ptr(), arr.bytes.data(), arr.bytes.size());
+  return t;
+}
+
+// Bundles store the kernels' 2-bit weights as a trit stream, 5 trits a byte (byte = sum of
+// (t+1) * 3^i), to ship 1.6 instead of 2 bits a weight; this rebuilds the kernel bytes, four
+// 2-bit codes t+1 a byte, lowest bits first, in the same stream order.
+tvm::ffi::Tensor TwoBitFromBase3(const std::string& path, const std::vector<int64_t>& shape) {
+  HostArray stored = edgeclip::ReadNpy(path);
+  size_t out_bytes = 1;
+  for (int64_t d : shape) out_bytes *= static_cast<size_t>(d);
+  const size_t trits = 4 * out_bytes;
+  if (stored.dtype.code != kDLUInt || stored.dtype.bits != 8 || stored.bytes.size() != (trits + 4) / 5) {
+    throw std::runtime_error(path + " does not hold the base-3 bytes of a " + std::to_string(out_bytes) +
+                             "-byte packed weight; rebuild the bundle");
+  }
+  tvm::ffi::Tensor t = tvm::ffi::Tensor::FromNDAlloc(AlignedAlloc(), tvm::ffi::ShapeView(shape.data(), shape.size()),
+                                                     DLDataType{kDLUInt, 8, 1}, DLDevice{kDLCPU, 0});
+  static const auto digits = [] {  // byte value -> its 5 base-3 digits, lowest first
+    std::array<std::array<uint8_t, 5>, 243> table{};
+    for (unsigned v = 0; v < 243; ++v) {
+      for (unsigned i = 0, rest = v; i < 5; ++i, rest /= 3) table[v][i] = static_cast<uint8_t>(rest % 3);
+    }
+    return table;
+  }();
+  auto* out = static_cast<uint8_t*>(t.data_ptr());
+  std::memset(out, 0, out_bytes);
+  size_t field = 0;
+  for (char c : stored.bytes) {
+    const auto value = static_cast<unsigned char>(c);
+    if (value > 242) throw std::runtime_error(path + " holds a byte no 5 trits encode; the bundle is damaged");
+    for (int i = 0; i < 5 && field < trits; ++i, ++field) {
+      out[field / 4] |= static_cast<uint8_t>(digits[value][i] << (2 * (field % 4)));
+    }
+  }
   return t;
 }
 
@@ -236,6 +286,7 @@ LoadedTower Load(const Tower& tower, const Options& opt) {
     HostArray arr = edgeclip::ReadNpy(file);
     lt.args.push_back(ToTensor(arr));
   }
+  for (const auto& [file, shape] : tower.packed) lt.args.push_back(TwoBitFromBase3(file, shape));
   lt.load_ms = MsSince(start);
   return lt;
 }

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from testbed.procs import kill_pids
+from edgeclip.testbed.procs import kill_pids
 
 SUBNET_BASE = ipaddress.ip_network("10.213.0.0/16")
 

@@ -1,4 +1,4 @@
-"""The two kinds of emulated board the tests use, as context managers that always tear down."""
+"""The two kinds of emulated board (for the tests and the demo), as context managers that always tear down."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
-from testbed import netns, rootfs, sshd
+from edgeclip.testbed import netns, rootfs, sshd
 
 _tags = itertools.count()
 

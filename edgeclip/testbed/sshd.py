@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeclip.remote.connect import SshOptions
-from testbed.procs import kill_tree
+from edgeclip.testbed.procs import kill_tree
 
 SSHD = Path("/usr/sbin/sshd")
 

@@ -1,0 +1,205 @@
+"""`edgeclip demo`: the whole pipeline on the built-in default, into `runs/demo-<timestamp>/`.
+
+The issue's seven steps: 1 teacher -> 2 PTQ + QAT/KD student -> 3 evaluation -> 4 bundles for this
+machine and rpi4 -> 5 predictions on real images -> 6 profiles -> 7 report.md (+ demo.json, PNG
+plots). Steps 4 and 6 run once per bundle, so the console counts eight steps before the report.
+The first two are required; every later one is done, skipped with a reason, or recorded as
+failed while the demo goes on. The command fails at the end if any step failed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from datetime import datetime
+from pathlib import Path
+
+from edgeclip import __version__
+from edgeclip.demo import accuracy, bundles, models, predict, profiles, report
+from edgeclip.demo.plan import Plan, plan_for
+from edgeclip.demo.steps import Skip, Steps, busy
+from edgeclip.errors import BundleError, DemoError
+
+STEP_COUNT = 8
+
+
+def run_demo(out=None, quick: bool = False, debug: bool = False) -> Path:
+    """Run every step, write the report, and return its path; DemoError if a step failed."""
+    plan = plan_for(quick)
+    started = datetime.now()
+    run = Path(out) if out else Path("runs") / f"demo-{started:%Y%m%d-%H%M%S}"
+    run.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    record = {"plan": plan.name, "started": started.isoformat(timespec="seconds"), "edgeclip_version": __version__,
+              "machine": _machine(), "device_target": bundles.DEVICE_TARGET, "bundles": {}, "profiles": {}}
+    steps = Steps(STEP_COUNT, debug)
+    record["machine"]["torch_threads"] = _use_idle_cores()
+    steps.say(f"edgeclip demo ({plan.name}) -> {run}  [torch threads: {record['machine']['torch_threads']}, "
+              f"load average {record['machine']['load_average_start'][0]:.2f} on {record['machine']['cores']} cores]")
+    try:
+        _pipeline(plan, run, record, steps)
+    finally:
+        record["steps"] = steps.as_dicts()
+        record["seconds"] = time.perf_counter() - began
+        record["machine"]["load_average_end"] = list(os.getloadavg())
+        files = report.write(record, run)
+        steps.say(f"\nreport: {files['markdown']} ({record['seconds']:.0f} s in all)")
+    if steps.failed:
+        raise DemoError(f"{len(steps.failed)} step(s) failed ({', '.join(r.title for r in steps.failed)}); "
+                        f"see {files['markdown']}, or re-run with --debug for the traceback")
+    return files["markdown"]
+
+
+def _pipeline(plan: Plan, run: Path, record: dict, steps: Steps) -> None:
+    teacher = steps.run("Teacher: the built-in Fashion-MNIST + MiniLM CLIP", lambda: models.teacher(plan),
+                        required=True)
+    trained = steps.run("Ternarize (q-all): PTQ, then QAT + distillation",
+                        lambda: _ternarize(plan, teacher, run, record), required=True)
+    ptq, student = trained
+    steps.run("Evaluate teacher, PTQ and student (top-1 / top-5, retrieval)",
+              lambda: _evaluate(plan, {"teacher": teacher, "ptq": ptq, "student": student}, record))
+    host_target, no_host_target = _host_target()
+    host_bundle = steps.run(f"Build the bundle for this machine ({host_target or platform.machine()})",
+                            lambda: _build(plan, student, host_target, run, record, no_host_target))
+    device_bundle = steps.run(f"Build the bundle for {bundles.DEVICE_TARGET}",
+                              lambda: _build(plan, student, bundles.DEVICE_TARGET, run, record))
+    steps.run("Classify real images with the host bundle (skimage photos, Fashion-MNIST)",
+              lambda: _predict(plan, host_bundle, student, run, record, steps), needs={"the host bundle": host_bundle})
+    steps.run("Profile the host bundle (native runner, ternary vs fp32; PyTorch fp32 for reference)",
+              lambda: _profile_host(plan, host_bundle, host_target, teacher, record),
+              needs={"the host bundle": host_bundle})
+    steps.run(f"Profile the {bundles.DEVICE_TARGET} bundle on an emulated aarch64 device (correctness only)",
+              lambda: _profile_device(plan, device_bundle, run, record, steps),
+              needs={f"the {bundles.DEVICE_TARGET} bundle": device_bundle})
+
+
+def _ternarize(plan: Plan, teacher: Path, run: Path, record: dict):
+    from edgeclip.pipeline import inspect_checkpoint
+
+    ptq = models.ptq(teacher, run / "ptq")
+    student, note, _ = models.student(plan, teacher, run / "demo-student")
+    stats = inspect_checkpoint(student)
+    record["sizes"] = {"fp32_weights_bytes": stats["fp32_size_bytes"], "teacher_checkpoint_bytes": _folder_bytes(teacher),
+                       "student_checkpoint_bytes": stats["checkpoint_bytes"], "student_stats": stats}
+    record.setdefault("artifacts", []).extend(["ptq/", "demo-student/", "demo-student.train/losses.png"])
+    return (ptq, student), f"{note}; PTQ checkpoint in {run / 'ptq'}"
+
+
+def _evaluate(plan: Plan, checkpoints: dict[str, Path], record: dict):
+    from tqdm import tqdm
+
+    scores, cached = {}, []
+    for name, path in tqdm(checkpoints.items(), desc="  evaluating", unit="model", leave=False):
+        scores[name], hit = accuracy.evaluate(path, plan.eval_limit)
+        if hit:
+            cached.append(name)
+    record["accuracy"] = scores
+    note = " / ".join(f"{name} {100 * s['top1']:.1f} %" for name, s in scores.items())
+    return scores, f"top-1 {note} on {scores['student']['samples']} images" + (
+        f" ({', '.join(cached)} from the cache)" if cached else "")
+
+
+def _host_target() -> tuple[str | None, str]:
+    """(board to build for this machine, or None and why there is none)."""
+    try:
+        return bundles.host_target(), ""
+    except BundleError as err:
+        return None, str(err)
+
+
+def _build(plan: Plan, student: Path, target: str | None, run: Path, record: dict, no_target: str = ""):
+    from edgeclip.bundle.native import require_toolchain
+    from edgeclip.targets import load_target
+
+    if target is None:
+        raise Skip(no_target)
+    try:
+        require_toolchain(load_target(target))
+    except BundleError as err:
+        raise Skip(str(err)) from err
+    what = "ternary" + (f" + {plan.baseline} baseline" if plan.baseline else "")
+    with busy(f"compiling both towers for {target} ({what})"):
+        bundle, hit = bundles.build(student, target, plan.baseline, run / "bundles")
+    record["bundles"][target] = {"path": str(bundle.relative_to(run)),
+                                 **bundles.sizes(bundle, record["sizes"]["fp32_weights_bytes"])}
+    record.setdefault("artifacts", []).append(str(bundle.relative_to(run)))
+    size = record["bundles"][target]
+    return bundle, (f"{bundle.name}: {size['bundle_bytes'] / 1e6:.1f} MB tar, ternary payload "
+                    f"{size['ternary_payload_bytes'] / 1e6:.2f} MB" + (" (from the cache)" if hit else ""))
+
+
+def _predict(plan: Plan, bundle: Path, student: Path, run: Path, record: dict, steps: Steps):
+    items, photos_missing = predict.samples(run / "images", plan.fashion_images, plan.photos)
+    record["photos_missing"] = photos_missing
+    rows = predict.predict(bundle, student, items)
+    record["predictions"] = rows
+    steps.say(f"  {'image':32} {'true class':18} {'bundle top-1':26} PyTorch top-1")
+    for r in rows:
+        bundle_top = f"{r['bundle']} ({100 * r['bundle_p']:.0f} %)"
+        steps.say(f"  {r['name']:32} {r['truth'] or '-':18} {bundle_top:26} {r['torch']} ({100 * r['torch_p']:.0f} %)")
+    agree = sum(r["bundle"] == r["torch"] for r in rows)
+    note = f"{len(rows)} images; bundle and PyTorch agree on {agree}"
+    return rows, note + (f"; {photos_missing}" if photos_missing else "")
+
+
+def _profile_host(plan: Plan, bundle: Path, target: str, teacher: Path, record: dict):
+    threads = record["machine"]["torch_threads"]
+    result = profiles.host(bundle, plan.host_runs, threads)
+    reference = profiles.torch_fp32(teacher, plan.host_runs)
+    record["profiles"]["host"] = {"target": target, "runs": plan.host_runs, "threads": threads, "result": result,
+                                  "torch_fp32": reference}
+    ternary = result["modules"]["ternary"]["latency_ms"]["p50"]
+    note = (f"ternary p50 {ternary:.1f} ms ({reference['latency_ms']['p50'] / ternary:.1f}× PyTorch fp32), "
+            f"cosine {result['modules']['ternary']['cosine_to_reference']:.4f}")
+    if result["ratios"]:
+        note += (f"; vs the untuned TVM fp32 module: {result['ratios']['speedup_p50']:.1f}× faster, "
+                 f"{result['ratios']['memory_ratio']:.1f}× less memory")
+    return result, note
+
+
+def _profile_device(plan: Plan, bundle: Path, run: Path, record: dict, steps: Steps):
+    report_dir = run / f"{bundles.DEVICE_TARGET}-profile"
+    try:
+        emulated = profiles.emulated(bundle, plan.emulated_runs, report_dir, steps.say)
+    except profiles.NoEmulator as err:
+        record["profiles"]["device_skipped"] = str(err)
+        raise Skip(str(err)) from err
+    if (report_dir / "report.md").is_file():
+        emulated["report"] = str((report_dir / "report.md").relative_to(run))
+        record.setdefault("artifacts", []).append(emulated["report"])
+    record["profiles"]["device"] = emulated
+    modules = emulated["result"]["modules"]
+    checks = ", ".join(f"{name} cosine {m['cosine_to_reference']:.4f} ({'pass' if m['output_ok'] else 'FAIL'})"
+                       for name, m in modules.items())
+    if not all(m["output_ok"] for m in modules.values()):
+        raise DemoError(f"the {bundles.DEVICE_TARGET} bundle does not reproduce the reference: {checks}")
+    return emulated, f"{emulated['mode']}: {checks}"
+
+
+def _machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "arch": platform.machine(), "cores": os.cpu_count(),
+            "load_average_start": list(os.getloadavg())}
+
+
+def _use_idle_cores() -> int:
+    """Torch threads = the cores other jobs leave idle (at least one): on an oversubscribed machine,
+    spinning intra-op threads made training steps 3-10x slower than one thread (measured here)."""
+    import torch
+
+    cores = os.cpu_count() or 1
+    threads = max(1, min(cores, round(cores - os.getloadavg()[0])))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in Path(folder).iterdir() if f.is_file())
