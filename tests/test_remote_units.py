@@ -214,3 +214,17 @@ def test_remote_layer_does_not_import_torch_or_tvm():
             "edgeclip.remote.fleet; bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'tvm')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_profile_refuses_a_variant_the_bundle_lacks_before_connecting(tmp_path):
+    """A bundle built without --baseline has no fp32 module: asking for it names the fix, and no
+    connection is tried (the host below does not exist)."""
+    from edgeclip.bundle.format import write_bundle
+    from edgeclip.remote.profile import profile
+
+    manifest = {"name": "m", "target": {"name": "rpi4", "arch": "aarch64"}, "runner": "bin/run",
+                "modules": {"ternary": {"image": {"path": "modules/ternary/image.so"}}}}
+    files = {"bin/run": b"#!/bin/sh\n", "modules/ternary/image.so": b"\0"}
+    bundle = write_bundle(tmp_path / "m-rpi4.edgeclip", manifest, files, executables=frozenset({"bin/run"}))
+    with pytest.raises(RemoteError, match="--baseline fp32"):
+        profile(bundle, "nobody@192.0.2.1", modules=("ternary", "fp32"))

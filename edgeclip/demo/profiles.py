@@ -101,19 +101,16 @@ def _testbed_missing() -> str | None:
 
 def _over_ssh(bundle: Path, runs: int, report_dir: Path, say) -> dict:
     """Start the emulated board, deploy + profile over SSH, write the remote report; tear down."""
-    from edgeclip.bundle.format import read_manifest
-    from edgeclip.remote.profile import MODULES, profile
+    from edgeclip.remote.profile import profile
     from edgeclip.remote.report import write_report
     from edgeclip.testbed import devices, rootfs
-
-    variants = tuple(m for m in MODULES if m in read_manifest(bundle)["modules"])
 
     if not any(rootfs.cache_dir().glob("rootfs-arm64-*/.complete")):
         say("  preparing the arm64 userland once (apt-get download of Debian arm64 packages, ~10 MB)")
     with tempfile.TemporaryDirectory(prefix="edgeclip-demo-board-") as tmp, \
             devices.arm64_device(Path(tmp) / "board") as (device, _):
         say(f"  emulated board up at {device.spec}; deploying and profiling")
-        result = profile(bundle, device.spec, device.options(), runs=runs, modules=variants,
+        result = profile(bundle, device.spec, device.options(), runs=runs,
                          progress=_upload_bar())
     write_report(result, report_dir)
     return result.as_dict()

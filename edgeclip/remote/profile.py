@@ -92,11 +92,12 @@ def profile(
     options: SshOptions | None = None,
     *,
     runs: int = 20,
-    modules: tuple[str, ...] = MODULES,
+    modules: tuple[str, ...] | None = None,
     progress: Progress | None = None,
     timeout: float = 600.0,
 ) -> ProfileResult:
-    """Deploy (a no-op when that version is already current), then run each module."""
+    """Deploy (a no-op when that version is already current), then run each module: by default
+    every variant the bundle carries (the fp32 baseline only exists with `build --baseline fp32`)."""
     options = options or SshOptions()
     if runs < 1:
         raise RemoteError(f"--runs must be at least 1, not {runs}")
@@ -104,6 +105,12 @@ def profile(
     runner = manifest.get("runner")
     if not runner or runner not in manifest["members"]:
         raise RemoteError(f"{bundle}: the manifest names no runner that the bundle carries; rebuild the bundle")
+    carried = manifest.get("modules", {})
+    modules = modules or tuple(m for m in MODULES if m in carried)
+    missing = [m for m in modules if m not in carried]
+    if missing:
+        raise RemoteError(f"{bundle} has no {', '.join(missing)} module; rebuild it with `edgeclip build "
+                          "--baseline fp32` to profile against the fp32 baseline")
     deployed = deploy(bundle, host, options, progress)
     folder = Layout(deployed.device.home, deployed.name).current
     measured = {}
