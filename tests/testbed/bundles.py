@@ -82,7 +82,9 @@ def make_bundle(
         files[f"model/{module}.bin"] = weights
         files[f"model/{module}.ref"] = _reference(weights).encode()
     files.update(extra or {})
-    manifest = {"name": name, "target": {"name": target, "arch": arch}, "runner": "bin/edgeclip-runner"}
+    modules = {module: {"model": {"path": f"model/{module}.bin"}} for module in ("ternary", "fp32")}
+    manifest = {"name": name, "target": {"name": target, "arch": arch}, "runner": "bin/edgeclip-runner",
+                "modules": modules}
     return write_bundle(path, manifest, files, executables=frozenset({"bin/edgeclip-runner"}))
 
 
