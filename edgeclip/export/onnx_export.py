@@ -13,8 +13,6 @@ from pathlib import Path
 
 import torch
 
-from edgeclip.errors import ModelError
-
 OPSET = 17
 
 
@@ -33,12 +31,7 @@ def export_tower_onnx(tower, path) -> Path:
 
 def export_onnx(model_or_ckpt, out_dir, towers=None, seq_len: int | None = None) -> list[Path]:
     """One `<tower>.onnx` per tower of a module, checkpoint directory or teacher spec."""
-    from edgeclip.lower.importer import load_for_lowering, model_towers
+    from edgeclip.lower.importer import select_towers
 
-    model, family = load_for_lowering(model_or_ckpt)
-    available = model_towers(model, family, seq_len=seq_len)
-    wanted = list(available) if not towers else list(towers)
-    unknown = [name for name in wanted if name not in available]
-    if unknown:
-        raise ModelError(f"{family} models have towers {sorted(available)}; {unknown} do not exist")
-    return [export_tower_onnx(available[name], Path(out_dir) / f"{name}.onnx") for name in wanted]
+    _, selected = select_towers(model_or_ckpt, towers, seq_len)
+    return [export_tower_onnx(tower, Path(out_dir) / f"{name}.onnx") for name, tower in selected.items()]

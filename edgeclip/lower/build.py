@@ -20,7 +20,7 @@ from tvm import relax
 from edgeclip.errors import ModelError
 from edgeclip.export.packing import base3_from_2bit, two_bit_from_base3
 from edgeclip.lower.fast_math import fast_math
-from edgeclip.lower.importer import InputSpec, Tower, import_tower, load_for_lowering, model_towers
+from edgeclip.lower.importer import InputSpec, Tower, import_tower, select_towers
 from edgeclip.lower.kernels import ACTS
 from edgeclip.lower.knobs import apply_kernel_records
 from edgeclip.lower.records import load as load_records
@@ -173,11 +173,6 @@ def compile(model_or_ckpt, target: str = HOST_TARGET, towers=None, act: str = "i
     if act not in ACTS:
         raise ModelError(f"--act must be one of {ACTS}, got {act!r}")
     resolved = resolve_target(target, threads)
-    model, family = load_for_lowering(model_or_ckpt)
-    available = model_towers(model, family, seq_len=seq_len)
-    wanted = list(available) if not towers else list(towers)
-    missing = [name for name in wanted if name not in available]
-    if missing:
-        raise ModelError(f"{family} models have towers {sorted(available)}; {missing} do not exist")
-    compiled = {name: compile_tower(available[name], resolved, act) for name in wanted}
+    family, selected = select_towers(model_or_ckpt, towers, seq_len)
+    compiled = {name: compile_tower(tower, resolved, act) for name, tower in selected.items()}
     return CompiledModel(resolved, act, family, compiled)

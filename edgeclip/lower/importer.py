@@ -93,6 +93,17 @@ def model_towers(model: nn.Module, family: str, batch: int = 1, seq_len: int | N
     raise ModelError(f"lowering knows the towers of 'hf-clip', 'demo-clip' and 'minilm' models, not {family!r}")
 
 
+def select_towers(model_or_ckpt, towers=None, seq_len: int | None = None) -> tuple[str, dict[str, Tower]]:
+    """(family, {name: Tower}) of the requested towers (default: all the model has), in request order."""
+    model, family = load_for_lowering(model_or_ckpt)
+    available = model_towers(model, family, seq_len=seq_len)
+    wanted = list(towers or available)
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        raise ModelError(f"{family} models have towers {sorted(available)}; {missing} do not exist")
+    return family, {name: available[name] for name in wanted}
+
+
 def export_tower(tower: Tower) -> torch.export.ExportedProgram:
     with torch.no_grad():
         return torch.export.export(tower.module, tuple(spec.example() for spec in tower.inputs))

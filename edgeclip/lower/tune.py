@@ -35,7 +35,7 @@ from tvm.s_tir import meta_schedule as ms
 from edgeclip.errors import KernelError, ModelError
 from edgeclip.lower import knobs, records
 from edgeclip.lower.build import prepare_module
-from edgeclip.lower.importer import import_tower, load_for_lowering, model_towers
+from edgeclip.lower.importer import import_tower, select_towers
 from edgeclip.lower.kernels import ACTS
 from edgeclip.lower.measure import InProcessBuilder, InProcessRunner, time_func
 from edgeclip.lower.schedule import default_rules
@@ -201,15 +201,11 @@ def tune(model_or_ckpt, target: str, towers=None, kernels: bool = False, trials:
         raise ModelError(f"--trials must be at least 1, got {trials}")
     resolved = resolve_target(target, threads)
     require_local(resolved)
-    model, family = load_for_lowering(model_or_ckpt)
-    available = model_towers(model, family, seq_len=seq_len)
-    wanted = list(towers or available)
-    missing = [name for name in wanted if name not in available]
-    if missing:
-        raise ModelError(f"{family} models have towers {sorted(available)}; {missing} do not exist")
+    _, selected = select_towers(model_or_ckpt, towers, seq_len)
+    wanted = list(selected)
     prepared, reports = [], []
-    for name in wanted:
-        mod, report = prepare_module(import_tower(available[name]), resolved, act)
+    for tower in selected.values():
+        mod, report = prepare_module(import_tower(tower), resolved, act)
         prepared.append(mod)
         reports.append(report)
     kernel_calls: dict[str, int] = {}
