@@ -97,6 +97,26 @@ def test_frozen_layers_hold_only_int8_and_match_latent_outputs():
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("granularity", ["channel", "tensor", ("group", 5)])
+def test_embedding_ternarizes_only_used_rows_with_whole_table_results(granularity):
+    """Per-row scales let training ternarize just the batch's rows; outputs and gradients (padding
+    row excluded) must equal ternarizing the whole vocabulary."""
+    torch.manual_seed(0)
+    layer = TernaryEmbedding(nn.Embedding(50, 8, padding_idx=3), granularity=granularity)
+    ids = torch.randint(0, 50, (4, 9))
+    ids[0, :4] = 3
+    out = layer(ids)
+    weight = layer.weight.detach().clone().requires_grad_()
+    reference = nn.functional.embedding(ids, ternarize_tensor(weight, granularity).dequantize(), 3)
+    assert torch.equal(out, reference)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    gamma = ternarize_tensor(weight, granularity).scales.repeat_interleave(layer.group)[:, None]
+    expected = torch.zeros_like(weight).index_add_(0, ids.flatten(), grad.reshape(-1, 8))
+    expected[3] = 0
+    assert torch.allclose(layer.weight.grad, expected * (weight.abs() <= layer.clip * gamma))
+
+
 def _bert_like():
     class Block(nn.Module):
         def __init__(self):

@@ -21,20 +21,27 @@ from edgeclip.quant.ternarize import (
     expand_scales,
     rows_per_scale,
     ternarize_tensor,
+    ternary_scales_from_magnitudes,
 )
 
 DEFAULT_CLIP = 2.0  # latent weights beyond clip * gamma get no gradient: rounding cannot move them
 
 
 class _SteTernarize(torch.autograd.Function):
-    """Forward: the exact ternary weight. Backward: identity inside the clip range, zero outside."""
+    """Forward: the exact ternary weight. Backward: identity inside the clip range, zero outside.
+
+    Computed in place on one scratch tensor (no int8 round trip): the same values as
+    `ternarize_tensor(...).dequantize()`, in fewer passes over the weight, which matters because
+    this runs on every weight at every training step."""
 
     @staticmethod
     def forward(ctx, weight, granularity, beta, clip):
-        ternary = ternarize_tensor(weight, granularity, beta)
-        gamma = expand_scales(ternary.scales, ternary.rows_per_scale, weight.dim())
-        ctx.save_for_backward(weight.detach().abs() <= clip * gamma)
-        return ternary.dequantize(weight.dtype)
+        magnitudes = weight.detach().float().abs()
+        scales, group = ternary_scales_from_magnitudes(magnitudes, granularity, beta)
+        gamma = expand_scales(scales, group, weight.dim())
+        ctx.save_for_backward(magnitudes <= clip * gamma)
+        ternary = weight.detach().float() / gamma
+        return ternary.round_().clamp_(-1, 1).mul_(gamma).to(weight.dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -136,11 +143,21 @@ class TernaryEmbedding(TernaryWeight):
         self.padding_idx = source.padding_idx
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if not self.frozen and self.group == 1:
+            return self._used_rows_forward(ids)
         if not self.frozen:
             return F.embedding(ids, self.effective_weight(), self.padding_idx)
         # Gather int8 rows first: dequantizing the whole vocabulary per call would dominate.
         row_scales = expand_scales(self.scales, self.group, 1)[ids].unsqueeze(-1)
         return self.trits[ids].float() * row_scales
+
+    def _used_rows_forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """With a scale per row, ternarizing only the rows a batch uses gives the same output and
+        gradients as ternarizing the whole vocabulary, at a few hundred rows instead of ~30,000."""
+        used, positions = torch.unique(ids, return_inverse=True)
+        rows = _SteTernarize.apply(self.weight[used], self.granularity, self.beta, self.clip)
+        padding = (used == self.padding_idx).nonzero().flatten().tolist() if self.padding_idx is not None else []
+        return F.embedding(positions, rows, padding[0] if padding else None)
 
 
 TERNARY_TYPES = {nn.Linear: TernaryLinear, nn.Conv2d: TernaryConv2d, nn.Embedding: TernaryEmbedding}

@@ -69,9 +69,14 @@ def ternary_scales(weight: torch.Tensor, granularity: Granularity, beta: float) 
         raise QuantError(f"cannot ternarize a tensor of shape {tuple(weight.shape)}")
     if beta <= 0:
         raise QuantError(f"beta must be positive, got {beta}")
-    group = rows_per_scale(granularity, weight.shape[0])
-    magnitudes = weight.detach().abs().float().reshape(weight.shape[0] // group, -1).mean(dim=1)
-    return (beta * magnitudes).clamp_min(1e-8), group
+    return ternary_scales_from_magnitudes(weight.detach().abs().float(), granularity, beta)
+
+
+def ternary_scales_from_magnitudes(magnitudes: torch.Tensor, granularity: Granularity, beta: float):
+    """`ternary_scales` from |W| already at hand (the training forward reuses it for its clip mask)."""
+    group = rows_per_scale(granularity, magnitudes.shape[0])
+    means = magnitudes.reshape(magnitudes.shape[0] // group, -1).mean(dim=1)
+    return (beta * means).clamp_min(1e-8), group
 
 
 def ternarize_tensor(
