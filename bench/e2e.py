@@ -34,10 +34,10 @@ from transformers import CLIPConfig, CLIPModel
 
 from edgeclip.export.onnx_export import export_tower_onnx
 from edgeclip.lower.build import FROM_STORE, compile_tower
-from edgeclip.lower.importer import model_towers
 from edgeclip.lower.profile import profile_tower
 from edgeclip.lower.target import resolve_target
 from edgeclip.lower.tune import summary_table, tune
+from edgeclip.models.towers import model_towers
 from edgeclip.quant import TernaryConfig, freeze, quantize
 
 RESULTS = Path(__file__).parent / "results"

@@ -15,11 +15,12 @@ from skimage import data as skdata
 from edgeclip.errors import ModelError, TargetError
 from edgeclip.export.model_io import save_model
 from edgeclip.lower.build import build_tower, compile, load_compiled
-from edgeclip.lower.importer import import_tower, model_towers
+from edgeclip.lower.importer import import_tower
 from edgeclip.lower.rewrite import split_ternary_rows
 from edgeclip.lower.target import resolve_target
 from edgeclip.models import ClipTokenizer, make_tiny_clip
 from edgeclip.models.preprocess import preprocess_image
+from edgeclip.models.towers import model_towers
 from edgeclip.quant import TernaryConfig, freeze, quantize, ternary_layers
 from edgeclip.training.data import load_fashion_mnist
 

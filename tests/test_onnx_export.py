@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from edgeclip.export.onnx_export import export_onnx
-from edgeclip.lower.importer import import_onnx, model_towers
+from edgeclip.lower.importer import import_onnx
 from edgeclip.lower.rewrite import rewrite_ternary
 from edgeclip.lower.target import resolve_target
 from edgeclip.models import ClipTokenizer, make_tiny_clip
 from edgeclip.models.preprocess import preprocess_image
+from edgeclip.models.towers import model_towers
 from edgeclip.quant import TernaryConfig, freeze, quantize, ternary_layers
 from edgeclip.training.data import load_fashion_mnist
 

@@ -15,11 +15,12 @@ import tvm
 from edgeclip.errors import KernelError
 from edgeclip.lower import knobs, records
 from edgeclip.lower.build import compile, lower_module
-from edgeclip.lower.importer import import_tower, model_towers
+from edgeclip.lower.importer import import_tower
 from edgeclip.lower.schedule import RECORD_ATTR
 from edgeclip.lower.target import resolve_target
 from edgeclip.lower.tune import tune
 from edgeclip.models import make_tiny_clip
+from edgeclip.models.towers import model_towers
 from edgeclip.quant import TernaryConfig, freeze, quantize
 from edgeclip.schedules import reference, x86, x86_avx2
 from edgeclip.schedules.ternary import pack_weights

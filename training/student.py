@@ -108,25 +108,12 @@ def tokenizer_for_spec(spec: str):
 # ---- evaluation ----------------------------------------------------------------------------------
 
 
-def load_any(spec: str) -> tuple[nn.Module, str]:
-    """(model, family) for a teacher spec or an edgeclip checkpoint, float or ternary."""
-    from edgeclip.models.families import load_source
-
-    config_file = Path(spec) / "config.json"
-    if config_file.is_file() and json.loads(config_file.read_text()).get("format") == "edgeclip-checkpoint":
-        from edgeclip.export.model_io import load_model
-
-        model, config = load_model(spec)
-        return model, config["family"]
-    model, family, _ = load_source(spec)
-    return model, family
-
-
 def evaluate(model_spec: str, data: str | None = None, teacher: str | None = None, limit: int | None = None) -> dict:
     """clip_benchmark-shaped result for a CLIP model (classification or retrieval) or a sentence encoder."""
+    from edgeclip.models.families import open_model
     from edgeclip.training import evaluate as ev
 
-    model, family = load_any(model_spec)
+    model, family = open_model(model_spec)
     data = data or default_data(family)
     if family in CLIP_FAMILIES:
         from edgeclip.models.dual import DualEncoder
@@ -140,7 +127,7 @@ def evaluate(model_spec: str, data: str | None = None, teacher: str | None = Non
         return ev.result(source.name, model_spec, "zeroshot_retrieval", {**metrics, "skipped": source.skipped})
     from edgeclip.training.corpus import load_fortunes
 
-    teacher_model, _ = load_any(teacher or "minilm")
+    teacher_model, _ = open_model(teacher or "minilm")
     sentences = load_fortunes().held_out[:limit]
     metrics = ev.embedding_fidelity(model, teacher_model, tokenizer_for_spec(teacher or "minilm"), sentences)
     return ev.result("fortunes-held-out", model_spec, "embedding_fidelity", metrics)

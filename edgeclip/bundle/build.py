@@ -164,10 +164,11 @@ def build_bundle(checkpoint, target_name: str, out_dir, towers=TOWERS, baseline:
         raise BundleError(f"baseline {baseline!r} unknown; the only baseline is 'fp32'")
     try:
         from edgeclip.lower.build import compile as lower_compile
-        from edgeclip.lower.importer import model_towers
     except ImportError as err:
         raise BundleError("this edgeclip cannot compile whole models (edgeclip.lower is missing); "
                           "write bundles from compiled modules with write_model_bundle") from err
+    from edgeclip.models.towers import model_towers
+
     model, config = load_model(checkpoint)
     family = family_for(config["family"])
     available = model_towers(model, config["family"])

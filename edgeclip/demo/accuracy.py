@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from edgeclip.demo import cache
+from edgeclip.models.families import open_model
 
 RETRIEVAL_K = 10
 
@@ -29,9 +30,8 @@ def _scores(checkpoint: Path, limit: int | None) -> dict:
     from edgeclip.models.dual import DualEncoder
     from edgeclip.training import evaluate as ev
     from edgeclip.training.data import load_fashion_mnist
-    from edgeclip.training.student import load_any
 
-    model, _ = load_any(str(checkpoint))
+    model, _ = open_model(str(checkpoint))
     dual = DualEncoder(model)
     data = load_fashion_mnist("test")
     scores = ev.zero_shot_classification(dual, data, limit)

@@ -35,9 +35,10 @@ def torch_fp32(checkpoint: Path, runs: int, warmup: int = 2) -> dict:
     import numpy as np
     import torch
 
-    from edgeclip.lower.importer import load_for_lowering, model_towers
+    from edgeclip.models.families import open_model
+    from edgeclip.models.towers import model_towers
 
-    model, family = load_for_lowering(str(checkpoint))
+    model, family = open_model(str(checkpoint))
     towers = model_towers(model, family)
     inputs = {name: tuple(spec.example() for spec in tower.inputs) for name, tower in towers.items()}
     times = []

@@ -20,13 +20,14 @@ from tvm import relax
 from edgeclip.errors import ModelError
 from edgeclip.export.packing import base3_from_2bit, two_bit_from_base3
 from edgeclip.lower.fast_math import fast_math
-from edgeclip.lower.importer import InputSpec, Tower, import_tower, select_towers
+from edgeclip.lower.importer import import_tower
 from edgeclip.lower.kernels import ACTS
 from edgeclip.lower.knobs import apply_kernel_records
 from edgeclip.lower.records import load as load_records
 from edgeclip.lower.rewrite import RewriteReport, rewrite_ternary
 from edgeclip.lower.schedule import schedule_graph, unscheduled
 from edgeclip.lower.target import HOST_TARGET, LowerTarget, resolve_target
+from edgeclip.models.towers import InputSpec, Tower, select_towers
 
 MANIFEST = "compiled.json"
 

@@ -35,11 +35,12 @@ from tvm.s_tir import meta_schedule as ms
 from edgeclip.errors import KernelError, ModelError
 from edgeclip.lower import knobs, records
 from edgeclip.lower.build import prepare_module
-from edgeclip.lower.importer import import_tower, select_towers
+from edgeclip.lower.importer import import_tower
 from edgeclip.lower.kernels import ACTS
 from edgeclip.lower.measure import InProcessBuilder, InProcessRunner, time_func
 from edgeclip.lower.schedule import default_rules
 from edgeclip.lower.target import LowerTarget, resolve_target
+from edgeclip.models.towers import select_towers
 
 KEEP_MARGIN = 0.03  # a record must be this much faster than the untuned schedule to be kept
 TRIALS_PER_BATCH = 16

@@ -62,6 +62,37 @@ def load_source(spec: str) -> tuple[nn.Module, str, dict]:
     )
 
 
+def open_model(model_or_spec) -> tuple[nn.Module, str]:
+    """(model in eval mode, family) from a module, an edgeclip checkpoint (float or ternary) or a
+    teacher spec: the one door for verbs that take any model (compile, tune, export, eval)."""
+    if isinstance(model_or_spec, nn.Module):
+        return model_or_spec.eval(), family_of(model_or_spec)
+    config_file = Path(model_or_spec) / "config.json"
+    if config_file.is_file() and _read_config(str(model_or_spec)).get("format") == "edgeclip-checkpoint":
+        from edgeclip.export.model_io import load_model
+
+        model, saved = load_model(model_or_spec)
+        return model.eval(), saved["family"]
+    model, family, _ = load_source(str(model_or_spec))
+    return model, family
+
+
+def family_of(model: nn.Module) -> str:
+    from transformers import CLIPModel
+
+    from edgeclip.models.demo import DemoClip
+    from edgeclip.models.minilm import SentenceEncoder
+
+    if isinstance(model, CLIPModel):
+        return "hf-clip"
+    if isinstance(model, DemoClip):
+        return "demo-clip"
+    if isinstance(model, SentenceEncoder):
+        return "minilm"
+    raise ModelError(f"{type(model).__name__} is not a model edgeclip knows; pass a CLIPModel, DemoClip, "
+                     "SentenceEncoder or a checkpoint")
+
+
 def _load_minilm(path: Path) -> tuple[nn.Module, str, dict]:
     from edgeclip.models.minilm import SentenceEncoder, load_minilm
 
