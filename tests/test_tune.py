@@ -1,11 +1,13 @@
 """`edgeclip tune`: a real (tiny) meta_schedule run writes records, builds apply them with zero
 trials and stay equal to PyTorch; kernel knobs are only ever sampled among correct values."""
 
+import fcntl
 import itertools
 import json
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -74,6 +76,22 @@ def test_second_merge_keeps_the_store_consistent(tuned_root):
     _, entries = records.read(directory)
     records.merge([record for _, record in entries], "x86-64", tuned_root)  # the same records again
     assert (directory / records.WORKLOADS).read_text().splitlines() == workloads_before
+    assert len(records.read(directory)[1]) == len(entries)
+
+
+def test_merge_waits_for_a_concurrent_merge(tuned_root):
+    """A second tune's merge must wait for the lock, or one of the two would lose its records."""
+    directory = tuned_root / "x86-64"
+    _, entries = records.read(directory)
+    with open(directory / records.LOCK, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another tune in the middle of its merge
+        merging = threading.Thread(target=records.merge, args=([r for _, r in entries], "x86-64", tuned_root))
+        merging.start()
+        merging.join(timeout=1.0)
+        assert merging.is_alive(), "merge wrote while another merge held the records lock"
+        fcntl.flock(held, fcntl.LOCK_UN)
+    merging.join(timeout=60)
+    assert not merging.is_alive()
     assert len(records.read(directory)[1]) == len(entries)
 
 

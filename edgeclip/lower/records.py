@@ -7,15 +7,18 @@ applies only records of its own target, so one directory serves e.g. 1- and 2-th
 
 Writes merge: the best record per (workload, target) survives, old workloads keep their line
 numbers and new ones are appended. Each file is replaced atomically, workloads first, so a
-crash between the two replacements leaves old records pointing at an unchanged prefix.
+crash between the two replacements leaves old records pointing at an unchanged prefix. A merge
+holds an exclusive lock on the directory, so two tunes finishing together both keep their records.
 `$EDGECLIP_RECORDS_DIR` replaces the shipped `schedules/` root (tuning a machine of your own
 without writing into the installed package).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import tvm
@@ -28,6 +31,7 @@ from edgeclip.lower.knobs import register_intrinsics_in
 ROOT_ENV = "EDGECLIP_RECORDS_DIR"
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
+LOCK = ".lock"
 FAILED_SECS = 1e9  # meta_schedule marks a failed run with 1e10 seconds
 
 
@@ -113,24 +117,38 @@ def load(target, target_name: str, root: Path | None = None) -> ms.database.Data
 def merge(new_records: list, target_name: str, root: Path | None = None) -> Path:
     """Add `new_records` to the store of `target_name`, keeping the best per (workload, target)."""
     directory = records_dir(target_name, root)
-    workloads, old = read(directory)
-    texts = [json.dumps(w.as_json()) for w in workloads]
-    best: dict[tuple[int, str], object] = {}
-    for index, record in old:
-        best[(index, target_key(record.target))] = record
-    for record in new_records:
-        if mean_secs(record) >= FAILED_SECS:
-            continue
-        text = json.dumps(record.workload.as_json())
-        if text not in texts:
-            texts.append(text)
-        slot = (texts.index(text), target_key(record.target))
-        if slot not in best or mean_secs(record) < mean_secs(best[slot]):
-            best[slot] = record
-    directory.mkdir(parents=True, exist_ok=True)
-    _replace(directory / WORKLOADS, "".join(t + "\n" for t in texts))
-    _replace(directory / RECORDS, "".join(json.dumps([slot[0], best[slot].as_json()]) + "\n" for slot in sorted(best)))
+    with _locked(directory):
+        workloads, old = read(directory)
+        texts = [json.dumps(w.as_json()) for w in workloads]
+        best: dict[tuple[int, str], object] = {}
+        for index, record in old:
+            best[(index, target_key(record.target))] = record
+        for record in new_records:
+            if mean_secs(record) >= FAILED_SECS:
+                continue
+            text = json.dumps(record.workload.as_json())
+            if text not in texts:
+                texts.append(text)
+            slot = (texts.index(text), target_key(record.target))
+            if slot not in best or mean_secs(record) < mean_secs(best[slot]):
+                best[slot] = record
+        _replace(directory / WORKLOADS, "".join(t + "\n" for t in texts))
+        lines = (json.dumps([slot[0], best[slot].as_json()]) + "\n" for slot in sorted(best))
+        _replace(directory / RECORDS, "".join(lines))
     return directory
+
+
+@contextmanager
+def _locked(directory: Path):
+    """Read-merge-write under an exclusive lock: without it, of two tunes merging at once, the
+    later write would drop the earlier one's new records."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _replace(path: Path, text: str) -> None:
