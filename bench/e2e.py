@@ -12,7 +12,8 @@ schedules/x86-64/ (the plain ternary row is always built without records). --tun
 `edgeclip tune --kernels` on the towers with N trials per task at each thread count (merging
 into schedules/x86-64/), prints its per-task table, and implies --records.
 
-Writes bench/results/e2e-<host>.json (e2e-tuned-<host>.json with --records/--tune) and prints a Markdown table plus the per-op profile of the
+Writes bench/results/e2e-<host>.json (e2e-tuned-<host>.json with --records/--tune; `--host`
+defaults to the node name) and prints a Markdown table plus the per-op profile of the
 single-thread ternary image tower.
 """
 
@@ -33,6 +34,7 @@ import tvm
 from transformers import CLIPConfig, CLIPModel
 
 from edgeclip.export.onnx_export import export_tower_onnx
+from edgeclip.hostinfo import cpu_model
 from edgeclip.lower.build import FROM_STORE, compile_tower
 from edgeclip.lower.profile import profile_tower
 from edgeclip.lower.target import resolve_target
@@ -160,6 +162,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--records", action="store_true", help="add the ternary tower built with schedules/x86-64 records")
     parser.add_argument("--tune", type=int, default=0, metavar="N", help="tune first, N trials per task (implies --records)")
+    parser.add_argument("--host", default=platform.node() or "host", help="name in the results file")
     args = parser.parse_args()
     threads = [os.cpu_count() if t == "all" else int(t) for t in args.threads.split(",")]
     float_model = vit_b32()
@@ -177,8 +180,8 @@ def main() -> None:
         for name in args.towers.split(","):
             rows += bench_tower(name, float_model, ternary_model, threads, args.repeat, Path(tmp),
                                 records=args.records or args.tune > 0)
-    host = platform.node() or "host"
-    result = {"host": host, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    host = args.host
+    result = {"host": host, "cpu": cpu_model(), "cores": os.cpu_count(),
               "model": "ViT-B/32-shaped HF CLIP, random init, q-all ternary", "rows": rows}
     if tuning:
         result["tuning"] = tuning

@@ -5,7 +5,7 @@ usage: python bench/kernels.py [--quick] [--threads 1,2] [--rounds 7] [--records
 Every method of one shape is timed in the same run, interleaved: each round times every method
 once, and the table reports the median over rounds (the cores are shared with other jobs, so
 sequential timings drift apart). Writes bench/results/kernels-<cpu>.json and
-bench/results/kernels.md.
+bench/results/kernels-<cpu>.md.
 
 Methods: ternary int8 activations (2-bit packed weights; the same kernel with int8 weights, to
 measure what packing saves when weights come from DRAM), ternary fp32 activations, TVM fp32
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import time
 import warnings
@@ -32,6 +31,7 @@ import torch
 import tvm
 from tvm import s_tir, te
 
+from edgeclip.hostinfo import cpu_model
 from edgeclip.lower import knobs as kernel_knobs
 from edgeclip.lower import records as tuning_records
 from edgeclip.lower.target import resolve_target
@@ -47,9 +47,8 @@ SAMPLE_S = 0.001  # a warm sample repeats calls up to ~1 ms: short enough to dod
 
 
 def cpu_name() -> str:
-    text = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"model name\s*:\s*(.*)", text)
-    return re.sub(r"[^A-Za-z0-9]+", "-", model.group(1) if model else platform.machine()).strip("-").lower()
+    """The CPU model as a file-name slug (kernels-amd-epyc.json)."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", cpu_model()).strip("-").lower()
 
 
 def family():
@@ -223,11 +222,11 @@ def ratio_table(rows, stat: str = "median") -> str:
 
 
 def write_report(out: Path, meta: dict, rows: list, stem: str = "kernels") -> None:
-    """`<stem>-<cpu>.json` + `<stem>.md`; a run with tuned knobs uses stem "kernels-tuned" so it
-    never overwrites the full sweep."""
+    """`<stem>-<cpu>.json` + `<stem>-<cpu>.md`; a run with tuned knobs uses stem "kernels-tuned" so
+    it never overwrites the full sweep, and each CPU keeps its own files."""
     tuned = tuned_table(rows) if any("knobs" in r for r in rows) else ""
     (out / f"{stem}-{meta['cpu']}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-    (out / f"{stem}.md").write_text(
+    (out / f"{stem}-{meta['cpu']}.md").write_text(
         f"# Ternary kernels on {meta['cpu']} ({meta['family']})\n\n"
         f"`{meta['command']}` ({meta['date']}). Ratios > 1: ternary int8 is faster. {meta['rounds']} interleaved "
         "rounds on a 2-core host shared with other jobs; raw medians and min/max in the JSON.\n\n"

@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 from pathlib import Path
 
 import torch
 
+from edgeclip.hostinfo import cpu_model
 from edgeclip.models.minilm import SentenceEncoder, load_minilm
 from edgeclip.quant import TernaryConfig, freeze, model_stats, quantize
 from edgeclip.training.corpus import load_fortunes
@@ -69,7 +69,7 @@ def main() -> None:
             print(json.dumps(row))
     best = max(rows, key=lambda r: r["mean_cosine"])
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"host": platform.processor() or platform.machine(), "sentences": len(sentences),
+    RESULTS.write_text(json.dumps({"cpu": cpu_model(), "sentences": len(sentences),
                                    "rows": rows, "best": best}, indent=2) + "\n")
     print("\n| granularity | beta | mean cosine | recall@10 | zeros |\n|---|---|---|---|---|")
     for r in rows:

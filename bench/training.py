@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from edgeclip.fsutil import fsync_dir, write_synced
+from edgeclip.hostinfo import cpu_model
 from edgeclip.training.cli_commands import parse_duration
 from edgeclip.training.curves import evaluation_rows, plot_evaluation
 
@@ -205,7 +206,7 @@ def main() -> None:
 def store(path: Path, host: str, part: str, value: dict) -> None:
     """Replace one part of the results file, re-read just before, so parts run side by side both land."""
     document = json.loads(path.read_text()) if path.is_file() else {}
-    document.update(host=host, cpu=platform.processor() or platform.machine(), cores=os.cpu_count())
+    document.update(host=host, cpu=cpu_model(), cores=os.cpu_count())
     document[part] = value
     write_json(path, document)
 

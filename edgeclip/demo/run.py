@@ -20,6 +20,7 @@ from edgeclip.demo import accuracy, bundles, models, predict, profiles, report
 from edgeclip.demo.plan import Plan, plan_for
 from edgeclip.demo.steps import Skip, Steps, busy
 from edgeclip.errors import BundleError, DemoError
+from edgeclip.hostinfo import cpu_model
 
 STEP_COUNT = 8
 
@@ -178,15 +179,7 @@ def _profile_device(plan: Plan, bundle: Path, run: Path, record: dict, steps: St
 
 
 def _machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "arch": platform.machine(), "cores": os.cpu_count(),
+    return {"cpu": cpu_model(), "arch": platform.machine(), "cores": os.cpu_count(),
             "load_average_start": list(os.getloadavg())}
 
 
