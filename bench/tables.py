@@ -110,7 +110,7 @@ def _minilm_lines(data: dict, name: str) -> list[str]:
         f"all-MiniLM-L6-v2 → q-all ternary, self-taught distillation, {data['cores']}-core {data['cpu']} host "
         f"({name}); scores on the 1,000 held-out sentences (target within {target['budget']}: cosine ≥ "
         f"{target['mean_cosine']}, recall@10 ≥ {target['neighbour_recall_at_10']}). Load = 1-min load average "
-        "during the run (the host is shared).",
+        "during the run: a run alone on the host reads about its thread count, more means other jobs shared it.",
         "",
         "| budget | threads | steps | samples/s | load mean/max | mean cosine | recall@10 |",
         "|---|---|---|---|---|---|---|",
