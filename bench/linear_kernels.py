@@ -1,6 +1,6 @@
 """Ternary linear kernels vs fp32 and int8 peers on this host (not a test).
 
-usage: python bench/kernels.py [--quick] [--threads 1,2] [--rounds 7] [--records] [--tune N]
+usage: python bench/linear_kernels.py [--quick] [--threads 1,2] [--rounds 7] [--records] [--tune N]
 
 Every method of one shape is timed in the same run, interleaved: each round times every method
 once, and the table reports the median over rounds (the cores are shared with other jobs, so
@@ -258,7 +258,7 @@ def main():
     out.mkdir(exist_ok=True)
     meta = {"cpu": cpu_name(), "family": fam.__name__.rsplit(".", 1)[-1], "unit": "seconds per call, median of rounds",
             "rounds": a.rounds, "date": time.strftime("%Y-%m-%d"),
-            "command": "python bench/kernels.py " + ("--quick " if a.quick else "") + f"--threads {a.threads} "
+            "command": "python bench/linear_kernels.py " + ("--quick " if a.quick else "") + f"--threads {a.threads} "
                        f"--rounds {a.rounds}" + (f" --tune {a.tune}" if a.tune else " --records" if a.records else "")}
     write_report(out, meta, rows, "kernels-tuned" if a.records or a.tune else "kernels")
     print(ratio_table(rows))
