@@ -38,6 +38,7 @@ from edgeclip.hostinfo import cpu_model
 from edgeclip.lower.build import FROM_STORE, compile_tower
 from edgeclip.lower.profile import profile_tower
 from edgeclip.lower.target import resolve_target
+from edgeclip.lower.thread_pool import size_for_host
 from edgeclip.lower.tune import summary_table, tune
 from edgeclip.models.towers import model_towers
 from edgeclip.quant import TernaryConfig, freeze, quantize
@@ -164,6 +165,7 @@ def main() -> None:
     parser.add_argument("--tune", type=int, default=0, metavar="N", help="tune first, N trials per task (implies --records)")
     parser.add_argument("--host", default=platform.node() or "host", help="name in the results file")
     args = parser.parse_args()
+    size_for_host()  # before set_threads starts TVM's pool: it can use no more workers than it starts with
     threads = [os.cpu_count() if t == "all" else int(t) for t in args.threads.split(",")]
     float_model = vit_b32()
     ternary_model = vit_b32()

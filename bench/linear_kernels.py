@@ -3,14 +3,16 @@
 usage: python bench/linear_kernels.py [--quick] [--threads 1,2] [--rounds 7] [--records] [--tune N]
 
 Every method of one shape is timed in the same run, interleaved: each round times every method
-once, and the table reports the median over rounds (the cores are shared with other jobs, so
+once, and the table reports the median over rounds (cores may be shared with other jobs, so
 sequential timings drift apart). Writes bench/results/kernels-<cpu>.json and
 bench/results/kernels-<cpu>.md.
 
 Methods: ternary int8 activations (2-bit packed weights; the same kernel with int8 weights, to
 measure what packing saves when weights come from DRAM), ternary fp32 activations, TVM fp32
 dense with a register-blocked schedule, torch fp32 `F.linear`, torch dynamic int8
-(`quantize_dynamic`, fbgemm), numpy. "cold" flushes 64 MB of cache before every call.
+(`quantize_dynamic`, fbgemm). "cold" flushes 64 MB of cache before every call. No numpy row:
+OpenBLAS's idle threads spin between its calls, and interleaved with a 2-thread TVM kernel on 2
+cores they cost it a scheduler tick (~4 ms) a call.
 
 --records adds "ternary_int8_tuned": the int8 kernel with the register-blocking knobs its tuning
 record in schedules/x86-64/ chose (the hand knobs where there is none; the row says which).
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import time
 import warnings
@@ -35,6 +38,7 @@ from edgeclip.hostinfo import cpu_model
 from edgeclip.lower import knobs as kernel_knobs
 from edgeclip.lower import records as tuning_records
 from edgeclip.lower.target import resolve_target
+from edgeclip.lower.thread_pool import size_for_host
 from edgeclip.lower.tune import kernel_task, tune_tasks
 from edgeclip.schedules import x86, x86_avx2, x86_avx512
 from edgeclip.schedules.ternary import pack_weights, unpacked_weights
@@ -44,6 +48,10 @@ ROWS = [1, 50, 77, 197]
 QUICK = [(1, 768, 3072), (1, 3072, 768), (50, 768, 3072), (50, 3072, 768)]
 FLUSH = 64 << 20  # bytes evicted before each cold-cache call
 SAMPLE_S = 0.001  # a warm sample repeats calls up to ~1 ms: short enough to dodge most preemptions
+# Idle time before each sample, so the previous method's thread pool (torch's OpenMP, TVM's) has
+# stopped spinning: at 2 threads on 2 cores its spinners otherwise steal the cores from the next
+# method (a 2-thread ternary kernel measured 791 us warm after torch vs 446 us cold).
+SETTLE_S = 0.02
 
 
 def cpu_name() -> str:
@@ -166,7 +174,6 @@ def samplers(M, K, N, threads, fam, tuned: x86.Knobs | None = None) -> dict:
         "tvm_fp32_cold": tvm_sampler(dense, dense_args, True),
         "torch_fp32_warm": py_sampler(lambda: torch.nn.functional.linear(xt, wt, bt)),
         "torch_dyn_int8_warm": py_sampler(lambda: qlin(xt)),
-        "numpy_fp32_warm": py_sampler(lambda: x @ W.T + bias),
     }
 
 
@@ -178,6 +185,7 @@ def bench_shape(M, K, N, threads, fam, rounds, records=False) -> dict:
     with torch.no_grad():
         for _ in range(rounds):
             for name, sample in methods.items():
+                time.sleep(SETTLE_S)
                 samples[name].append(sample())
     r = {"M": M, "K": K, "N": N, "threads": threads, "rounds": rounds}
     r.update({name: float(np.median(s)) for name, s in samples.items()})
@@ -229,7 +237,8 @@ def write_report(out: Path, meta: dict, rows: list, stem: str = "kernels") -> No
     (out / f"{stem}-{meta['cpu']}.md").write_text(
         f"# Ternary kernels on {meta['cpu']} ({meta['family']})\n\n"
         f"`{meta['command']}` ({meta['date']}). Ratios > 1: ternary int8 is faster. {meta['rounds']} interleaved "
-        "rounds on a 2-core host shared with other jobs; raw medians and min/max in the JSON.\n\n"
+        f"rounds on {os.cpu_count()} cores, 1-min load average {meta['load1_start']:.1f} at the start and "
+        f"{meta['load1_end']:.1f} at the end; raw medians and min/max in the JSON.\n\n"
         "## Medians\n\n" + ratio_table(rows) + "\n\n"
         "## Fastest sample of each method (closest to an idle machine)\n\n" + ratio_table(rows, "min") + "\n"
         + (f"\n## Tuned vs hand register blocking (rows x vecs x kgroups), medians\n\n{tuned}\n" if tuned else ""))
@@ -243,13 +252,14 @@ def main():
     ap.add_argument("--records", action="store_true", help="add the int8 kernel with its tuned knobs (schedules/x86-64)")
     ap.add_argument("--tune", type=int, default=0, metavar="N", help="tune each shape's knobs first (implies --records)")
     a = ap.parse_args()
+    size_for_host()  # the kernels are built from family targets directly, not through resolve_target
     shapes = QUICK if a.quick else [(m, k, n) for m in ROWS for k, n in SHAPES]
     threads = sorted({int(t) for t in a.threads.split(",")})
     fam = family()
     for th in threads if a.tune else []:
         target = resolve_target("x86-64", th)
         tune_tasks([kernel_task(kernel_key(M, K, N), target) for M, K, N in shapes], target, a.tune)
-    rows = []
+    rows, load1_start = [], os.getloadavg()[0]
     for th in threads:
         for M, K, N in shapes:
             rows.append(bench_shape(M, K, N, th, fam, a.rounds, records=a.records or a.tune > 0))
@@ -257,7 +267,8 @@ def main():
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     meta = {"cpu": cpu_name(), "family": fam.__name__.rsplit(".", 1)[-1], "unit": "seconds per call, median of rounds",
-            "rounds": a.rounds, "date": time.strftime("%Y-%m-%d"),
+            "rounds": a.rounds, "date": time.strftime("%Y-%m-%d"), "load1_start": load1_start,
+            "load1_end": os.getloadavg()[0],
             "command": "python bench/linear_kernels.py " + ("--quick " if a.quick else "") + f"--threads {a.threads} "
                        f"--rounds {a.rounds}" + (f" --tune {a.tune}" if a.tune else " --records" if a.records else "")}
     write_report(out, meta, rows, "kernels-tuned" if a.records or a.tune else "kernels")

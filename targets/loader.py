@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeclip.errors import TargetError
+from edgeclip.hostinfo import physical_cores
 
 SHIPPED_DIR = Path(__file__).parent
 USER_DIR_ENV = "EDGECLIP_TARGETS_DIR"
@@ -128,7 +129,7 @@ def _parse(data: dict, path: Path) -> Target:
         if key not in cross:
             raise _fail(path, f"cross.{key}", "is missing")
     tvm_cpu, tvm_gpu = _tvm_tables(data["tvm"], arch, path)
-    cores = _count(data["cores"], "cores", path, lambda: os.cpu_count() or 1, arch)
+    cores = _count(data["cores"], "cores", path, physical_cores, arch)
     memory = _count(data["memory_mb"], "memory_mb", path, _host_memory_mb, arch)
     family = data["kernel_family"]
     if family == AUTO or tvm_cpu.get("mcpu") == AUTO:

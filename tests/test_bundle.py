@@ -13,8 +13,10 @@ import hashlib
 import io
 import json
 import math
+import os
 import platform
 import shutil
+import subprocess
 import tarfile
 
 import numpy as np
@@ -26,6 +28,8 @@ from edgeclip.bundle import local
 from edgeclip.bundle.build import BundleModule, TowerReference, npy_bytes, write_model_bundle
 from edgeclip.bundle.format import MANIFEST, elf_arch, read_manifest, verify_bundle, write_bundle
 from edgeclip.errors import BundleError
+from edgeclip.hostinfo import physical_cores
+from edgeclip.lower.thread_pool import THREAD_ENV
 from edgeclip.targets import load_target
 
 IMAGE, CONTEXT, DIM = 16, 8, 12
@@ -171,6 +175,23 @@ def test_host_bundle_runs_natively_and_takes_npy_inputs(host_bundle):
     with torch.no_grad():
         expected = _towers()["text"](torch.from_numpy(ids)).numpy()
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+@needs_x86_host
+def test_host_runner_sizes_its_pool_to_the_physical_cores(host_bundle):
+    """Without --threads or a thread variable the runner takes every physical core (TVM alone
+    takes half the CPUs on x86); --threads and the user's TVM_NUM_THREADS win over that."""
+    clean = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
+    with local.extracted(host_bundle) as (folder, manifest):
+        command = local.runner_command(folder, manifest, emulate=False) + ["--module", "ternary", "--runs", "1"]
+
+        def threads(*args, **env):
+            done = subprocess.run([*command, *args], env=clean | env, capture_output=True, text=True, check=True)
+            return json.loads(done.stdout)["threads"]
+
+        assert threads() == physical_cores()
+        assert threads("--threads", "1") == 1
+        assert threads(TVM_NUM_THREADS="3") == 3
 
 
 @needs_x86_host

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgeclip.lower.thread_pool import size_for_host
 from edgeclip.targets import Target, load_target
 
 HOST_TARGET = "x86-64"
@@ -30,7 +31,11 @@ class LowerTarget:
 
 
 def resolve_target(name: str, threads: int | None = None) -> LowerTarget:
-    """Map a target name to a family + TVM target; `threads` None means every core of the board."""
+    """Map a target name to a family + TVM target; `threads` None means every core of the board.
+
+    Every compile, tune and profile starts here, so this is where the process's TVM thread pool
+    is sized (`thread_pool.size_for_host`) before anything runs."""
+    size_for_host()
     board = load_target(name)
     threads = board.cores if threads is None else threads  # `x86-64`: cores = "auto", this host's
     tvm_target = {**board.tvm_cpu, "num-cores": threads}

@@ -17,11 +17,12 @@
 //   expected FILE.npy                         the reference output for the bundled data
 //
 // Every tower of the chosen variant (or only --tower) is loaded, run `--warmup` times, then timed over `--runs`
-// runs. Reported: load time, latency percentiles, peak RSS (VmHWM, else getrusage) and the cosine between the
-// outputs and the reference outputs (null where --input replaced the reference data);
-// --save-outputs writes each output as DIR/VARIANT-TOWER.npy. Without
+// runs. Reported: load time, latency percentiles, peak RSS (VmHWM, else getrusage), the thread count
+// (ChooseThreads) and the cosine between the outputs and the reference outputs (null where --input
+// replaced the reference data); --save-outputs writes each output as DIR/VARIANT-TOWER.npy. Without
 // --module, the fp32 baseline (when the bundle has one) is measured in a forked child first, so
 // each variant's peak RSS is its own, and reported under "baseline".
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,9 +44,11 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -247,6 +250,40 @@ long PeakRssKb() {
   return usage.ru_maxrss;
 }
 
+// Cores this process may run on, SMT siblings counted once (as edgeclip.hostinfo.physical_cores):
+// each allowed CPU's sibling list names its core, so a VM's vCPUs count whole and a hyper-threaded
+// pair counts once.
+int PhysicalCores() {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) {
+    return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  }
+  std::set<std::string> cores;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &allowed)) continue;
+    std::ifstream list("/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/thread_siblings_list");
+    std::string siblings;
+    cores.insert(std::getline(list, siblings) ? siblings : std::to_string(cpu));
+  }
+  return std::max(1, static_cast<int>(cores.size()));
+}
+
+// The size of TVM's thread pool: --threads, else the user's TVM_NUM_THREADS or OMP_NUM_THREADS
+// (TVM's own order), else the physical cores. Exported as TVM_NUM_THREADS before the pool starts
+// (at the first parallel call), because TVM's own fallback halves the CPUs on x86: on a VM whose
+// vCPUs are whole cores that ran every bundle on half the machine.
+int ChooseThreads(int requested) {
+  int threads = requested;
+  for (const char* name : {"TVM_NUM_THREADS", "OMP_NUM_THREADS"}) {
+    const char* value = std::getenv(name);
+    if (threads <= 0 && value != nullptr) threads = std::atoi(value);
+  }
+  if (threads <= 0) threads = PhysicalCores();
+  setenv("TVM_NUM_THREADS", std::to_string(threads).c_str(), 1);
+  return threads;
+}
+
 // Everything one tower needs between runs: the VM entry point and its argument tensors.
 struct LoadedTower {
   LoadedTower(const Tower* t, tvm::ffi::Module m, tvm::ffi::Function f)
@@ -362,7 +399,8 @@ std::string RunVariant(const std::vector<Tower>& plan, const std::string& varian
   return "{\"module\": " + Quoted(variant) + ", \"load_ms\": " + Num(load_ms) +
          ", \"latency_ms\": " + LatencyJson(totals) + ", \"peak_rss_kb\": " + std::to_string(PeakRssKb()) +
          ", \"cosine_to_reference\": " + Num(min_cosine) + ", \"runs\": " + std::to_string(totals.size()) +
-         ", \"warmup\": " + std::to_string(opt.warmup) + ", \"towers\": {" + towers + "}}";
+         ", \"warmup\": " + std::to_string(opt.warmup) + ", \"threads\": " + std::to_string(opt.threads) +
+         ", \"towers\": {" + towers + "}}";
 }
 
 // The fp32 baseline's JSON, measured in a child process so its peak RSS is not ours.
@@ -460,8 +498,7 @@ int main(int argc, char** argv) {
                  e.what(), argv[0]);
     return 2;
   }
-  // TVM's thread pool reads this when it starts, i.e. at the first parallel call.
-  if (opt.threads > 0) setenv("TVM_NUM_THREADS", std::to_string(opt.threads).c_str(), 1);
+  opt.threads = ChooseThreads(opt.threads);
   try {
     bool has_fp32 = std::any_of(plan.begin(), plan.end(), [](const Tower& t) { return t.variant == "fp32"; });
     std::string baseline;
