@@ -12,7 +12,8 @@ from pathlib import Path
 
 
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (e.g. 'Intel(R) Xeon(R) Processor' on this project's VM), else the architecture."""
+    """The CPU's model name from /proc/cpuinfo (e.g. 'Intel(R) Xeon(R) Processor' on this
+    project's VM), else the architecture."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
