@@ -1,10 +1,17 @@
-# One-command set-up: `make demo` and `make test` create .venv on first use.
+# One-command set-up: `make demo` and `make test` install the Debian packages their group needs
+# (scripts/system-deps) and create .venv on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+SYSTEM_DEPS := scripts/system-deps
+
+.PHONY: demo test bench-setup lint clean
+
+# Checked before the Python environment, so a missing package stops the command at once.
+system-deps-%:
+	$(SYSTEM_DEPS) $*
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,12 +23,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps open_clip_torch==3.3.0
 	touch $(STAMP)
 
-# `make demo DEMO_ARGS=--quick` for the 3-minute smoke version the test suite runs.
-demo: $(STAMP)
+# `make demo DEMO_ARGS=--quick` for the 2-minute smoke version the test suite runs.
+demo: system-deps-demo $(STAMP)
 	$(BIN)/edgeclip demo $(DEMO_ARGS)
 
-test: $(STAMP)
+test: system-deps-test $(STAMP)
 	$(BIN)/python -m pytest -q -rs
+
+# What the scripts in bench/ need beyond the Python environment.
+bench-setup: system-deps-bench $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgeclip training targets schedules tests bench
