@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from edgeclip import __version__
+from edgeclip import __version__, console
 from edgeclip.errors import EdgeclipError
 
 
@@ -20,7 +20,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'edgeclip VERB --help' for the options of one verb.",
     )
     parser.add_argument("--version", action="version", version=f"edgeclip {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     _add_ternarize(verbs)
     _add_inspect(verbs)
@@ -36,7 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_bundle_commands(verbs)
     add_flash_command(verbs)
     add_remote_commands(verbs)
+    for p in (parser, *verbs.choices.values()):
+        _add_console_options(p, top=p is parser)
     return parser
+
+
+def _add_console_options(p: argparse.ArgumentParser, top: bool) -> None:
+    """--debug and --verbose, accepted before or after the verb."""
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("--debug", action="store_true", default=default, help="show full tracebacks on errors")
+    p.add_argument("-v", "--verbose", action="store_true", default=default,
+                   help="let TVM, torch, transformers and onnxruntime print to the console (by default their "
+                   "warnings go to a log file: the run folder's log.txt, else ~/.cache/edgeclip/logs/)")
 
 
 def _add_ternarize(verbs) -> None:
@@ -46,7 +56,8 @@ def _add_ternarize(verbs) -> None:
         description="Swap the layers a policy selects for ternary ones and save a packed checkpoint.",
     )
     p.add_argument("--model", required=True, help="HF CLIPModel directory, BERT/MiniLM directory, 'minilm' or 'demo'")
-    p.add_argument("--policy", default="q-all", choices=["q-all", "q-ffn", "q-attn"])
+    p.add_argument("--policy", default="q-all", choices=["q-all", "q-ffn", "q-attn"],
+                   help="which layers become ternary (default q-all: every linear and embedding)")
     p.add_argument("--granularity", default="channel", help="'tensor', 'channel' (default) or 'group:ROWS'")
     p.add_argument("--beta", type=float, default=None, help="scale = beta * mean|W| (default 1.5)")
     p.add_argument("--skip", action="append", default=[], help="module name (prefix) to keep in float; repeatable")
@@ -67,11 +78,12 @@ def _add_demo(verbs) -> None:
         help="the whole pipeline on the built-in Fashion-MNIST CLIP, with a report",
         description="Teacher (cached) -> q-all PTQ and QAT + distillation -> evaluation -> bundles for this "
         "machine and rpi4 -> predictions on real images -> profiles (host; rpi4 on an emulated aarch64 device) "
-        "-> OUT/report.md with plots and JSON. About 20 minutes the first time on 2 cores, 5 with warm caches.",
+        "-> OUT/report.md with plots and JSON. Measured on an idle 2-core x86 host: about 7 minutes the first time, "
+        "under a minute with warm caches.",
     )
     p.add_argument("--quick", action="store_true",
-                   help="smoke run in about 3 minutes: tiny teacher and student budgets, smaller evaluation, "
-                   "no fp32 baseline")
+                   help="smoke run (about 2 minutes cold, 30 s warm): tiny teacher and student budgets, smaller "
+                   "evaluation, no fp32 baseline")
     p.add_argument("--out", default=None, help="run folder (default runs/demo-<timestamp>)")
     p.set_defaults(func=_demo)
 
@@ -121,19 +133,33 @@ def format_stats(stats: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one verb. As the `edgeclip` command (no argv), other libraries' warnings go to a log
+    unless --verbose; called from Python with argv, the caller's streams are left as they are."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is not None or args.verbose:
+        return _run(args)
+    with console.quiet(console.default_log(args.verb)):
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         args.func(args)
     except EdgeclipError as err:
         if args.debug:
             raise
-        print(f"edgeclip {args.verb}: error: {err}", file=sys.stderr)
+        print(f"edgeclip {args.verb}: error: {err}{_log_hint()}", file=console.stream())
         return 1
     except KeyboardInterrupt:
-        print(f"edgeclip {args.verb}: interrupted", file=sys.stderr)
+        print(f"edgeclip {args.verb}: interrupted", file=console.stream())
         return 130
     return 0
+
+
+def _log_hint() -> str:
+    log = console.log_path()
+    return f" (other output in {log})" if log is not None and log.stat().st_size else ""
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Durable file writes shared by checkpoints, bundles, the flash agent and training state.
+"""Durable file writes shared by checkpoints, bundles, the flash agent and training state, and
+the one cache folder edgeclip keeps what it builds once in.
 
 Standard library only: the device-side agent imports it too.
 """
@@ -24,3 +25,9 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def cache_root() -> Path:
+    """Where edgeclip keeps what it builds once (teachers, wheels, runners, logs): $EDGECLIP_CACHE
+    or ~/.cache/edgeclip."""
+    return Path(os.environ.get("EDGECLIP_CACHE") or Path.home() / ".cache" / "edgeclip")

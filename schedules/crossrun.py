@@ -19,6 +19,7 @@ import numpy as np
 
 from edgeclip.bundle import runtime_libs
 from edgeclip.errors import BundleError, KernelError
+from edgeclip.fsutil import cache_root
 
 AARCH64_CXX = "aarch64-linux-gnu-g++"
 QEMU_AARCH64 = "qemu-aarch64"
@@ -27,11 +28,6 @@ AARCH64_WHEEL_PLATFORM = "manylinux_2_28_aarch64"
 HARNESS_SOURCE = Path(__file__).with_name("crossrun_harness.cc")
 # npy.h is shared with the bundle runner, whose sources live with the bundle code.
 NPY_HEADER_DIR = Path(runtime_libs.__file__).with_name("runner")
-
-
-def cache_dir() -> Path:
-    """Where wheels, extracted libraries and the harness binary live (`$EDGECLIP_CACHE`)."""
-    return runtime_libs.cache_dir()
 
 
 def missing_tools() -> list[str]:
@@ -57,7 +53,7 @@ def harness_binary() -> Path:
     runtime = aarch64_runtime()
     sources = HARNESS_SOURCE.read_bytes() + (NPY_HEADER_DIR / "npy.h").read_bytes()
     digest = hashlib.sha256(sources).hexdigest()[:12]
-    binary = cache_dir() / f"crossrun_harness-{digest}"
+    binary = cache_root() / f"crossrun_harness-{digest}"
     if binary.exists():
         return binary
     partial = binary.with_name(binary.name + f".{os.getpid()}")

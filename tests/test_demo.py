@@ -130,3 +130,12 @@ def test_predictions_come_from_the_host_bundle_and_match_pytorch(quick_demo):
     agree = sum(r["bundle"] == r["torch"] for r in rows)
     assert agree >= len(rows) - 1, rows  # int8 activations may flip one near-tie, not more
     assert (out / "predictions.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_the_console_shows_no_library_warnings_and_the_log_keeps_them(quick_demo):
+    out, done = quick_demo
+    noise = re.compile(r"Warning|warnings\.warn|Loading weights|pre-processing|\[\d\d:\d\d:\d\d\] /")
+    for line in (done.stdout + done.stderr).replace("\r", "\n").splitlines():
+        assert not noise.search(line), line
+    assert (out / "log.txt").is_file()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from edgeclip.bundle import runtime_libs
 from edgeclip.errors import BundleError
+from edgeclip.fsutil import cache_root
 from edgeclip.targets import Target
 
 RUNNER_DIR = Path(__file__).with_name("runner")
@@ -46,7 +47,7 @@ def runner_binary(target: Target) -> Path:
     for name in RUNNER_SOURCES:
         digest.update((RUNNER_DIR / name).read_bytes())
     digest.update(f"{target.cross_compiler}|{target.wheel_platform}|{_compiler_version(compiler)}".encode())
-    binary = runtime_libs.cache_dir() / "runners" / f"edgeclip-runner-{target.arch}-{digest.hexdigest()[:16]}"
+    binary = cache_root() / "runners" / f"edgeclip-runner-{target.arch}-{digest.hexdigest()[:16]}"
     if binary.exists():
         return binary
     binary.parent.mkdir(parents=True, exist_ok=True)

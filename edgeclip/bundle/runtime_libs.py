@@ -10,7 +10,6 @@ Also used by `edgeclip.schedules.crossrun` to run kernels under qemu. Standard l
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 from edgeclip.errors import BundleError
+from edgeclip.fsutil import cache_root
 
 TVM_WHEEL = "apache-tvm==0.27.0.post1"
 TVM_FFI_WHEEL = "apache-tvm-ffi==0.1.14.post1"
@@ -28,11 +28,6 @@ WHEEL_PYTHON = "3.11"
 LIBRARIES = {"tvm/lib/libtvm_runtime.so": "lib/libtvm_runtime.so",
              "tvm_ffi/lib/libtvm_ffi.so": "lib/libtvm_ffi.so"}
 HEADERS_PREFIX = "tvm_ffi/include/"
-
-
-def cache_dir() -> Path:
-    """Where wheels, extracted runtimes and compiled runners live (`$EDGECLIP_CACHE`)."""
-    return Path(os.environ.get("EDGECLIP_CACHE", Path.home() / ".cache" / "edgeclip"))
 
 
 def platform_arch(wheel_platform: str) -> str:
@@ -45,11 +40,11 @@ def platform_arch(wheel_platform: str) -> str:
 
 def runtime_dir(wheel_platform: str) -> Path:
     """A folder with `lib/` (the two runtime libraries) and `include/` (tvm-ffi + dlpack headers)."""
-    root = cache_dir() / f"runtime-{wheel_platform}"
+    root = cache_root() / f"runtime-{wheel_platform}"
     if all((root / name).exists() for name in LIBRARIES.values()):
         return root
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".runtime-{wheel_platform}-", dir=cache_dir()))
+    cache_root().mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".runtime-{wheel_platform}-", dir=cache_root()))
     try:
         if platform_arch(wheel_platform) == platform.machine() and _installed_matches_pins():
             _copy_installed(staging)
@@ -59,7 +54,7 @@ def runtime_dir(wheel_platform: str) -> Path:
         missing = [name for name in LIBRARIES.values() if not (staging / name).exists()]
         if missing:
             raise BundleError(f"the {wheel_platform} TVM wheels lack {missing}; delete "
-                              f"{cache_dir() / 'wheels'} and retry")
+                              f"{cache_root() / 'wheels'} and retry")
         try:
             staging.rename(root)
         except OSError:  # another process finished first; its copy is as good as ours
@@ -101,7 +96,7 @@ def _extract(wheel: Path, dest: Path) -> None:
 
 
 def _download_wheels(wheel_platform: str) -> list[Path]:
-    dest = cache_dir() / "wheels"
+    dest = cache_root() / "wheels"
     dest.mkdir(parents=True, exist_ok=True)
     pattern = f"apache_tvm*{platform_arch(wheel_platform)}*.whl"
     wheels = sorted(dest.glob(pattern))

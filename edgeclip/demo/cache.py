@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import edgeclip
-from edgeclip.models.demo import cache_root
+from edgeclip.fsutil import cache_root
 
 SOURCE_SUFFIXES = (".py", ".cc", ".h", ".toml", ".json")
 # The packages each kind of result is made by, besides edgeclip's top-level modules (errors, fsutil...).

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from edgeclip.training.loop import TrainConfig
-from edgeclip.training.student import STUDENT_TRAINING
-from edgeclip.training.teacher import TEACHER_TRAINING
+from edgeclip.training.defaults import STUDENT_TRAINING, TEACHER_TRAINING, TrainConfig
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgeclip import console
 from edgeclip.bundle import local
 
 QEMU = "qemu-aarch64"
@@ -125,7 +126,8 @@ def _upload_bar():
     def progress(done: int, total: int, rate: float) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc="  upload", leave=False)
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc="  upload", leave=False,
+                       file=console.stream())
         bar.update(done - bar.n)
         if done >= total:
             bar.close()

@@ -1,6 +1,6 @@
 """`edgeclip demo`: the whole pipeline on the built-in default, into `runs/demo-<timestamp>/`.
 
-The issue's seven steps: 1 teacher -> 2 PTQ + QAT/KD student -> 3 evaluation -> 4 bundles for this
+Seven steps: 1 teacher -> 2 PTQ + QAT/KD student -> 3 evaluation -> 4 bundles for this
 machine and rpi4 -> 5 predictions on real images -> 6 profiles -> 7 report.md (+ demo.json, PNG
 plots). Steps 4 and 6 run once per bundle, so the console counts eight steps before the report.
 The first two are required; every later one is done, skipped with a reason, or recorded as
@@ -15,7 +15,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from edgeclip import __version__
+from edgeclip import __version__, console
 from edgeclip.demo import accuracy, bundles, models, predict, profiles, report
 from edgeclip.demo.plan import Plan, plan_for
 from edgeclip.demo.steps import Skip, Steps, busy
@@ -31,6 +31,7 @@ def run_demo(out=None, quick: bool = False, debug: bool = False) -> Path:
     started = datetime.now()
     run = Path(out) if out else Path("runs") / f"demo-{started:%Y%m%d-%H%M%S}"
     run.mkdir(parents=True, exist_ok=True)
+    console.move_log(run / "log.txt")
     began = time.perf_counter()
     record = {"plan": plan.name, "started": started.isoformat(timespec="seconds"), "edgeclip_version": __version__,
               "machine": _machine(), "device_target": bundles.DEVICE_TARGET, "bundles": {}, "profiles": {}}
@@ -91,7 +92,8 @@ def _evaluate(plan: Plan, checkpoints: dict[str, Path], record: dict):
     from tqdm import tqdm
 
     scores, cached = {}, []
-    for name, path in tqdm(checkpoints.items(), desc="  evaluating", unit="model", leave=False):
+    for name, path in tqdm(checkpoints.items(), desc="  evaluating", unit="model", leave=False,
+                           file=console.stream()):
         scores[name], hit = accuracy.evaluate(path, plan.eval_limit)
         if hit:
             cached.append(name)

@@ -11,6 +11,8 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
+from edgeclip import console
+
 
 class Skip(Exception):
     """Raised by a step that cannot run here; the message is the reason printed and reported."""
@@ -66,11 +68,11 @@ class Steps:
 
 
 @contextmanager
-def busy(label: str, out=sys.stderr):
+def busy(label: str):
     """An elapsed-time bar for work that reports no progress of its own (compiling)."""
     from tqdm import tqdm
 
-    bar = tqdm(desc=f"  {label}", bar_format="{desc}: {elapsed}", file=out, leave=False)
+    bar = tqdm(desc=f"  {label}", bar_format="{desc}: {elapsed}", file=console.stream(), leave=False)
     stop = threading.Event()
 
     def tick() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import serial
 
+from edgeclip import console
 from edgeclip.bundle.format import read_manifest, sha256_file
 from edgeclip.errors import FlashError
 from edgeclip.flash.link import Link, SerialTransport
@@ -178,7 +179,8 @@ def _progress_bar(enabled: bool, size: int, offset: int, name: str):
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=size, initial=offset, unit="B", unit_scale=True, desc=name, dynamic_ncols=True)
+    return tqdm(total=size, initial=offset, unit="B", unit_scale=True, desc=name, dynamic_ncols=True,
+                file=console.stream())
 
 
 class _NoBar:

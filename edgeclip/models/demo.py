@@ -9,7 +9,6 @@ roles as in a real CLIP, and lowering meets only standard ops.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from torch import nn
 from transformers import BertConfig, BertModel, CLIPVisionConfig, CLIPVisionModel
 
 from edgeclip.errors import ModelError
+from edgeclip.fsutil import cache_root
 from edgeclip.models.minilm import SentenceEncoder
 
 # Patch 4 on 28x28 gives 7x7 = 49 patches + CLS = 50 tokens, the sequence length of ViT-B/32.
@@ -110,11 +110,6 @@ _BERT_FIELDS = (
     "layer_norm_eps",
     "pad_token_id",
 )
-
-
-def cache_root() -> Path:
-    """Where edgeclip keeps what it builds once: $EDGECLIP_CACHE or ~/.cache/edgeclip."""
-    return Path(os.environ.get("EDGECLIP_CACHE") or Path.home() / ".cache" / "edgeclip")
 
 
 def demo_teacher_dir(must_exist: bool = True) -> Path:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
+from edgeclip import console
 from edgeclip.errors import RemoteError
 from edgeclip.remote.connect import SshOptions
 from edgeclip.remote.fleet import run_fleet, summary_table
@@ -72,7 +72,7 @@ def _deploy(args) -> None:
     def job(host: HostSpec):
         result = deploy(args.bundle, host, options, progress=None if args.hosts else _print_progress)
         if not args.hosts:
-            print(file=sys.stderr)
+            print(file=console.stream())
             _print_deployed(result)
         return result
 
@@ -93,7 +93,7 @@ def _profile(args) -> None:
         if args.json and not args.hosts:
             write_json(result, args.json)
         if not args.hosts:
-            print(file=sys.stderr)
+            print(file=console.stream())
             print(markdown(result))
         if not result.passed:
             raise RemoteError(f"{host}: the output check failed (cosine below the minimum); see the report")
@@ -135,7 +135,7 @@ def _on_each_host(args, job, describe, single=None):
 def _print_progress(done: int, total: int, rate: float) -> None:
     percent = 100 * done / total if total else 100
     print(f"\rupload {done / 1e6:.1f}/{total / 1e6:.1f} MB ({percent:.0f}%) at {rate / 1e6:.2f} MB/s",
-          end="", file=sys.stderr, flush=True)
+          end="", file=console.stream(), flush=True)
 
 
 def _print_deployed(result) -> None:
