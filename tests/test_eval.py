@@ -13,8 +13,8 @@ from edgeclip.models.demo import DemoClip, new_demo_clip
 from edgeclip.models.dual import DualEncoder
 from edgeclip.training.cli_commands import add_training_commands
 from edgeclip.training.data import open_pairs
+from edgeclip.training.defaults import TrainConfig
 from edgeclip.training.evaluate import neighbour_recall, retrieval
-from edgeclip.training.loop import TrainConfig
 from edgeclip.training.teacher import train_teacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")

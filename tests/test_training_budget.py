@@ -19,7 +19,8 @@ from edgeclip.training.cli_commands import (
     parse_eval_every,
 )
 from edgeclip.training.corpus import SentenceCorpus
-from edgeclip.training.loop import EvalEvery, TrainConfig, warmup_cosine
+from edgeclip.training.defaults import TrainConfig
+from edgeclip.training.loop import EvalEvery, warmup_cosine
 from edgeclip.training.objectives import LENGTH_WINDOW, length_grouped, token_states_loss
 from edgeclip.training.student import StudentSpec, run_dir_for, train_student
 

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,8 @@ from training_fixtures import make_tiny_bert_dir, write_caption_folder
 from edgeclip.errors import TrainingError
 from edgeclip.export.model_io import load_model
 from edgeclip.models import make_tiny_clip_dir
-from edgeclip.training.loop import TrainConfig, warmup_cosine
+from edgeclip.training.defaults import TrainConfig
+from edgeclip.training.loop import warmup_cosine
 from edgeclip.training.student import StudentSpec, run_dir_for, train_student
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -110,3 +112,33 @@ def test_torchrun_two_cpu_processes_match_one_process(tmp_path):
     assert ddp.keys() == single.keys()
     for name in single:
         torch.testing.assert_close(ddp[name], single[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_progress_bar_shows_the_sample_rate_metrics_csv_records(clip_setup, tmp_path, capsys):
+    train_student(clip_setup, TrainConfig(steps=2, batch_size=8, lr=1e-3, warmup_steps=1), tmp_path / "s")
+    bar = capsys.readouterr().err
+    with open(run_dir_for(tmp_path / "s") / "metrics.csv") as handle:
+        last = list(csv.DictReader(handle))[-1]
+    shown = [float(v) for v in re.findall(r"samples_s=([\d.e+-]+)", bar)]
+    assert shown and shown[-1] == pytest.approx(float(last["samples_per_s"]), rel=0.01)
+
+
+def test_steps_inside_the_warm_up_are_warned_about(clip_setup, tmp_path, capsys):
+    train_student(clip_setup, TrainConfig(steps=2, batch_size=8, lr=1e-3, warmup_steps=5), tmp_path / "s",
+                  progress=False)
+    assert "2 steps end inside the 5-step warm-up" in capsys.readouterr().err
+    train_student(clip_setup, TrainConfig(steps=3, batch_size=8, lr=1e-3, warmup_steps=2), tmp_path / "t",
+                  progress=False)
+    assert "warm-up" not in capsys.readouterr().err
+
+
+def test_train_help_shows_every_schedule_default(capsys):
+    from edgeclip.cli import main
+    from edgeclip.training.defaults import EMBEDDING_TRAINING, STUDENT_TRAINING
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for field in ("steps", "batch_size", "lr", "warmup_steps"):
+        clip, embedding = getattr(STUDENT_TRAINING, field), getattr(EMBEDDING_TRAINING, field)
+        assert f"(default {clip} for CLIP teachers, {embedding} for embedding teachers)" in shown, field

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 
+from edgeclip import console
+from edgeclip.training.defaults import EMBEDDING_TRAINING, STUDENT_TRAINING, TEACHER_TRAINING, TrainConfig
+
 LOSS_HELP = "weight of the {} loss (0 switches it off; default {})"
 BUDGET_STEP_LIMIT = 10**9  # `--time-budget` without `--steps`: the budget alone ends the run
 
@@ -18,14 +21,24 @@ def add_training_commands(verbs) -> None:
     _add_eval(verbs)
 
 
-def _add_schedule_options(p) -> None:
-    """Left out, each option keeps the value of the verb's built-in schedule."""
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size (split over torchrun ranks)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate of AdamW")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up steps")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--checkpoint-every", type=int, default=None, help="save trainer state every N steps")
+def _add_schedule_options(p, schedules: dict[str, TrainConfig]) -> None:
+    """Left out, each option keeps the value of the verb's built-in schedule (`schedules`: one per
+    kind of teacher, by name; the help shows each)."""
+
+    def shown(help_text: str, field: str) -> str:
+        values = {kind: getattr(config, field) for kind, config in schedules.items()}
+        if len(set(values.values())) == 1:
+            return f"{help_text} (default {next(iter(values.values()))})"
+        return f"{help_text} (default {', '.join(f'{value} for {kind}' for kind, value in values.items())})"
+
+    p.add_argument("--steps", type=int, default=None, help=shown("optimizer steps", "steps"))
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=shown("global batch size, split over torchrun ranks", "batch_size"))
+    p.add_argument("--lr", type=float, default=None, help=shown("peak learning rate of AdamW", "lr"))
+    p.add_argument("--warmup", type=int, default=None, help=shown("warm-up steps", "warmup_steps"))
+    p.add_argument("--seed", type=int, default=None, help=shown("seed of every random draw", "seed"))
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help=shown("save trainer state every N steps", "checkpoint_every"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.csv)")
 
 
@@ -74,7 +87,7 @@ def _add_train_teacher(verbs) -> None:
     )
     p.add_argument("--out", default=None, help="checkpoint directory (default: the cache, used by --teacher demo)")
     p.add_argument("--force", action="store_true", help="retrain even if a cached teacher exists")
-    _add_schedule_options(p)
+    _add_schedule_options(p, {"": TEACHER_TRAINING})
     p.set_defaults(func=_train_teacher)
 
 
@@ -89,7 +102,8 @@ def _add_train(verbs) -> None:
     p.add_argument("--data", default=None,
                    help="'fashion-mnist', captions .csv/.jsonl, .tar shard or shard directory; 'fortunes' for "
                    "embedding models (default: fashion-mnist for CLIP, fortunes otherwise)")
-    p.add_argument("--policy", default="q-all", choices=["q-all", "q-ffn", "q-attn"])
+    p.add_argument("--policy", default="q-all", choices=["q-all", "q-ffn", "q-attn"],
+                   help="which layers become ternary (default q-all: every linear and embedding)")
     p.add_argument("--granularity", default="channel", help="'tensor', 'channel' (default) or 'group:ROWS'")
     p.add_argument("--beta", type=float, default=None, help="ternary scale = beta * mean|W| (default 1.5)")
     p.add_argument("--out", required=True, help="checkpoint directory to write (trainer state goes to OUT.train/)")
@@ -108,7 +122,7 @@ def _add_train(verbs) -> None:
                    help="embedding teachers: score the held-out sentences every N steps (e.g. 200) or every so "
                    "much training time (e.g. 2m), and at the end, into metrics.csv (eval_* columns) and "
                    "evaluation.png; evaluation time is not charged to --time-budget")
-    _add_schedule_options(p)
+    _add_schedule_options(p, {"CLIP teachers": STUDENT_TRAINING, "embedding teachers": EMBEDDING_TRAINING})
     p.set_defaults(func=_train)
 
 
@@ -128,7 +142,7 @@ def _add_eval(verbs) -> None:
 
 
 def _train_teacher(args) -> None:
-    from edgeclip.training.teacher import TEACHER_TRAINING, train_teacher
+    from edgeclip.training.teacher import train_teacher
 
     result = train_teacher(args.out, _schedule(args, TEACHER_TRAINING), force=args.force, progress=not args.no_progress)
     if result["cached"]:
@@ -141,7 +155,7 @@ def _train_teacher(args) -> None:
 def _train(args) -> None:
     from edgeclip.quant import DEFAULT_BETA, TernaryConfig, parse_granularity
     from edgeclip.training.losses import LossWeights
-    from edgeclip.training.student import StudentSpec, train_student
+    from edgeclip.training.student import StudentSpec, run_dir_for, train_student
 
     spec = StudentSpec(
         teacher=args.teacher,
@@ -154,6 +168,7 @@ def _train(args) -> None:
         token_weight=args.token_weight,
     )
     budget = None if args.time_budget is None else parse_duration(args.time_budget)
+    console.move_log(run_dir_for(args.out) / "log.txt")
     changes = _schedule_changes(args)
     paced = budget is not None and args.steps is None
     if paced:

@@ -15,7 +15,7 @@ import csv
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,35 +23,15 @@ import torch
 from torch import distributed as dist
 from torch import nn
 
+from edgeclip import console
 from edgeclip.errors import TrainingError
 from edgeclip.training.curves import plot_evaluation, plot_losses
+from edgeclip.training.defaults import TrainConfig
 
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.csv"
 CURVES_FILE = "losses.png"
 EVAL_CURVES_FILE = "evaluation.png"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 64  # global: split across ranks under torchrun
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.05
-    grad_clip: float = 1.0
-    seed: int = 0
-    checkpoint_every: int = 100
-    amp: bool = True  # used only on CUDA
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 class Objective(Protocol):
@@ -219,6 +199,10 @@ def train(objective: Objective, config: TrainConfig, run_dir, resume: bool = Fal
     log = MetricsLog(run_dir / METRICS_FILE, keep_through=start) if world.main else None
     end = config.steps if stop_after is None else min(stop_after, config.steps)
     stopped_by = "steps" if stop_after is None or stop_after >= config.steps else "stop_after"
+    if world.main and start < config.steps <= config.warmup_steps:
+        print(f"warning: {config.steps} steps end inside the {config.warmup_steps}-step warm-up, so the learning "
+              f"rate never reaches its peak ({config.lr:g}); give --warmup a value below --steps",
+              file=console.stream())
     bar = _progress(start, config.steps, enabled=progress and world.main)
     clock = TrainingClock(elapsed_before)
     elapsed = elapsed_before
@@ -252,7 +236,7 @@ def train(objective: Objective, config: TrainConfig, run_dir, resume: bool = Fal
         if world.main:
             log.append(row)
             bar.update(1)
-            bar.set_postfix(loss=f"{logged['loss']:.4f}", samples_s=f"{rate:.0f}", skipped=objective.skipped)
+            bar.set_postfix(loss=f"{logged['loss']:.4f}", samples_s=f"{rate:.3g}", skipped=objective.skipped)
         if (step + 1) % config.checkpoint_every == 0 or last:
             # Each rank keeps its own teacher cache; saved first, so a state file never lacks its caches.
             _write_atomic(_objective_file(run_dir, world.rank), objective.state_dict())
@@ -304,7 +288,8 @@ def _ddp(module: nn.Module, device: torch.device) -> nn.Module:
 def _progress(start: int, total: int, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True)
+    return tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True,
+                file=console.stream())
 
 
 # ---- trainer state -------------------------------------------------------------------------------

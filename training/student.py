@@ -15,15 +15,12 @@ from torch import nn
 
 from edgeclip.errors import TrainingError
 from edgeclip.quant import TernaryConfig, model_stats, quantize
-from edgeclip.training.loop import EvalEvery, TrainConfig, train
+from edgeclip.training.defaults import EMBEDDING_TRAINING, STUDENT_TRAINING, TrainConfig
+from edgeclip.training.loop import EvalEvery, train
 from edgeclip.training.losses import LossWeights
 
 CLIP_FAMILIES = ("hf-clip", "demo-clip")
 SUMMARY_FILE = "summary.json"
-STUDENT_TRAINING = TrainConfig(steps=1000, batch_size=64, lr=5e-4, warmup_steps=50, checkpoint_every=100)
-# Self-taught distillation of a sentence encoder (MiniLM); with --time-budget and no --steps the cosine
-# runs over the budget instead. lr 1e-3 trailed 3e-4 (docs/training.md).
-EMBEDDING_TRAINING = TrainConfig(steps=600, batch_size=32, lr=3e-4, warmup_steps=20, checkpoint_every=100)
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,10 @@ import torch
 from edgeclip.models.demo import demo_teacher_dir, new_demo_clip
 from edgeclip.models.dual import DualEncoder
 from edgeclip.training.data import load_fashion_mnist
+from edgeclip.training.defaults import TEACHER_TRAINING, TrainConfig
 from edgeclip.training.evaluate import zero_shot_classification
-from edgeclip.training.loop import TrainConfig, train
+from edgeclip.training.loop import train
 from edgeclip.training.objectives import CachedCaptionClip, TeacherTraining
-
-TEACHER_TRAINING = TrainConfig(steps=1000, batch_size=128, lr=2e-3, weight_decay=0.05, warmup_steps=50,
-                               min_lr_ratio=0.02, grad_clip=1.0, seed=0, checkpoint_every=200)
 
 
 def train_teacher(out=None, config: TrainConfig = TEACHER_TRAINING, force: bool = False, progress: bool = True,
