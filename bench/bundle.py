@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edgeclip.bundle import local
 from edgeclip.bundle.build import build_bundle
-from edgeclip.bundle.format import payload_bytes, read_manifest
+from edgeclip.formats.bundle import payload_bytes, read_manifest
 from edgeclip.models.tiny import make_tiny_clip_dir
 from edgeclip.pipeline import ternarize_source
 from edgeclip.quant import TernaryConfig

@@ -16,7 +16,7 @@ import random
 import threading
 import time
 
-from edgeclip.flash.protocol import CRC, HEADER, HEADER_SIZE, MAGIC
+from edgeclip.formats.serial import CRC, HEADER, HEADER_SIZE, MAGIC
 
 
 def split_frames(buffer: bytearray):

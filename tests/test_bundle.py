@@ -26,8 +26,8 @@ from torch import nn
 
 from edgeclip.bundle import local
 from edgeclip.bundle.build import BundleModule, TowerReference, npy_bytes, write_model_bundle
-from edgeclip.bundle.format import MANIFEST, elf_arch, read_manifest, verify_bundle, write_bundle
 from edgeclip.errors import BundleError
+from edgeclip.formats.bundle import MANIFEST, elf_arch, read_manifest, verify_bundle, write_bundle
 from edgeclip.hostinfo import physical_cores
 from edgeclip.lower.thread_pool import THREAD_ENV
 from edgeclip.targets import load_target

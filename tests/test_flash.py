@@ -26,12 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from edgeclip.bundle.format import write_bundle
 from edgeclip.errors import FlashError
 from edgeclip.flash.cli_command import add_flash_command
 from edgeclip.flash.host import flash
 from edgeclip.flash.link import Link
-from edgeclip.flash.protocol import CRC, HEADER, MAGIC, MAX_PAYLOAD, OFFSET, Damaged, FrameType, encode
+from edgeclip.formats.bundle import write_bundle
+from edgeclip.formats.serial import CRC, HEADER, MAGIC, MAX_PAYLOAD, OFFSET, Damaged, FrameType, encode
 
 BAUD = 3_000_000
 LINE_BYTES_PER_SECOND = BAUD / 10

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeclip.flash.protocol import (
+from edgeclip.formats.serial import (
     CRC,
     HEADER,
     MAGIC,

@@ -272,9 +272,9 @@ def test_rpi4_compile_saves_aarch64_libraries(tmp_path, clip_student):
     qemu-user by tests/test_bundle.py, which runs such modules through the native runner.)"""
     import json
 
-    from edgeclip.bundle.format import elf_arch
     from edgeclip.bundle.native import require_toolchain
     from edgeclip.errors import BundleError
+    from edgeclip.formats.bundle import elf_arch
 
     try:
         require_toolchain(resolve_target("rpi4").board)

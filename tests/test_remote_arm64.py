@@ -14,8 +14,8 @@ from testbed.bundles import make_bundle
 from testbed.faults import LinkOutage, nft_missing, random_drop, rate_limit, tc_missing
 from testbed.fixtures import require
 
-from edgeclip.bundle.format import sha256_file
 from edgeclip.errors import RemoteError
+from edgeclip.formats.bundle import sha256_file
 from edgeclip.remote.connect import connect
 from edgeclip.remote.deploy import deploy
 from edgeclip.remote.probe import probe

@@ -129,7 +129,7 @@ def test_redeploy_keeps_previous_and_rollback_swaps(tmp_path, loopback):
 def test_failed_install_leaves_previous_version_running(tmp_path, loopback):
     v1 = deploy(make_bundle(tmp_path / "1.edgeclip", seed=1), loopback.spec, loopback.options())
     broken = make_bundle(tmp_path / "2.edgeclip", seed=2)
-    from edgeclip.bundle.format import sha256_file
+    from edgeclip.formats.bundle import sha256_file
 
     # A file where the new version's folder must go makes the final move fail on the board.
     (loopback.home / ".edgeclip" / "tiny-clip" / "versions" / sha256_file(broken)[:12]).write_text("in the way")

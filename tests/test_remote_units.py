@@ -219,7 +219,7 @@ def test_remote_layer_does_not_import_torch_or_tvm():
 def test_profile_refuses_a_variant_the_bundle_lacks_before_connecting(tmp_path):
     """A bundle built without --baseline has no fp32 module: asking for it names the fix, and no
     connection is tried (the host below does not exist)."""
-    from edgeclip.bundle.format import write_bundle
+    from edgeclip.formats.bundle import write_bundle
     from edgeclip.remote.profile import profile
 
     manifest = {"name": "m", "target": {"name": "rpi4", "arch": "aarch64"}, "runner": "bin/run",

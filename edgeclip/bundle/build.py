@@ -19,18 +19,14 @@ import numpy as np
 from edgeclip import __version__
 from edgeclip.bundle import native, runtime_libs
 from edgeclip.bundle.families import BundleFamily, family_for
-from edgeclip.bundle.format import SUFFIX, write_bundle
 from edgeclip.errors import BundleError
 from edgeclip.export.packing import base3_from_2bit
+from edgeclip.formats.bundle import MIN_COSINE, SUFFIX, VARIANTS, write_bundle
 from edgeclip.targets import Target, load_target
 
 RUNNER = "bin/edgeclip-runner"
 PLAN = "runner.plan"
-VARIANTS = ("ternary", "fp32")
 TOWERS = ("image", "text")
-# The agreement each variant must reach with the PyTorch reference on the bundled input:
-# the ternary modules quantize activations to int8, the fp32 baseline only reorders float sums.
-MIN_COSINE = {"ternary": 0.995, "fp32": 0.999}
 REFERENCE_TEXT = "a photo of a cat"
 
 

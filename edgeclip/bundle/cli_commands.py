@@ -79,7 +79,7 @@ def run_run(args) -> None:
 
 
 def run_verify(args) -> None:
-    from edgeclip.bundle.format import verify_bundle
+    from edgeclip.formats.bundle import verify_bundle
 
     manifest = verify_bundle(args.bundle, arch=args.arch)
     target = manifest.get("target", {})

@@ -18,8 +18,8 @@ import numpy as np
 
 from edgeclip.bundle import native
 from edgeclip.bundle.families import family_of, read_image
-from edgeclip.bundle.format import verify_bundle
 from edgeclip.errors import BundleError
+from edgeclip.formats.bundle import verify_bundle
 
 
 def verify(bundle) -> dict:

@@ -43,7 +43,7 @@ def build(checkpoint: Path, target: str, baseline: str | None, out_dir: Path) ->
 def sizes(bundle: Path, fp32_weights_bytes: int) -> dict:
     """Whole tar, the ternary payload and the fp32 figure it is compared with (the bundled fp32
     baseline's payload when there is one, else the fp32 weights)."""
-    from edgeclip.bundle.format import payload_bytes, read_manifest
+    from edgeclip.formats.bundle import payload_bytes, read_manifest
 
     manifest = read_manifest(bundle)
     ternary = payload_bytes(manifest, "ternary")

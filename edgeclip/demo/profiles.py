@@ -77,10 +77,10 @@ def _as_profile(bundle: Path, report: dict) -> dict:
     """The local runner's JSON (ternary, fp32 under "baseline") in the shape of a remote profile."""
     from dataclasses import asdict
 
-    from edgeclip.bundle.format import read_manifest
-    from edgeclip.remote.profile import MIN_COSINE, ModuleProfile, ratios
+    from edgeclip.formats.bundle import output_floor, read_manifest
+    from edgeclip.remote.profile import ModuleProfile, ratios
 
-    floors = {**MIN_COSINE, **read_manifest(bundle).get("min_cosine", {})}
+    manifest = read_manifest(bundle)
     measured = {}
     for figures in (report, report.get("baseline")):
         if figures:
@@ -88,7 +88,7 @@ def _as_profile(bundle: Path, report: dict) -> dict:
                 module=figures["module"], load_ms=float(figures["load_ms"]),
                 latency_ms={q: float(figures["latency_ms"][q]) for q in ("p50", "p90", "p99")},
                 peak_rss_kb=int(figures["peak_rss_kb"]), cosine_to_reference=float(figures["cosine_to_reference"]),
-                min_cosine=floors[figures["module"]])
+                min_cosine=output_floor(manifest, figures["module"]))
     return {"modules": {name: {**asdict(m), "output_ok": m.output_ok} for name, m in measured.items()},
             "ratios": ratios(measured)}
 

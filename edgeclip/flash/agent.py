@@ -24,11 +24,11 @@ from pathlib import Path
 
 import serial
 
-from edgeclip.bundle.format import sha256_file
 from edgeclip.errors import BundleError
 from edgeclip.flash.install import install_bundle
 from edgeclip.flash.link import Link, SerialTransport, SocketTransport
-from edgeclip.flash.protocol import MAX_PAYLOAD, OFFSET, VERSION, Damaged, Frame, FrameType
+from edgeclip.formats.bundle import sha256_file
+from edgeclip.formats.serial import MAX_PAYLOAD, OFFSET, VERSION, Damaged, Frame, FrameType
 
 MAX_BUNDLE_BYTES = 1 << 40
 IDLE_POLL_SECONDS = 1.0

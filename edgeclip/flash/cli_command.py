@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgeclip.flash.protocol import DEFAULT_CHUNK
+from edgeclip.formats.serial import DEFAULT_CHUNK
 
 
 def add_flash_command(subparsers) -> None:

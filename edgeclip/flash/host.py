@@ -17,10 +17,10 @@ from pathlib import Path
 import serial
 
 from edgeclip import console
-from edgeclip.bundle.format import read_manifest, sha256_file
 from edgeclip.errors import FlashError
 from edgeclip.flash.link import Link, SerialTransport
-from edgeclip.flash.protocol import DEFAULT_CHUNK, OFFSET, SEQ_MASK, VERSION, Damaged, FrameType
+from edgeclip.formats.bundle import read_manifest, sha256_file
+from edgeclip.formats.serial import DEFAULT_CHUNK, OFFSET, SEQ_MASK, VERSION, Damaged, FrameType
 
 INSTALL_SECONDS = 120.0  # extra wait for DONE: the device hashes, fsyncs and extracts the bundle
 

@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from edgeclip.bundle.format import read_manifest, verify_bundle
+from edgeclip.formats.bundle import read_manifest, verify_bundle
 from edgeclip.fsutil import fsync_dir
 
 VERSIONS = "versions"

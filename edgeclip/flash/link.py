@@ -12,7 +12,7 @@ from collections import deque
 
 import serial
 
-from edgeclip.flash.protocol import MAX_PAYLOAD, Damaged, Frame, FrameDecoder, encode
+from edgeclip.formats.serial import MAX_PAYLOAD, Damaged, Frame, FrameDecoder, encode
 
 POLL_SECONDS = 0.02
 READ_LIMIT = 1 << 16

@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgeclip.bundle.format import sha256_file, verify_bundle
 from edgeclip.errors import RemoteError
+from edgeclip.formats.bundle import sha256_file, verify_bundle
 from edgeclip.remote.connect import Connection, Session, SshOptions
 from edgeclip.remote.diagnose import explain
 from edgeclip.remote.hosts import HostSpec

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from edgeclip.bundle.format import read_manifest
 from edgeclip.errors import RemoteError
+from edgeclip.formats.bundle import VARIANTS, output_floor, read_manifest
 from edgeclip.remote.connect import Connection, Session, SshOptions
 from edgeclip.remote.deploy import DeployResult, Layout, deploy
 from edgeclip.remote.diagnose import explain
@@ -21,8 +21,6 @@ from edgeclip.remote.hosts import HostSpec
 from edgeclip.remote.probe import DeviceInfo
 from edgeclip.remote.upload import Progress
 
-MODULES = ("ternary", "fp32")
-MIN_COSINE = {"ternary": 0.995, "fp32": 0.999}  # used when a bundle's manifest states none
 RUNNER_KEYS = ("module", "load_ms", "latency_ms", "peak_rss_kb", "cosine_to_reference")
 
 # $1 folder, $2 runner, $3 runs, $4 module, $5.. power sensor files. Samples go to stderr as
@@ -106,7 +104,7 @@ def profile(
     if not runner or runner not in manifest["members"]:
         raise RemoteError(f"{bundle}: the manifest names no runner that the bundle carries; rebuild the bundle")
     carried = manifest.get("modules", {})
-    modules = modules or tuple(m for m in MODULES if m in carried)
+    modules = modules or tuple(m for m in VARIANTS if m in carried)
     missing = [m for m in modules if m not in carried]
     if missing:
         raise RemoteError(f"{bundle} has no {', '.join(missing)} module; rebuild it with `edgeclip build "
@@ -116,7 +114,7 @@ def profile(
     measured = {}
     with Session(host, options) as session:
         for module in modules:
-            floor = manifest.get("min_cosine", {}).get(module, MIN_COSINE.get(module, MIN_COSINE["ternary"]))
+            floor = output_floor(manifest, module)
             measured[module] = run_module(session.conn, folder, runner, module, runs, deployed.device, timeout, floor)
     return ProfileResult(
         host=deployed.host,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from edgeclip.bundle.format import write_bundle
+from edgeclip.formats.bundle import write_bundle
 
 STAND_IN_RUNNER = r"""#!/bin/sh
 # TEST STAND-IN for the native edgeclip runner (tests/testbed/bundles.py); same CLI and JSON contract.

@@ -1,8 +1,8 @@
 """The `.edgeclip` bundle: a deterministic tar whose first member, `manifest.json`, lists every
 other member with its sha256. Reading it never trusts the tar: members that are not regular files,
 that escape the bundle folder, or that the manifest does not list are refused before anything is
-written. This module imports only the standard library so `remote` and `flash` can use it on a
-device.
+written. Standard library only, so `remote`, `flash` and the device agent read bundles without
+torch or tvm.
 """
 
 from __future__ import annotations
@@ -23,6 +23,16 @@ from edgeclip.fsutil import write_synced
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SUFFIX = ".edgeclip"
+# The module variants a bundle may carry, in the order runners and reports list them, and the
+# agreement each must reach with the PyTorch reference on the bundled input: the ternary modules
+# quantize activations to int8, the fp32 baseline only reorders float sums.
+VARIANTS = ("ternary", "fp32")
+MIN_COSINE = {"ternary": 0.995, "fp32": 0.999}
+
+
+def output_floor(manifest: dict, variant: str) -> float:
+    """The cosine `variant` must reach: the floor the bundle was built with, else this schema's."""
+    return manifest.get("min_cosine", {}).get(variant, MIN_COSINE.get(variant, MIN_COSINE["ternary"]))
 
 
 def sha256_bytes(data: bytes) -> str:
