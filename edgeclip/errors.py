@@ -8,6 +8,10 @@ class EdgeclipError(Exception):
     """Base of every error edgeclip raises on purpose."""
 
 
+class ToolchainError(EdgeclipError):
+    """A native tool (cross compiler, emulator, target runtime wheel) is missing or failed."""
+
+
 class QuantError(EdgeclipError):
     """Ternarization was asked for something it cannot do (bad granularity, policy, shape)."""
 

@@ -50,6 +50,11 @@ class Target:
     source: Path | None = field(default=None, compare=False)
 
     @property
+    def compiler(self) -> tuple[str, str]:
+        """(cross compiler, the Debian package that provides it): what `edgeclip.native.toolchain` takes."""
+        return self.cross_compiler, self.cross_package
+
+    @property
     def is_host_arch(self) -> bool:
         return self.arch == platform.machine()
 

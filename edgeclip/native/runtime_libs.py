@@ -18,7 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from edgeclip.errors import BundleError
+from edgeclip.errors import ToolchainError
 from edgeclip.fsutil import cache_root
 
 TVM_WHEEL = "apache-tvm==0.27.0.post1"
@@ -35,7 +35,7 @@ def platform_arch(wheel_platform: str) -> str:
     for arch in ("aarch64", "x86_64"):
         if wheel_platform.endswith(arch):
             return arch
-    raise BundleError(f"wheel platform {wheel_platform!r} is not an aarch64 or x86_64 manylinux tag")
+    raise ToolchainError(f"wheel platform {wheel_platform!r} is not an aarch64 or x86_64 manylinux tag")
 
 
 def runtime_dir(wheel_platform: str) -> Path:
@@ -53,7 +53,7 @@ def runtime_dir(wheel_platform: str) -> Path:
                 _extract(wheel, staging)
         missing = [name for name in LIBRARIES.values() if not (staging / name).exists()]
         if missing:
-            raise BundleError(f"the {wheel_platform} TVM wheels lack {missing}; delete "
+            raise ToolchainError(f"the {wheel_platform} TVM wheels lack {missing}; delete "
                               f"{cache_root() / 'wheels'} and retry")
         try:
             staging.rename(root)
@@ -106,7 +106,7 @@ def _download_wheels(wheel_platform: str) -> list[Path]:
                TVM_WHEEL, TVM_FFI_WHEEL]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            raise BundleError(f"could not download the {wheel_platform} TVM wheels "
+            raise ToolchainError(f"could not download the {wheel_platform} TVM wheels "
                               f"({done.stderr.strip()[-300:]}); check PyPI access or put the "
                               f"{TVM_WHEEL} and {TVM_FFI_WHEEL} wheels for it into {dest}")
         wheels = sorted(dest.glob(pattern))

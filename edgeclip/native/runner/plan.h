@@ -1,0 +1,62 @@
+// The runner's plan: `runner.plan`, written by `edgeclip build`, says which modules to load and
+// what to feed them (format: see edgeclip_runner.cc).
+#ifndef EDGECLIP_PLAN_H_
+#define EDGECLIP_PLAN_H_
+
+#include <cstdint>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace edgeclip {
+
+struct Tower {
+  std::string variant, name, module_path, function;
+  std::vector<std::string> data, params, expected;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> packed;  // file, uint8 shape
+};
+
+inline std::vector<int64_t> ParseShape(std::istringstream& words, const std::string& line) {
+  std::string text;
+  std::vector<int64_t> shape;
+  if (words >> text) {
+    std::stringstream dims(text);
+    for (std::string dim; std::getline(dims, dim, ',');) shape.push_back(std::stoll(dim));
+  }
+  if (shape.empty()) throw std::runtime_error("runner.plan: a packed line needs a shape: " + line);
+  return shape;
+}
+
+inline std::vector<Tower> ReadPlan(const std::string& bundle) {
+  std::ifstream in(bundle + "/runner.plan");
+  if (!in) throw std::runtime_error("cannot read " + bundle + "/runner.plan; is this an extracted bundle?");
+  std::vector<Tower> towers;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream words(line);
+    std::string kind, path;
+    if (!(words >> kind) || kind[0] == '#') continue;
+    if (kind == "module") {
+      Tower t;
+      words >> t.variant >> t.name >> t.module_path >> t.function;
+      if (t.function.empty()) throw std::runtime_error("runner.plan: bad module line: " + line);
+      towers.push_back(t);
+      continue;
+    }
+    if (towers.empty() || !(words >> path)) throw std::runtime_error("runner.plan: bad line: " + line);
+    path = bundle + "/" + path;
+    if (kind == "packed") towers.back().packed.emplace_back(path, ParseShape(words, line));
+    else if (kind == "data") towers.back().data.push_back(path);
+    else if (kind == "param") towers.back().params.push_back(path);
+    else if (kind == "expected") towers.back().expected.push_back(path);
+    else throw std::runtime_error("runner.plan: unknown line kind '" + kind + "'");
+  }
+  return towers;
+}
+
+}  // namespace edgeclip
+
+#endif  // EDGECLIP_PLAN_H_

@@ -1,0 +1,115 @@
+// Host arrays as TVM tensors and back: aligned copies, 2-bit weights rebuilt from their base-3
+// storage, a VM result flattened to tensors, and the cosine the output check uses.
+#ifndef EDGECLIP_TENSORS_H_
+#define EDGECLIP_TENSORS_H_
+
+#include <tvm/ffi/any.h>
+#include <tvm/ffi/container/array.h>
+#include <tvm/ffi/container/tensor.h>
+
+#include <array>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "npy.h"
+
+namespace edgeclip {
+
+// A TVM tensor that owns a 64-byte aligned copy of a host array (kernels assume aligned data).
+struct AlignedAlloc {
+  void AllocData(DLTensor* t) {
+    size_t bytes = static_cast<size_t>(tvm::ffi::GetDataSize(*t));
+    t->data = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    if (t->data == nullptr) throw std::bad_alloc();
+  }
+  void FreeData(DLTensor* t) { std::free(t->data); }
+};
+
+inline tvm::ffi::Tensor ToTensor(HostArray& arr) {
+  tvm::ffi::Tensor t = tvm::ffi::Tensor::FromNDAlloc(
+      AlignedAlloc(), tvm::ffi::ShapeView(arr.shape.data(), arr.shape.size()), arr.dtype,
+      DLDevice{kDLCPU, 0});
+  std::memcpy(t.data_ptr(), arr.bytes.data(), arr.bytes.size());
+  return t;
+}
+
+// Bundles store the kernels' 2-bit weights as a trit stream, 5 trits a byte (byte = sum of
+// (t+1) * 3^i), to ship 1.6 instead of 2 bits a weight; this rebuilds the kernel bytes, four
+// 2-bit codes t+1 a byte, lowest bits first, in the same stream order.
+inline tvm::ffi::Tensor TwoBitFromBase3(const std::string& path, const std::vector<int64_t>& shape) {
+  HostArray stored = edgeclip::ReadNpy(path);
+  size_t out_bytes = 1;
+  for (int64_t d : shape) out_bytes *= static_cast<size_t>(d);
+  const size_t trits = 4 * out_bytes;
+  if (stored.dtype.code != kDLUInt || stored.dtype.bits != 8 || stored.bytes.size() != (trits + 4) / 5) {
+    throw std::runtime_error(path + " does not hold the base-3 bytes of a " + std::to_string(out_bytes) +
+                             "-byte packed weight; rebuild the bundle");
+  }
+  tvm::ffi::Tensor t = tvm::ffi::Tensor::FromNDAlloc(AlignedAlloc(), tvm::ffi::ShapeView(shape.data(), shape.size()),
+                                                     DLDataType{kDLUInt, 8, 1}, DLDevice{kDLCPU, 0});
+  static const auto digits = [] {  // byte value -> its 5 base-3 digits, lowest first
+    std::array<std::array<uint8_t, 5>, 243> table{};
+    for (unsigned v = 0; v < 243; ++v) {
+      for (unsigned i = 0, rest = v; i < 5; ++i, rest /= 3) table[v][i] = static_cast<uint8_t>(rest % 3);
+    }
+    return table;
+  }();
+  auto* out = static_cast<uint8_t*>(t.data_ptr());
+  std::memset(out, 0, out_bytes);
+  size_t field = 0;
+  for (char c : stored.bytes) {
+    const auto value = static_cast<unsigned char>(c);
+    if (value > 242) throw std::runtime_error(path + " holds a byte no 5 trits encode; the bundle is damaged");
+    for (int i = 0; i < 5 && field < trits; ++i, ++field) {
+      out[field / 4] |= static_cast<uint8_t>(digits[value][i] << (2 * (field % 4)));
+    }
+  }
+  return t;
+}
+
+inline std::vector<tvm::ffi::Tensor> Flatten(const tvm::ffi::Any& result) {
+  if (auto t = result.try_cast<tvm::ffi::Tensor>()) return {*t};
+  if (auto items = result.try_cast<tvm::ffi::Array<tvm::ffi::Any>>()) {
+    std::vector<tvm::ffi::Tensor> out;
+    for (const tvm::ffi::Any& item : *items) {
+      for (tvm::ffi::Tensor& t : Flatten(item)) out.push_back(t);
+    }
+    return out;
+  }
+  throw std::runtime_error("the model returned something other than tensors");
+}
+
+inline std::vector<double> AsDoubles(const DLTensor& t) {
+  size_t n = 1;
+  for (int i = 0; i < t.ndim; ++i) n *= static_cast<size_t>(t.shape[i]);
+  std::vector<double> out(n);
+  const char* base = static_cast<const char*>(t.data) + t.byte_offset;
+  if (t.dtype.code == kDLFloat && t.dtype.bits == 32) {
+    for (size_t i = 0; i < n; ++i) out[i] = reinterpret_cast<const float*>(base)[i];
+  } else if (t.dtype.code == kDLFloat && t.dtype.bits == 64) {
+    for (size_t i = 0; i < n; ++i) out[i] = reinterpret_cast<const double*>(base)[i];
+  } else {
+    throw std::runtime_error("cosine needs float32/float64 outputs");
+  }
+  return out;
+}
+
+inline double Cosine(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) throw std::runtime_error("output and reference differ in size");
+  double dot = 0, na = 0, nb = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    dot += a[i] * b[i];
+    na += a[i] * a[i];
+    nb += b[i] * b[i];
+  }
+  if (na == 0 || nb == 0) return na == nb ? 1.0 : 0.0;
+  return dot / std::sqrt(na * nb);
+}
+
+}  // namespace edgeclip
+
+#endif  // EDGECLIP_TENSORS_H_

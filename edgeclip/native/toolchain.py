@@ -1,0 +1,104 @@
+"""The native tool chain of a target: its cross compiler, programs built against the target's TVM
+runtime, module export, and the emulator that runs foreign binaries here.
+
+Programs (the bundle runner, the kernel test harness) are compiled against the headers of the
+target's TVM wheels and cached under the edgeclip cache by a hash of everything that goes into
+them, so a second build (and the test suite) reuses the binary. Callers pass plain board facts
+(compiler, its Debian package, wheel platform), not board objects: this layer sits below targets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+from edgeclip.errors import ToolchainError
+from edgeclip.fsutil import cache_root
+from edgeclip.native import runtime_libs
+
+RUNNER_DIR = Path(__file__).with_name("runner")
+RUNNER_SOURCES = ("edgeclip_runner.cc", "host.h", "npy.h", "plan.h", "report.h", "tensors.h")
+# qemu-user binary, the Debian cross libc it loads target libraries from, and that libc's package.
+EMULATORS = {"aarch64": ("qemu-aarch64", "/usr/aarch64-linux-gnu", "libc6-arm64-cross")}
+# Flags that keep a binary reproducible: no build paths or times leak into it.
+_REPRODUCIBLE = ["-g0", "-ffile-prefix-map={src}=.", "-Wl,--build-id=none"]
+
+
+def require_compiler(compiler: str, package: str) -> str:
+    """The path of `compiler`, or an error naming the Debian package that provides it."""
+    found = shutil.which(compiler)
+    if found is None:
+        raise ToolchainError(f"the C++ compiler {compiler} is not installed; install it with `apt-get install {package}`")
+    return found
+
+
+def tvm_program(name: str, compiler: str, package: str, wheel_platform: str, main_source: Path,
+                headers: tuple[Path, ...] = (), rpath: str | None = None) -> Path:
+    """`main_source` compiled and linked against the wheel platform's TVM runtime, cached.
+
+    libtvm_runtime is linked although such programs call only tvm-ffi symbols: a module's
+    parallel loops need its thread pool (TVMBackendParallelLaunch), found through this dependency.
+    `rpath` (e.g. `$ORIGIN/../lib`) lets the program find the runtime without LD_LIBRARY_PATH."""
+    path = require_compiler(compiler, package)
+    runtime = runtime_libs.runtime_dir(wheel_platform)
+    digest = hashlib.sha256()
+    for source in (main_source, *headers):
+        digest.update(source.read_bytes())
+    digest.update(f"{compiler}|{wheel_platform}|{rpath}|{_compiler_version(path)}".encode())
+    binary = cache_root() / "programs" / f"{name}-{digest.hexdigest()[:16]}"
+    if binary.exists():
+        return binary
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    partial = binary.with_name(f"{binary.name}.{os.getpid()}.part")
+    include_dirs = sorted({str(h.parent) for h in headers})
+    cmd = [path, "-std=c++17", "-O2", *(f.format(src=main_source.parent) for f in _REPRODUCIBLE),
+           str(main_source), "-o", str(partial), f"-I{runtime / 'include'}", *(f"-I{d}" for d in include_dirs),
+           f"-L{runtime / 'lib'}", *([f"-Wl,-rpath,{rpath}"] if rpath else []),
+           "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise ToolchainError(f"compiling {name} with {compiler} failed:\n{done.stderr[-2000:]}")
+    partial.rename(binary)
+    return binary
+
+
+def runner_binary(compiler: str, package: str, wheel_platform: str) -> Path:
+    """The bundle runner for a target: RUNPATH `$ORIGIN/../lib`, so on the device it finds the
+    bundled libtvm_runtime.so / libtvm_ffi.so without LD_LIBRARY_PATH."""
+    main, *headers = (RUNNER_DIR / name for name in RUNNER_SOURCES)
+    arch = runtime_libs.platform_arch(wheel_platform)
+    return tvm_program(f"edgeclip-runner-{arch}", compiler, package, wheel_platform, main, tuple(headers),
+                       rpath="$ORIGIN/../lib")
+
+
+def _compiler_version(compiler: str) -> str:
+    return subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+
+
+def export_module(lib, path: Path, compiler: str, package: str) -> Path:
+    """Write a built TVM module as a shared library, compiled and linked by `compiler`."""
+    from tvm.support import cc
+
+    found = require_compiler(compiler, package)
+    lib.export_library(str(path), fcompile=cc.cross_compiler(found, options=["-g0", "-Wl,--build-id=none"]))
+    return path
+
+
+def emulator_command(arch: str) -> list[str]:
+    """The prefix that runs a Linux binary of `arch` here: nothing for the host's own
+    architecture, qemu-user with that architecture's Debian cross libc otherwise."""
+    if arch == platform.machine():
+        return []
+    if arch not in EMULATORS:
+        raise ToolchainError(f"no emulator known for {arch} binaries on this {platform.machine()} host")
+    qemu, sysroot, package = EMULATORS[arch]
+    if shutil.which(qemu) is None:
+        raise ToolchainError(f"cannot emulate {arch}: {qemu} is not installed; apt-get install qemu-user")
+    if not Path(sysroot, "lib").is_dir():
+        raise ToolchainError(f"cannot emulate {arch}: its C library ({sysroot}) is missing; apt-get install {package}")
+    return [qemu, "-L", sysroot]
