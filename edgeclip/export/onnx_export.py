@@ -31,7 +31,7 @@ def export_tower_onnx(tower, path) -> Path:
 
 def export_onnx(model_or_ckpt, out_dir, towers=None, seq_len: int | None = None) -> list[Path]:
     """One `<tower>.onnx` per tower of a module, checkpoint directory or teacher spec."""
-    from edgeclip.models.towers import select_towers
+    from edgeclip.models.sources import select_towers
 
     _, selected = select_towers(model_or_ckpt, towers, seq_len)
     return [export_tower_onnx(tower, Path(out_dir) / f"{name}.onnx") for name, tower in selected.items()]

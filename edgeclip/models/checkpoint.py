@@ -23,12 +23,16 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from edgeclip.errors import CheckpointError
+from edgeclip.formats.checkpoint import (
+    CONFIG_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    WEIGHTS_FILE,
+    one_line,
+    read_config,
+)
 from edgeclip.fsutil import fsync_dir, write_synced
 
-FORMAT = "edgeclip-checkpoint"
-FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 _OWN_FILES = {CONFIG_FILE, WEIGHTS_FILE}
 
 
@@ -73,14 +77,14 @@ def read_checkpoint(directory) -> tuple[dict[str, torch.Tensor], dict]:
         raise CheckpointError(
             f"{directory}: checkpoint directory does not exist; pass a directory written by write_checkpoint"
         )
-    document = _read_config(directory / CONFIG_FILE)
+    document = read_config(directory / CONFIG_FILE)
     weights_path = directory / document["weights"]["file"]
     data = _read_weights(weights_path, document["weights"])
     try:
         tensors = load_safetensors(data)
     except Exception as err:  # safetensors raises its own error types for every malformed header
         raise CheckpointError(
-            f"{weights_path}: safetensors header unparsable ({_one_line(err)}); re-export the checkpoint"
+            f"{weights_path}: safetensors header unparsable ({one_line(err)}); re-export the checkpoint"
         ) from err
     _check_tensors_match(weights_path, tensors, document["tensors"])
     return tensors, document["model"]
@@ -180,49 +184,6 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
-def _read_config(path: Path) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing; this directory is not an edgeclip checkpoint, re-export it")
-    try:
-        document = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({_one_line(err)}); re-export the checkpoint") from err
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        found = document.get("format") if isinstance(document, dict) else type(document).__name__
-        raise CheckpointError(
-            f"{path}: wrong format {found!r}, expected {FORMAT!r}; this is not an edgeclip checkpoint"
-        )
-    version = document.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: unsupported format_version {version!r} (this edgeclip reads {FORMAT_VERSION}); "
-            "use the edgeclip version that wrote it or re-export"
-        )
-    _check_config_fields(path, document)
-    return document
-
-
-def _check_config_fields(path: Path, document: dict) -> None:
-    weights = document.get("weights")
-    problem = None
-    if not isinstance(weights, dict):
-        problem = "'weights' is not an object"
-    elif (
-        not isinstance(weights.get("file"), str)
-        or weights["file"] in ("", ".", "..")
-        or "/" in weights["file"]
-    ):
-        problem = f"'weights.file' {weights.get('file')!r} is not a plain file name"
-    elif not isinstance(weights.get("sha256"), str) or not isinstance(weights.get("bytes"), int):
-        problem = "'weights' lacks a sha256 string or a bytes count"
-    elif not isinstance(document.get("tensors"), dict):
-        problem = "'tensors' is not an object"
-    elif not isinstance(document.get("model"), dict):
-        problem = "'model' is missing or not an object"
-    if problem:
-        raise CheckpointError(f"{path}: malformed config, {problem}; re-export the checkpoint")
-
-
 def _read_weights(path: Path, record: dict) -> bytes:
     if not path.is_file():
         raise CheckpointError(
@@ -267,7 +228,3 @@ def _few(names: list[str], limit: int = 5) -> str:
     shown = ", ".join(names[:limit])
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return f"[{shown}{more}]"
-
-
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split())

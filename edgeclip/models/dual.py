@@ -1,8 +1,8 @@
 """One interface over the CLIP-shaped models edgeclip trains: HF CLIPModel and the demo teacher.
 
 `DualEncoder` wraps either so training and evaluation never branch on the family: it turns raw
-uint8 images and strings into model inputs and returns unit-length embeddings. It is an
-nn.Module whose forward runs both towers, so DistributedDataParallel can wrap it.
+uint8 images and strings into model inputs (as the model's family says) and returns unit-length
+embeddings. It is an nn.Module whose forward runs both towers, so DistributedDataParallel can wrap it.
 """
 
 from __future__ import annotations
@@ -11,22 +11,23 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import CLIPModel
 
 from edgeclip.errors import ModelError
-from edgeclip.models.demo import DemoClip
-from edgeclip.models.preprocess import grayscale_square, preprocess_batch
-
-TEXT_CONTEXT = 77  # CLIP's context length; MiniLM captions are far shorter and padded per batch
+from edgeclip.models.families import family_of
+from edgeclip.models.families.base import CLIP
 
 
 class DualEncoder(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
-        if not isinstance(model, (CLIPModel, DemoClip)):
+        try:
+            self.family = family_of(model)
+        except ModelError:
+            self.family = None
+        if self.family is None or self.family.kind != CLIP:
             raise ModelError(f"{type(model).__name__} is not a CLIP-style model; pass an HF CLIPModel or the demo teacher")
         self.model = model
-        self._tokenizer = None
+        self._tokenize = None
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -34,19 +35,12 @@ class DualEncoder(nn.Module):
 
     def preprocess(self, images: list[np.ndarray] | torch.Tensor) -> torch.Tensor:
         """uint8 images (HxW grayscale or HxWx3) -> the model's pixel tensor."""
-        if isinstance(self.model, DemoClip):
-            size = self.model.image_size
-            return self.model.preprocess(torch.stack([_gray(image, size) for image in images]))
-        return preprocess_batch([np.asarray(image) for image in images], size=self.model.config.vision_config.image_size)
+        return self.family.image.batch(self.model, images)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        if self._tokenizer is None:
-            self._tokenizer = _tokenizer_for(self.model)
-        if isinstance(self.model, DemoClip):
-            batch = self._tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
-            return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        ids = self._tokenizer(texts, context_length=TEXT_CONTEXT)
-        return {"input_ids": ids, "attention_mask": (ids != 0).long()}
+        if self._tokenize is None:
+            self._tokenize = self.family.text.batch_tokenizer()
+        return self._tokenize(texts)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         return F.normalize(_tensor(self.model.get_image_features(pixel_values=pixels)), dim=-1)
@@ -63,28 +57,3 @@ class DualEncoder(nn.Module):
 def _tensor(features) -> torch.Tensor:
     """transformers 5 returns a model output whose pooler_output holds the projected features."""
     return features if isinstance(features, torch.Tensor) else features.pooler_output
-
-
-def _gray(image, size: int) -> torch.Tensor:
-    return torch.from_numpy(grayscale_square(image, size))
-
-
-def minilm_tokenizer(path=None):
-    """The WordPiece tokenizer of all-MiniLM-L6-v2 (or of the BERT directory `path`), offline."""
-    from transformers import AutoTokenizer
-
-    from edgeclip.models.minilm import minilm_path
-
-    directory = path if path is not None else minilm_path()
-    try:
-        return AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise ModelError(f"could not load a tokenizer from {directory}: {err}; pass a directory with tokenizer files") from err
-
-
-def _tokenizer_for(model: nn.Module):
-    if isinstance(model, DemoClip):
-        return minilm_tokenizer()
-    from edgeclip.models.tokenizer import ClipTokenizer
-
-    return ClipTokenizer()

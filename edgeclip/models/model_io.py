@@ -14,14 +14,16 @@ import torch
 from torch import nn
 
 from edgeclip.errors import CheckpointError
-from edgeclip.export.checkpoint import read_checkpoint, write_checkpoint
-from edgeclip.export.packing import pack_base3, unpack_base3
+from edgeclip.models.checkpoint import read_checkpoint, write_checkpoint
+from edgeclip.models.families import family
+from edgeclip.models.families.base import ModelFamily
 from edgeclip.quant import TernaryConfig, freeze, quantize, ternary_layers
+from edgeclip.quant.packing import pack_base3, unpack_base3
 
 TRITS, SCALE = ".weight.trits", ".weight.scale"
 
 
-def save_model(model: nn.Module, directory, family: str, arch: dict, quant: TernaryConfig | None) -> Path:
+def save_model(model: nn.Module, directory, family: ModelFamily, arch: dict, quant: TernaryConfig | None) -> Path:
     """Write `model` (float, latent-ternary or frozen-ternary) as a packed checkpoint."""
     layers = ternary_layers(model)
     tensors = {}
@@ -36,7 +38,7 @@ def save_model(model: nn.Module, directory, family: str, arch: dict, quant: Tern
         if key not in owned:
             tensors[key] = value.detach().contiguous().clone()
     config = {
-        "family": family,
+        "family": family.name,
         "arch": arch,
         "quant": None if quant is None else {**quant.to_dict(), "layers": layer_meta},
     }
@@ -45,10 +47,8 @@ def save_model(model: nn.Module, directory, family: str, arch: dict, quant: Tern
 
 def load_model(directory) -> tuple[nn.Module, dict]:
     """Rebuild the model a checkpoint describes, ternary layers frozen, in eval mode."""
-    from edgeclip.models.families import build_model
-
     tensors, config = read_checkpoint(directory)
-    model = build_model(config["family"], config["arch"])
+    model = family(config["family"]).build(config["arch"])
     quant = config.get("quant")
     if quant is not None:
         layers = quant["layers"]

@@ -158,3 +158,59 @@ def to_open_clip_state_dict(model: CLIPModel) -> dict[str, torch.Tensor]:
         r.open_clip: r.to_open_clip(tuple(hf_state[n] for n in r.hf)).contiguous()
         for r in _rules(model.config)
     }
+
+
+# ---- open_clip model directories -----------------------------------------------------------------
+
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def is_open_clip_dir(path: Path) -> bool:
+    """A folder laid out as open_clip publishes models: its config and weights, no HF config.json."""
+    return (path / OPEN_CLIP_CONFIG).is_file() and not (path / "config.json").is_file()
+
+
+def load_open_clip_dir(path: Path) -> CLIPModel:
+    """The CLIPModel of an open_clip folder: `open_clip_config.json` (`{"model_cfg": ...}` or a bare
+    model config) and `open_clip_model.safetensors` or `open_clip_pytorch_model.bin`."""
+    import json
+
+    try:
+        document = json.loads((path / OPEN_CLIP_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelError(f"{path / OPEN_CLIP_CONFIG} is not readable JSON ({err})") from err
+    model_cfg = document.get("model_cfg", document) if isinstance(document, dict) else None
+    weights = next((path / name for name in OPEN_CLIP_WEIGHTS if (path / name).is_file()), None)
+    if weights is None:
+        raise ModelError(f"{path} has no open_clip weights; put {' or '.join(OPEN_CLIP_WEIGHTS)} beside "
+                         f"{OPEN_CLIP_CONFIG}")
+    return load_open_clip_state_dict(weights, clip_config_from_open_clip(model_cfg, path))
+
+
+def clip_config_from_open_clip(model_cfg, where) -> CLIPConfig:
+    """The CLIPConfig of an open_clip model config (open_clip's own defaults where it is silent:
+    64-wide vision heads, MLP ratio 4, GELU unless `quick_gelu`)."""
+    if not isinstance(model_cfg, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= model_cfg.keys():
+        raise ModelError(f"{where}: {OPEN_CLIP_CONFIG} has no embed_dim / vision_cfg / text_cfg; not an open_clip config")
+    vision, text = model_cfg["vision_cfg"], model_cfg["text_cfg"]
+    foreign = [key for key in ("timm_model_name", "hf_model_name") if vision.get(key) or text.get(key)]
+    if foreign:
+        raise ModelError(f"{where}: towers built from {', '.join(foreign)} are not the standard ViT + text "
+                         "transformer layout edgeclip maps; convert the model to an HF CLIPModel instead")
+    act = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
+    try:
+        width, text_width = int(vision["width"]), int(text["width"])
+        return CLIPConfig(
+            projection_dim=int(model_cfg["embed_dim"]),
+            vision_config=dict(image_size=int(vision["image_size"]), patch_size=int(vision["patch_size"]),
+                               hidden_size=width, num_hidden_layers=int(vision["layers"]),
+                               num_attention_heads=width // int(vision.get("head_width", 64)),
+                               intermediate_size=int(width * float(vision.get("mlp_ratio", 4.0))), hidden_act=act),
+            text_config=dict(vocab_size=int(text.get("vocab_size", 49408)),
+                             max_position_embeddings=int(text.get("context_length", 77)), hidden_size=text_width,
+                             num_hidden_layers=int(text["layers"]), num_attention_heads=int(text["heads"]),
+                             intermediate_size=int(text_width * float(text.get("mlp_ratio", 4.0))), hidden_act=act),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelError(f"{where}: {OPEN_CLIP_CONFIG} lacks or mistypes a tower field ({err})") from err

@@ -1,8 +1,9 @@
-"""Model families a checkpoint can name, and the teacher specs the CLI accepts.
+"""Where models come from: the specs the CLI accepts for `--model` / `--teacher`.
 
-A family is a builder from a plain architecture dict (no weights), so a checkpoint rebuilds its
-model without the teacher's files: 'hf-clip' (transformers CLIPModel), 'minilm' (BERT sentence
-encoder) and 'demo-clip' (the built-in Fashion-MNIST teacher).
+'minilm' (the bundled all-MiniLM-L6-v2), 'demo' (the cached built-in teacher), a Hugging Face
+CLIP or BERT-family directory, an open_clip folder (`open_clip_config.json` + its weights, as
+open_clip publishes models), or an edgeclip checkpoint (float or ternary). Each yields a model
+and its family (`edgeclip.models.families`).
 """
 
 from __future__ import annotations
@@ -13,100 +14,85 @@ from pathlib import Path
 from torch import nn
 
 from edgeclip.errors import ModelError
-
-FAMILIES = ("hf-clip", "minilm", "demo-clip")
-
-
-def build_model(family: str, arch: dict) -> nn.Module:
-    """An untrained model of `family` with architecture `arch`, in eval mode."""
-    if family == "hf-clip":
-        from transformers import CLIPConfig, CLIPModel
-
-        return CLIPModel(CLIPConfig.from_dict(arch)).eval()
-    if family == "minilm":
-        from transformers import BertConfig, BertModel
-
-        from edgeclip.models.minilm import SentenceEncoder
-
-        return SentenceEncoder(BertModel(BertConfig.from_dict(arch))).eval()
-    if family == "demo-clip":
-        from edgeclip.models.demo import DemoClip
-
-        return DemoClip.from_config(arch).eval()
-    raise ModelError(f"unknown model family {family!r}; this edgeclip knows {', '.join(FAMILIES)}")
+from edgeclip.formats.checkpoint import FORMAT
+from edgeclip.models.families import family, family_of
+from edgeclip.models.families.base import ModelFamily
+from edgeclip.models.open_clip_state import is_open_clip_dir, load_open_clip_dir
 
 
-def load_source(spec: str) -> tuple[nn.Module, str, dict]:
+def load_source(spec: str) -> tuple[nn.Module, ModelFamily, dict]:
     """(float model, family, arch) for a teacher spec: 'minilm', 'demo', or a model directory."""
     if spec == "minilm":
         from edgeclip.models.minilm import minilm_path
 
-        return _load_minilm(minilm_path())
+        return _load_sentence_encoder(minilm_path())
     if spec == "demo":
         from edgeclip.models.demo import demo_teacher_dir
 
         spec = str(demo_teacher_dir())
+    if is_open_clip_dir(Path(spec)):
+        model = load_open_clip_dir(Path(spec))
+        found = family_of(model)
+        return model, found, found.arch(model)
     config = _read_config(spec)
-    if config.get("format") == "edgeclip-checkpoint":
-        return _load_float_checkpoint(spec, config)
+    if config.get("format") == FORMAT:
+        return _load_float_checkpoint(spec)
     if config.get("model_type") == "clip":
         from edgeclip.models.hf_clip import load_hf_clip
 
         model = load_hf_clip(spec)
-        return model, "hf-clip", model.config.to_dict()
+        found = family_of(model)
+        return model, found, found.arch(model)
     if config.get("model_type") == "bert":
-        return _load_minilm(Path(spec))
+        return _load_sentence_encoder(Path(spec))
     raise ModelError(
         f"{spec}/config.json has model_type {config.get('model_type')!r}; edgeclip loads CLIP ('clip') "
         "and BERT-family ('bert') encoders, 'minilm', 'demo', or an edgeclip checkpoint"
     )
 
 
-def open_model(model_or_spec) -> tuple[nn.Module, str]:
+def open_model(model_or_spec) -> tuple[nn.Module, ModelFamily]:
     """(model in eval mode, family) from a module, an edgeclip checkpoint (float or ternary) or a
     teacher spec: the one door for verbs that take any model (compile, tune, export, eval)."""
     if isinstance(model_or_spec, nn.Module):
         return model_or_spec.eval(), family_of(model_or_spec)
     config_file = Path(model_or_spec) / "config.json"
-    if config_file.is_file() and _read_config(str(model_or_spec)).get("format") == "edgeclip-checkpoint":
-        from edgeclip.export.model_io import load_model
+    if config_file.is_file() and _read_config(str(model_or_spec)).get("format") == FORMAT:
+        from edgeclip.models.model_io import load_model
 
         model, saved = load_model(model_or_spec)
-        return model.eval(), saved["family"]
-    model, family, _ = load_source(str(model_or_spec))
-    return model, family
+        return model.eval(), family(saved["family"])
+    model, found, _ = load_source(str(model_or_spec))
+    return model, found
 
 
-def family_of(model: nn.Module) -> str:
-    from transformers import CLIPModel
-
-    from edgeclip.models.demo import DemoClip
-    from edgeclip.models.minilm import SentenceEncoder
-
-    if isinstance(model, CLIPModel):
-        return "hf-clip"
-    if isinstance(model, DemoClip):
-        return "demo-clip"
-    if isinstance(model, SentenceEncoder):
-        return "minilm"
-    raise ModelError(f"{type(model).__name__} is not a model edgeclip knows; pass a CLIPModel, DemoClip, "
-                     "SentenceEncoder or a checkpoint")
+def select_towers(model_or_ckpt, towers=None, seq_len: int | None = None) -> tuple[ModelFamily, dict]:
+    """(family, {name: Tower}) of the requested towers (default: all the model has), in request order."""
+    model, found = open_model(model_or_ckpt)
+    available = found.towers(model, 1, seq_len)
+    wanted = list(towers or available)
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        raise ModelError(f"{found.name} models have towers {sorted(available)}; {missing} do not exist")
+    return found, {name: available[name] for name in wanted}
 
 
-def _load_minilm(path: Path) -> tuple[nn.Module, str, dict]:
+def _load_sentence_encoder(path: Path) -> tuple[nn.Module, ModelFamily, dict]:
     from edgeclip.models.minilm import SentenceEncoder, load_minilm
 
     bert, _ = load_minilm(path)
-    return SentenceEncoder(bert).eval(), "minilm", bert.config.to_dict()
+    model = SentenceEncoder(bert).eval()
+    found = family_of(model)
+    return model, found, found.arch(model)
 
 
-def _load_float_checkpoint(spec: str, config: dict) -> tuple[nn.Module, str, dict]:
-    from edgeclip.export.model_io import load_model
+def _load_float_checkpoint(spec: str) -> tuple[nn.Module, ModelFamily, dict]:
+    from edgeclip.models.model_io import load_model
 
     model, saved = load_model(spec)
     if saved.get("quant") is not None:
         raise ModelError(f"{spec} is already ternary; start from its float teacher instead")
-    return model, saved["family"], saved["arch"]
+    return model, family(saved["family"]), saved["arch"]
 
 
 def _read_config(spec: str) -> dict:
@@ -117,7 +103,8 @@ def _read_config(spec: str) -> dict:
             f"model {spec!r} does not exist; pass a local model directory, 'minilm' or 'demo' (edgeclip never downloads)"
         )
     if not config_file.is_file():
-        raise ModelError(f"{spec} has no config.json; pass an HF model directory or an edgeclip checkpoint")
+        raise ModelError(f"{spec} has no config.json; pass an HF model directory, an open_clip folder "
+                         "(open_clip_config.json + weights) or an edgeclip checkpoint")
     try:
         return json.loads(config_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
