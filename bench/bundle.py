@@ -18,24 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from clip_shapes import SHAPES, random_clip_dir
+
 from edgeclip.bundle import local
 from edgeclip.bundle.build import build_bundle
 from edgeclip.formats.bundle import payload_bytes, read_manifest
-from edgeclip.models.tiny import make_tiny_clip_dir
 from edgeclip.pipeline import ternarize_source
 from edgeclip.quant import TernaryConfig
 from edgeclip.targets import load_target
-
-# ViT-B/32 CLIP (openai/clip-vit-base-patch32) dimensions, for the tiny-CLIP maker's overrides.
-SHAPES = {
-    "tiny": {},
-    "vit-b-32": dict(
-        vision_image_size=224, vision_patch_size=32, vision_hidden_size=768, vision_num_hidden_layers=12,
-        vision_num_attention_heads=12, vision_intermediate_size=3072,
-        text_hidden_size=512, text_num_hidden_layers=12, text_num_attention_heads=8,
-        text_intermediate_size=2048, projection_dim=512,
-    ),
-}
 
 
 def main() -> None:
@@ -46,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-bundle-") as tmp:
-        teacher = make_tiny_clip_dir(Path(tmp) / "teacher", **SHAPES[args.shape])
+        teacher = random_clip_dir(Path(tmp) / "teacher", args.shape)
         fp32_checkpoint = sum(f.stat().st_size for f in teacher.glob("*.safetensors"))
         _, checkpoint = ternarize_source(str(teacher), TernaryConfig(policy="q-all"), Path(tmp) / f"clip-{args.shape}")
         start = time.perf_counter()

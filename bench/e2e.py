@@ -31,31 +31,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import tvm
-from transformers import CLIPConfig, CLIPModel
+from clip_shapes import random_clip
+from tower_profile import profile_tower
 
 from edgeclip.export.onnx_export import export_tower_onnx
 from edgeclip.hostinfo import cpu_model
 from edgeclip.lower.build import FROM_STORE, compile_tower
-from edgeclip.lower.profile import profile_tower
 from edgeclip.lower.target import resolve_target
 from edgeclip.lower.thread_pool import size_for_host
 from edgeclip.lower.tune import summary_table, tune
-from edgeclip.models.towers import model_towers
+from edgeclip.models.families import model_towers
 from edgeclip.quant import TernaryConfig, freeze, quantize
 
 RESULTS = Path(__file__).parent / "results"
-VIT_B32 = dict(
-    vision_config=dict(image_size=224, patch_size=32, hidden_size=768, num_hidden_layers=12,
-                       num_attention_heads=12, intermediate_size=3072),
-    text_config=dict(hidden_size=512, num_hidden_layers=12, num_attention_heads=8, intermediate_size=2048),
-    projection_dim=512,
-)
-
-
-def vit_b32(seed: int = 0) -> CLIPModel:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return CLIPModel(CLIPConfig(**VIT_B32)).eval()
 
 
 def inputs_for(tower) -> list[np.ndarray]:
@@ -100,8 +88,8 @@ def bench_tower(name, float_model, ternary_model, threads_list, repeat, workdir,
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    fp_tower = model_towers(float_model, "hf-clip")[name]
-    tern_tower = model_towers(ternary_model, "hf-clip")[name]
+    fp_tower = model_towers(float_model)[name]
+    tern_tower = model_towers(ternary_model)[name]
     arrays = inputs_for(fp_tower)
     torch_args = [torch.from_numpy(a) for a in arrays]
     feeds = {spec.name: a for spec, a in zip(fp_tower.inputs, arrays, strict=True)}
@@ -167,8 +155,8 @@ def main() -> None:
     args = parser.parse_args()
     size_for_host()  # before set_threads starts TVM's pool: it can use no more workers than it starts with
     threads = [os.cpu_count() if t == "all" else int(t) for t in args.threads.split(",")]
-    float_model = vit_b32()
-    ternary_model = vit_b32()
+    float_model = random_clip("vit-b-32")
+    ternary_model = random_clip("vit-b-32")
     quantize(ternary_model, TernaryConfig(policy="q-all"))
     freeze(ternary_model)
     rows, tuning = [], []

@@ -27,9 +27,9 @@ import threading
 import time
 from pathlib import Path
 
+from edgeclip.cli.training import parse_duration
 from edgeclip.fsutil import fsync_dir, write_synced
 from edgeclip.hostinfo import cpu_model
-from edgeclip.training.cli_commands import parse_duration
 from edgeclip.training.curves import evaluation_rows, plot_evaluation
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -9,8 +9,8 @@ from edgeclip.quant import QuantReport, TernaryConfig, model_stats, quantize
 
 def ternarize_source(source: str, config: TernaryConfig, out) -> tuple[QuantReport, Path]:
     """Plain post-training ternarization of a teacher, saved as a packed checkpoint."""
-    from edgeclip.export.model_io import save_model
-    from edgeclip.models.families import load_source
+    from edgeclip.models.model_io import save_model
+    from edgeclip.models.sources import load_source
 
     model, family, arch = load_source(source)
     report = quantize(model, config)
@@ -19,7 +19,7 @@ def ternarize_source(source: str, config: TernaryConfig, out) -> tuple[QuantRepo
 
 def inspect_checkpoint(directory) -> dict:
     """model_stats of the rebuilt model, plus what the files weigh on disk."""
-    from edgeclip.export.model_io import load_model
+    from edgeclip.models.model_io import load_model
 
     model, config = load_model(directory)
     stats = model_stats(model)

@@ -116,7 +116,7 @@ class LinearSpec:
 
 
 def _pack_2bit(values: np.ndarray) -> np.ndarray:
-    from edgeclip.export.packing import pack_2bit
+    from edgeclip.quant.packing import pack_2bit
 
     return pack_2bit(values, axis=-1)
 

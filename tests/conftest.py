@@ -18,17 +18,18 @@ def tiny_clip_rpi4_bundle(tmp_path_factory):
     """A real rpi4 bundle: tiny CLIP, q-all, both towers compiled by edgeclip.lower for arm_neon,
     the fp32 baseline, the cross-compiled native runner. Built once per run (~40 s) because the
     bundle tests (qemu-user) and the remote tests (emulated board over SSH) both need one."""
+    from model_fixtures import make_tiny_clip_dir
+
     from edgeclip.bundle.build import build_bundle
-    from edgeclip.bundle.native import require_toolchain
-    from edgeclip.errors import BundleError
-    from edgeclip.models.tiny import make_tiny_clip_dir
+    from edgeclip.errors import ToolchainError
+    from edgeclip.native.toolchain import require_compiler
     from edgeclip.pipeline import ternarize_source
     from edgeclip.quant import TernaryConfig
     from edgeclip.targets import load_target
 
     try:
-        require_toolchain(load_target("rpi4"))
-    except BundleError as err:
+        require_compiler(*load_target("rpi4").compiler)
+    except ToolchainError as err:
         pytest.skip(f"needs the aarch64 cross compiler: {err}")
     root = tmp_path_factory.mktemp("tiny-clip-rpi4")
     teacher = make_tiny_clip_dir(root / "teacher")

@@ -26,7 +26,7 @@ from torch import nn
 
 from edgeclip.bundle import local
 from edgeclip.bundle.build import BundleModule, TowerReference, npy_bytes, write_model_bundle
-from edgeclip.errors import BundleError
+from edgeclip.errors import BundleError, ToolchainError
 from edgeclip.formats.bundle import MANIFEST, elf_arch, read_manifest, verify_bundle, write_bundle
 from edgeclip.hostinfo import physical_cores
 from edgeclip.lower.thread_pool import THREAD_ENV
@@ -139,7 +139,7 @@ def test_missing_cross_compiler_names_the_debian_package(tmp_path, monkeypatch):
     (tmp_path / "odd-board.toml").write_text(board)
     monkeypatch.setenv("EDGECLIP_TARGETS_DIR", str(tmp_path))
     ref = TowerReference("image", (np.zeros(1, np.float32),), (np.zeros(1, np.float32),))
-    with pytest.raises(BundleError, match=r"edgeclip-no-such-g\+\+.*apt-get install g\+\+-odd-linux-gnu"):
+    with pytest.raises(ToolchainError, match=r"edgeclip-no-such-g\+\+.*apt-get install g\+\+-odd-linux-gnu"):
         write_model_bundle(tmp_path, "toy", load_target("odd-board"), [BundleModule("image", "ternary", None)], [ref])
 
 
@@ -198,7 +198,7 @@ def test_host_runner_sizes_its_pool_to_the_physical_cores(host_bundle):
 def test_run_verb_classifies_an_image_with_the_host_bundle(host_bundle, tmp_path, capsys):
     from PIL import Image
 
-    from edgeclip.bundle.cli_commands import add_bundle_commands
+    from edgeclip.cli.bundles import add_bundle_commands
 
     image = tmp_path / "img.png"
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(image)
@@ -315,7 +315,8 @@ def test_bundle_for_another_architecture_is_refused(rpi4_bundle, host_bundle, tm
 
 @pytest.fixture(scope="module")
 def tiny_clip_checkpoint(tmp_path_factory):
-    from edgeclip.models.tiny import make_tiny_clip_dir
+    from model_fixtures import make_tiny_clip_dir
+
     from edgeclip.pipeline import ternarize_source
     from edgeclip.quant import TernaryConfig
 
@@ -383,14 +384,15 @@ needs_fashion_mnist = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def demo_clip_checkpoint(tmp_path_factory):
     """A random-weight DemoClip (random ViT and projections, the real MiniLM text tower), q-all."""
-    from edgeclip.export.model_io import save_model
     from edgeclip.models.demo import new_demo_clip
+    from edgeclip.models.families import family_of
+    from edgeclip.models.model_io import save_model
     from edgeclip.quant import TernaryConfig, quantize
 
     model = new_demo_clip(seed=0)
     config = TernaryConfig(policy="q-all")
     quantize(model, config)
-    return save_model(model, tmp_path_factory.mktemp("demo-clip") / "demo-q", "demo-clip", model.config_dict(), config)
+    return save_model(model, tmp_path_factory.mktemp("demo-clip") / "demo-q", family_of(model), model.config_dict(), config)
 
 
 @pytest.fixture(scope="module")
@@ -401,8 +403,8 @@ def demo_clip_host_bundle(demo_clip_checkpoint, tmp_path_factory):
 
 
 def _demo_dual(checkpoint):
-    from edgeclip.export.model_io import load_model
     from edgeclip.models.dual import DualEncoder
+    from edgeclip.models.model_io import load_model
 
     return DualEncoder(load_model(checkpoint)[0]).eval()
 
@@ -411,20 +413,21 @@ def test_demo_family_inputs_match_the_models_own_preprocessing_and_tokenizer(tmp
     """What a demo-clip bundle feeds its towers is bit-identical to what the model trained on."""
     from PIL import Image
 
-    from edgeclip.bundle.families import DEMO_CLIP, family_for
+    from edgeclip.bundle.model_info import bundle_family, model_info
     from edgeclip.models.demo import new_demo_clip
     from edgeclip.models.dual import DualEncoder
 
     dual = DualEncoder(new_demo_clip())
-    info = family_for("demo-clip").model_info({"family": "demo-clip", "arch": dual.model.config_dict()}, 32)
+    demo = bundle_family("demo-clip")
+    info = model_info(demo, {"family": "demo-clip", "arch": dual.model.config_dict()}, 32)
     assert info["preprocessing"]["channels"] == 1 and info["tokenizer"]["kind"] == "wordpiece"
     rng = np.random.default_rng(7)
     for array in (rng.integers(0, 256, (28, 28), dtype=np.uint8), rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)):
         path = tmp_path / "image.png"
         Image.fromarray(array).save(path)
-        ours = DEMO_CLIP.pixels(Image.open(path), info["preprocessing"])
+        ours = demo.image.pixels(Image.open(path), info["preprocessing"])
         np.testing.assert_array_equal(ours, dual.preprocess([np.asarray(Image.open(path).convert("RGB"))]).numpy())
-    tokenize = DEMO_CLIP.tokenizer(DEMO_CLIP.installed_vocab(), info["tokenizer"])
+    tokenize = demo.text.tokenizer(demo.text.installed_vocab(), info["tokenizer"])
     for text in ("a photo of a pullover sweater.", "Ünïcode café, ANKLE boot!!"):
         ids, mask = tokenize(text)
         theirs = dual.tokenize([text])
@@ -437,14 +440,14 @@ def test_demo_family_inputs_match_the_models_own_preprocessing_and_tokenizer(tmp
 @pytest.mark.slow
 @needs_x86_host
 def test_demo_clip_host_bundle_carries_its_family_and_reproduces_reference(demo_clip_host_bundle):
-    from edgeclip.bundle.families import DEMO_CLIP
+    from edgeclip.models.families import family
 
     manifest = read_manifest(demo_clip_host_bundle)
     assert manifest["model"]["family"] == "demo-clip"
     assert manifest["tokenizer"]["kind"] == "wordpiece" and manifest["tokenizer"]["context_length"] == 32
     assert manifest["preprocessing"]["image_size"] == 28 and manifest["preprocessing"]["channels"] == 1
     vocab = _members(demo_clip_host_bundle)[manifest["tokenizer"]["vocab"]]
-    assert vocab == DEMO_CLIP.installed_vocab().read_bytes()
+    assert vocab == family("demo-clip").text.installed_vocab().read_bytes()
     assert manifest["reference"]["image"]["inputs"][0]["shape"] == [1, 1, 28, 28]
     report = local.profile(demo_clip_host_bundle, runs=2, warmup=1)
     assert set(report["towers"]) == {"image", "text"} and report["cosine_to_reference"] >= 0.995
@@ -458,8 +461,8 @@ def test_run_image_on_fashion_mnist_gives_pytorchs_top1(demo_clip_host_bundle, d
     and image / text embeddings that agree with PyTorch's (so preprocessing and tokenizer are the model's)."""
     from PIL import Image
 
-    from edgeclip.bundle.families import DEMO_CLIP
     from edgeclip.cli import main
+    from edgeclip.models.families import family
     from edgeclip.training.data import FASHION_CLASSES, load_fashion_mnist
 
     data = load_fashion_mnist("test")
@@ -476,7 +479,7 @@ def test_run_image_on_fashion_mnist_gives_pytorchs_top1(demo_clip_host_bundle, d
             tokens = dual.tokenize(labels)
             text = dual.encode_text(tokens["input_ids"], tokens["attention_mask"])
         assert printed[0].split(maxsplit=1)[1] == labels[int((image @ text.t()).argmax())]
-        pixels = DEMO_CLIP.pixels(Image.open(path), manifest["preprocessing"])
+        pixels = family("demo-clip").image.pixels(Image.open(path), manifest["preprocessing"])
         ours = local.tower_outputs(demo_clip_host_bundle, {"image": [(pixels,)]})["image"][0]
         assert float(_cosine(ours, image.numpy())) >= 0.99
     ours = local.embed_text(demo_clip_host_bundle, labels[0])

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from edgeclip.errors import CheckpointError
-from edgeclip.export import checkpoint as checkpoint_module
-from edgeclip.export import pack_base3, read_checkpoint, unpack_base3, write_checkpoint
+from edgeclip.models import checkpoint as checkpoint_module
+from edgeclip.models.checkpoint import read_checkpoint, write_checkpoint
+from edgeclip.quant.packing import pack_base3, unpack_base3
 
 MODEL_CONFIG = {
     "family": "tiny",
@@ -109,7 +110,7 @@ def test_identical_bytes_across_processes(tmp_path, checkpoint):
     script = (
         "import sys; sys.path.insert(0, sys.argv[2]);"
         "from test_checkpoint import sample_tensors, MODEL_CONFIG;"
-        "from edgeclip.export import write_checkpoint;"
+        "from edgeclip.models.checkpoint import write_checkpoint;"
         "write_checkpoint(sys.argv[1], sample_tensors(), MODEL_CONFIG)"
     )
     other = tmp_path / "other"

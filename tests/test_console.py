@@ -48,7 +48,8 @@ def test_quiet_routes_descriptor_2_and_warnings_to_the_log(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from edgeclip.models.tiny import make_tiny_clip_dir
+    from model_fixtures import make_tiny_clip_dir
+
     from edgeclip.pipeline import ternarize_source
     from edgeclip.quant import TernaryConfig
 

@@ -5,13 +5,14 @@ import json
 
 import pytest
 import torch
+from model_fixtures import make_tiny_clip_dir
 from training_fixtures import make_tiny_bert_dir, write_caption_folder
 
-from edgeclip.export.model_io import load_model
-from edgeclip.models import load_hf_clip, make_tiny_clip_dir
+from edgeclip.cli.training import add_training_commands
 from edgeclip.models.demo import DemoClip, new_demo_clip
 from edgeclip.models.dual import DualEncoder
-from edgeclip.training.cli_commands import add_training_commands
+from edgeclip.models.hf_clip import load_hf_clip
+from edgeclip.models.model_io import load_model
 from edgeclip.training.data import open_pairs
 from edgeclip.training.defaults import TrainConfig
 from edgeclip.training.evaluate import neighbour_recall, retrieval

@@ -10,17 +10,18 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from model_fixtures import make_tiny_clip
 from skimage import data as skdata
 
 from edgeclip.errors import ModelError, TargetError
-from edgeclip.export.model_io import save_model
 from edgeclip.lower.build import build_tower, compile, load_compiled
 from edgeclip.lower.importer import import_tower
 from edgeclip.lower.rewrite import split_ternary_rows
 from edgeclip.lower.target import resolve_target
-from edgeclip.models import ClipTokenizer, make_tiny_clip
+from edgeclip.models.families import family_of, model_towers
+from edgeclip.models.model_io import save_model
 from edgeclip.models.preprocess import preprocess_image
-from edgeclip.models.towers import model_towers
+from edgeclip.models.tokenizer import ClipTokenizer
 from edgeclip.quant import TernaryConfig, freeze, quantize, ternary_layers
 from edgeclip.training.data import load_fashion_mnist
 
@@ -49,11 +50,11 @@ def ternary_student(model):
     return model.eval()
 
 
-def build_both_acts(model, family, seq_len=None):
+def build_both_acts(model, seq_len=None):
     """{act: {tower: CompiledTower}} with one import per tower."""
     target = resolve_target("x86-64")
     built = {"fp32": {}, "int8": {}}
-    for name, tower in model_towers(model, family, seq_len=seq_len).items():
+    for name, tower in model_towers(model, seq_len=seq_len).items():
         mod = import_tower(tower)
         for act in built:
             built[act][name] = build_tower(mod, tower, target, act)
@@ -67,7 +68,7 @@ def clip_student():
 
 @pytest.fixture(scope="module")
 def clip_built(clip_student):
-    return build_both_acts(clip_student, "hf-clip")
+    return build_both_acts(clip_student)
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +181,7 @@ def test_zero_shot_top1_agrees_with_torch_on_fashion_mnist(clip_student, clip_bu
 
 @pytest.fixture(scope="module")
 def minilm():
-    from edgeclip.models import load_minilm
-    from edgeclip.models.minilm import SentenceEncoder
+    from edgeclip.models.minilm import SentenceEncoder, load_minilm
 
     bert, tokenizer = load_minilm()
     return ternary_student(SentenceEncoder(bert)), tokenizer
@@ -191,7 +191,7 @@ def minilm():
 def test_minilm_student_matches_torch_on_real_sentences(minilm):
     student, tokenizer = minilm
     seq_len = 24
-    built = build_both_acts(student, "minilm", seq_len=seq_len)
+    built = build_both_acts(student, seq_len=seq_len)
     batch = tokenizer(SENTENCES, padding="max_length", max_length=seq_len, truncation=True, return_tensors="np")
     ids, mask = batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64)
     with torch.no_grad():
@@ -208,7 +208,7 @@ def test_minilm_student_matches_torch_on_real_sentences(minilm):
 
 
 def test_checkpoint_compiles_saves_and_reloads(tmp_path, clip_student, fashion):
-    ckpt = save_model(clip_student, tmp_path / "ckpt", "hf-clip", clip_student.config.to_dict(), TernaryConfig())
+    ckpt = save_model(clip_student, tmp_path / "ckpt", family_of(clip_student), clip_student.config.to_dict(), TernaryConfig())
     compiled = compile(ckpt, "x86-64", towers=["image"], act="int8")
     assert compiled.target.family in ("x86_avx2", "x86_avx512")
     pixels = clip_pixels(fashion.images[:3], clip_student.config.vision_config.image_size)
@@ -272,13 +272,13 @@ def test_rpi4_compile_saves_aarch64_libraries(tmp_path, clip_student):
     qemu-user by tests/test_bundle.py, which runs such modules through the native runner.)"""
     import json
 
-    from edgeclip.bundle.native import require_toolchain
-    from edgeclip.errors import BundleError
+    from edgeclip.errors import ToolchainError
     from edgeclip.formats.bundle import elf_arch
+    from edgeclip.native.toolchain import require_compiler
 
     try:
-        require_toolchain(resolve_target("rpi4").board)
-    except BundleError as err:
+        require_compiler(*resolve_target("rpi4").board.compiler)
+    except ToolchainError as err:
         pytest.skip(f"needs the aarch64 cross compiler: {err}")
     compiled = compile(clip_student, "rpi4", towers=["image"], act="int8")
     report = compiled.towers["image"].report

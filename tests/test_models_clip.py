@@ -7,17 +7,12 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from model_fixtures import make_tiny_clip, make_tiny_clip_dir, tiny_clip_config
 from safetensors.torch import load_file, save_file
 
 from edgeclip.errors import ModelError
-from edgeclip.models import (
-    load_hf_clip,
-    load_open_clip_state_dict,
-    make_tiny_clip,
-    make_tiny_clip_dir,
-    tiny_clip_config,
-    to_open_clip_state_dict,
-)
+from edgeclip.models.hf_clip import load_hf_clip
+from edgeclip.models.open_clip_state import load_open_clip_state_dict, to_open_clip_state_dict
 
 END_ID = 49407
 
@@ -302,3 +297,34 @@ def test_open_clip_bad_sources(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="could not read open_clip checkpoint .*junk.pt"):
         load_open_clip_state_dict(tmp_path / "junk.pt", tiny_clip_config())
+
+
+def test_an_open_clip_folder_is_a_teacher_spec(tmp_path):
+    """The folder open_clip publishes (open_clip_config.json + weights) loads through --model/--teacher."""
+    from edgeclip.models.sources import load_source
+
+    original = make_tiny_clip(seed=3, vision_hidden_act="gelu", text_hidden_act="gelu")
+    vision, text = original.config.vision_config, original.config.text_config
+    model_cfg = {"embed_dim": original.config.projection_dim,
+                 "vision_cfg": {"image_size": vision.image_size, "patch_size": vision.patch_size,
+                                "width": vision.hidden_size, "layers": vision.num_hidden_layers,
+                                "head_width": vision.hidden_size // vision.num_attention_heads,
+                                "mlp_ratio": vision.intermediate_size / vision.hidden_size},
+                 "text_cfg": {"context_length": text.max_position_embeddings, "vocab_size": text.vocab_size,
+                              "width": text.hidden_size, "heads": text.num_attention_heads,
+                              "layers": text.num_hidden_layers, "mlp_ratio": text.intermediate_size / text.hidden_size}}
+    folder = tmp_path / "open-clip-tiny"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    save_file(to_open_clip_state_dict(original), folder / "open_clip_model.safetensors")
+
+    model, family, arch = load_source(str(folder))
+    assert family.name == "hf-clip" and arch["projection_dim"] == model_cfg["embed_dim"]
+    pixels, ids = torch.rand(1, 3, vision.image_size, vision.image_size), torch.tensor([[49406, 320, 49407]])
+    with torch.no_grad():
+        want, got = original(input_ids=ids, pixel_values=pixels), model(input_ids=ids, pixel_values=pixels)
+    assert torch.allclose(want.image_embeds, got.image_embeds) and torch.allclose(want.text_embeds, got.text_embeds)
+
+    (folder / "open_clip_model.safetensors").unlink()
+    with pytest.raises(ModelError, match="no open_clip weights"):
+        load_source(str(folder))

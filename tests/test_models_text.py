@@ -6,12 +6,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from model_fixtures import make_tiny_clip_dir
 from sentence_transformers import SentenceTransformer
 from transformers import BertModel, CLIPTokenizer
 
 from edgeclip.errors import ModelError
-from edgeclip.models import ClipTokenizer, SentenceEncoder, load_minilm, make_tiny_clip_dir, minilm_path
-from edgeclip.models.tokenizer import default_vocab_path
+from edgeclip.models.minilm import SentenceEncoder, load_minilm, minilm_path
+from edgeclip.models.tokenizer import ClipTokenizer, default_vocab_path
 
 # ---- CLIP tokenizer -----------------------------------------------------------------------------
 

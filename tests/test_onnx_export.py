@@ -6,14 +6,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from model_fixtures import make_tiny_clip
 
 from edgeclip.export.onnx_export import export_onnx
 from edgeclip.lower.importer import import_onnx
 from edgeclip.lower.rewrite import rewrite_ternary
 from edgeclip.lower.target import resolve_target
-from edgeclip.models import ClipTokenizer, make_tiny_clip
+from edgeclip.models.families import model_towers
 from edgeclip.models.preprocess import preprocess_image
-from edgeclip.models.towers import model_towers
+from edgeclip.models.tokenizer import ClipTokenizer
 from edgeclip.quant import TernaryConfig, freeze, quantize, ternary_layers
 from edgeclip.training.data import load_fashion_mnist
 
@@ -45,7 +46,7 @@ def real_inputs(model):
 @pytest.mark.parametrize("kind", ["float", "ternary"])
 def test_onnxruntime_matches_torch(models, exported, kind):
     model = models[kind]
-    towers = model_towers(model, "hf-clip")
+    towers = model_towers(model)
     for name, batches in real_inputs(model).items():
         session = ort.InferenceSession(str(exported[kind][name]), providers=["CPUExecutionProvider"])
         names = [spec.name for spec in towers[name].inputs]
@@ -68,7 +69,7 @@ def test_ternary_weights_are_int8_initializers(models, exported):
 
 
 def test_onnx_import_feeds_the_ternary_rewrite(models, exported):
-    towers = model_towers(models["ternary"], "hf-clip")
+    towers = model_towers(models["ternary"])
     mod = import_onnx(exported["ternary"]["image"], towers["image"].inputs)
     _, report = rewrite_ternary(mod, resolve_target("x86-64"), "int8")
     image_layers = [n for n in ternary_layers(models["ternary"]) if n.startswith(("vision_model.", "visual_projection"))]

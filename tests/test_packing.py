@@ -10,8 +10,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from edgeclip.errors import CheckpointError, QuantError
-from edgeclip.export import pack_2bit, pack_base3, unpack_2bit, unpack_base3
-from edgeclip.export.packing import base3_from_2bit, two_bit_from_base3
+from edgeclip.quant.packing import (
+    base3_from_2bit,
+    pack_2bit,
+    pack_base3,
+    two_bit_from_base3,
+    unpack_2bit,
+    unpack_base3,
+)
 
 ODD_SIZES = [0, 1, 2, 3, 4, 5, 6, 7, 11, 13, 17, 31, 97, 101, 1009]
 

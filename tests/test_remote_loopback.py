@@ -13,8 +13,8 @@ from testbed.bundles import make_bundle
 from testbed.faults import MemoryLimit, memory_cgroup_missing
 from testbed.fixtures import require
 
+from edgeclip.cli.remote import add_remote_commands
 from edgeclip.errors import RemoteError
-from edgeclip.remote.cli_commands import add_remote_commands
 from edgeclip.remote.connect import connect, quote_command
 from edgeclip.remote.deploy import deploy, rollback
 from edgeclip.remote.hostkeys import fingerprint

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from edgeclip.cli.remote import add_remote_commands, options_from
 from edgeclip.errors import RemoteError
-from edgeclip.remote.cli_commands import add_remote_commands, options_from
 from edgeclip.remote.deploy import Layout, check_fits, check_name, checksum_list
 from edgeclip.remote.fleet import run_fleet, summary_table
 from edgeclip.remote.hosts import HostSpec, load_ssh_config, read_hosts_file, resolve
@@ -210,7 +210,7 @@ def test_cli_verbs_and_flags():
 def test_remote_layer_does_not_import_torch_or_tvm():
     import subprocess
 
-    code = ("import sys, edgeclip.remote.cli_commands, edgeclip.remote.profile, edgeclip.remote.report, "
+    code = ("import sys, edgeclip.cli.remote, edgeclip.remote.profile, edgeclip.remote.report, "
             "edgeclip.remote.fleet; bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'tvm')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from edgeclip.bundle.cli_commands import add_bundle_commands
+from edgeclip.cli.bundles import add_bundle_commands
 from edgeclip.errors import TargetError
 from edgeclip.targets import list_targets, load_target, load_target_file
 from edgeclip.targets.loader import SHIPPED_DIR, cpu_flags, pick_x86_family

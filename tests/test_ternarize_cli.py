@@ -5,12 +5,12 @@ import json
 
 import pytest
 import torch
+from model_fixtures import make_tiny_clip_dir
 
 from edgeclip.cli import main
-from edgeclip.export.model_io import load_model, save_model
-from edgeclip.models.families import load_source
 from edgeclip.models.minilm import load_minilm
-from edgeclip.models.tiny import make_tiny_clip_dir
+from edgeclip.models.model_io import load_model, save_model
+from edgeclip.models.sources import load_source
 from edgeclip.quant import TernaryConfig, quantize
 
 

@@ -7,17 +7,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from model_fixtures import make_tiny_clip_dir
 from training_fixtures import make_tiny_bert_dir, write_caption_folder
 
-from edgeclip.errors import TrainingError
-from edgeclip.export.model_io import load_model
-from edgeclip.models import make_tiny_clip_dir
-from edgeclip.training.cli_commands import (
+from edgeclip.cli.training import (
     BUDGET_STEP_LIMIT,
     add_training_commands,
     parse_duration,
     parse_eval_every,
 )
+from edgeclip.errors import TrainingError
+from edgeclip.models.model_io import load_model
 from edgeclip.training.corpus import SentenceCorpus
 from edgeclip.training.defaults import TrainConfig
 from edgeclip.training.loop import EvalEvery, warmup_cosine

@@ -9,11 +9,11 @@ import sys
 
 import pytest
 import torch
+from model_fixtures import make_tiny_clip_dir
 from training_fixtures import make_tiny_bert_dir, write_caption_folder
 
 from edgeclip.errors import TrainingError
-from edgeclip.export.model_io import load_model
-from edgeclip.models import make_tiny_clip_dir
+from edgeclip.models.model_io import load_model
 from edgeclip.training.defaults import TrainConfig
 from edgeclip.training.loop import warmup_cosine
 from edgeclip.training.student import StudentSpec, run_dir_for, train_student
@@ -88,7 +88,7 @@ def test_schedule_warms_up_then_decays_to_the_floor():
 
 
 CLI = (
-    "import argparse, sys; from edgeclip.training.cli_commands import add_training_commands; "
+    "import argparse, sys; from edgeclip.cli.training import add_training_commands; "
     "p = argparse.ArgumentParser(); add_training_commands(p.add_subparsers(required=True)); "
     "a = p.parse_args(); a.func(a)"
 )

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import tvm
+from model_fixtures import make_tiny_clip
 
 from edgeclip.errors import KernelError
 from edgeclip.lower import knobs, records
@@ -21,8 +22,7 @@ from edgeclip.lower.importer import import_tower
 from edgeclip.lower.schedule import RECORD_ATTR
 from edgeclip.lower.target import resolve_target
 from edgeclip.lower.tune import tune
-from edgeclip.models import make_tiny_clip
-from edgeclip.models.towers import model_towers
+from edgeclip.models.families import model_towers
 from edgeclip.quant import TernaryConfig, freeze, quantize
 from edgeclip.schedules import reference, x86, x86_avx2
 from edgeclip.schedules.ternary import pack_weights
@@ -98,7 +98,7 @@ def test_merge_waits_for_a_concurrent_merge(tuned_root):
 def test_build_applies_records_and_matches_torch(student, tuned_root, monkeypatch, one_thread):
     monkeypatch.setenv(records.ROOT_ENV, str(tuned_root))
     target = resolve_target("x86-64", 1)
-    tower = model_towers(student, "hf-clip")["image"]
+    tower = model_towers(student)["image"]
     lowered, report = lower_module(import_tower(tower), target, "int8")
     tags = {gv.name_hint: f.attrs[RECORD_ATTR] for gv, f in lowered.functions_items()
             if isinstance(f, tvm.tirx.PrimFunc) and f.attrs and RECORD_ATTR in f.attrs}

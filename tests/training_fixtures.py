@@ -68,7 +68,7 @@ def make_tiny_bert_dir(path: Path, seed: int = 0) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from edgeclip.models.dual import minilm_tokenizer
+    from edgeclip.models.wordpiece import minilm_tokenizer
 
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)

@@ -14,12 +14,12 @@ from pathlib import Path
 from torch import nn
 
 from edgeclip.errors import TrainingError
+from edgeclip.models.families.base import CLIP, ModelFamily
 from edgeclip.quant import TernaryConfig, model_stats, quantize
 from edgeclip.training.defaults import EMBEDDING_TRAINING, STUDENT_TRAINING, TrainConfig
 from edgeclip.training.loop import EvalEvery, train
 from edgeclip.training.losses import LossWeights
 
-CLIP_FAMILIES = ("hf-clip", "demo-clip")
 SUMMARY_FILE = "summary.json"
 
 
@@ -38,12 +38,8 @@ def run_dir_for(out) -> Path:
     return out.with_name(out.name + ".train")
 
 
-def default_data(family: str) -> str:
-    return "fashion-mnist" if family in CLIP_FAMILIES else "fortunes"
-
-
-def default_schedule(family: str) -> TrainConfig:
-    return STUDENT_TRAINING if family in CLIP_FAMILIES else EMBEDDING_TRAINING
+def default_schedule(family: ModelFamily) -> TrainConfig:
+    return STUDENT_TRAINING if family.kind == CLIP else EMBEDDING_TRAINING
 
 
 def train_student(spec: StudentSpec, config: TrainConfig | dict, out, resume: bool = False, progress: bool = True,
@@ -53,8 +49,8 @@ def train_student(spec: StudentSpec, config: TrainConfig | dict, out, resume: bo
 
     `config` is a whole schedule, or a dict of changes to the teacher family's default schedule.
     """
-    from edgeclip.export.model_io import save_model
-    from edgeclip.models.families import load_source
+    from edgeclip.models.model_io import save_model
+    from edgeclip.models.sources import load_source
 
     teacher, family, arch = load_source(spec.teacher)
     if isinstance(config, dict):
@@ -65,7 +61,7 @@ def train_student(spec: StudentSpec, config: TrainConfig | dict, out, resume: bo
     run_dir = run_dir_for(out)
     summary = train(objective, config, run_dir, resume=resume, progress=progress, stop_after=stop_after,
                     time_budget_s=time_budget_s, pace_by_budget=pace_by_budget, eval_every=eval_every)
-    summary.update(teacher=spec.teacher, family=family, quantized_layers=len(report.quantized),
+    summary.update(teacher=spec.teacher, family=family.name, quantized_layers=len(report.quantized),
                    ternary_fraction_linear=model_stats(student)["ternary_fraction_linear"])
     if summary["rank"] == 0:
         save_model(student.cpu(), out, family, arch, spec.quant)
@@ -73,11 +69,11 @@ def train_student(spec: StudentSpec, config: TrainConfig | dict, out, resume: bo
     return summary
 
 
-def build_objective(family: str, teacher: nn.Module, student: nn.Module, spec: StudentSpec):
+def build_objective(family: ModelFamily, teacher: nn.Module, student: nn.Module, spec: StudentSpec):
     from edgeclip.training.objectives import ClipDistillation, SelfTaught
 
-    data = spec.data or default_data(family)
-    if family in CLIP_FAMILIES:
+    data = spec.data or family.default_data
+    if family.kind == CLIP:
         from edgeclip.models.dual import DualEncoder
         from edgeclip.training.data import open_pairs
 
@@ -94,7 +90,7 @@ def build_objective(family: str, teacher: nn.Module, student: nn.Module, spec: S
 
 def tokenizer_for_spec(spec: str):
     """A BERT directory brings its own tokenizer; 'minilm' and checkpoints use all-MiniLM-L6-v2's."""
-    from edgeclip.models.dual import minilm_tokenizer
+    from edgeclip.models.wordpiece import minilm_tokenizer
 
     path = Path(spec)
     if path.is_dir() and any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
@@ -107,12 +103,12 @@ def tokenizer_for_spec(spec: str):
 
 def evaluate(model_spec: str, data: str | None = None, teacher: str | None = None, limit: int | None = None) -> dict:
     """clip_benchmark-shaped result for a CLIP model (classification or retrieval) or a sentence encoder."""
-    from edgeclip.models.families import open_model
+    from edgeclip.models.sources import open_model
     from edgeclip.training import evaluate as ev
 
     model, family = open_model(model_spec)
-    data = data or default_data(family)
-    if family in CLIP_FAMILIES:
+    data = data or family.default_data
+    if family.kind == CLIP:
         from edgeclip.models.dual import DualEncoder
         from edgeclip.training.data import LabeledImages, open_pairs
 

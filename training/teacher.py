@@ -13,6 +13,7 @@ import torch
 
 from edgeclip.models.demo import demo_teacher_dir, new_demo_clip
 from edgeclip.models.dual import DualEncoder
+from edgeclip.models.families import family_of
 from edgeclip.training.data import load_fashion_mnist
 from edgeclip.training.defaults import TEACHER_TRAINING, TrainConfig
 from edgeclip.training.evaluate import zero_shot_classification
@@ -23,7 +24,7 @@ from edgeclip.training.objectives import CachedCaptionClip, TeacherTraining
 def train_teacher(out=None, config: TrainConfig = TEACHER_TRAINING, force: bool = False, progress: bool = True,
                   eval_limit: int | None = None) -> dict:
     """Train (or reuse the cached) demo teacher; returns its test accuracy and training time."""
-    from edgeclip.export.model_io import save_model
+    from edgeclip.models.model_io import save_model
 
     out = Path(out) if out is not None else demo_teacher_dir(must_exist=False)
     if (out / "config.json").is_file() and not force:
@@ -42,5 +43,5 @@ def train_teacher(out=None, config: TrainConfig = TEACHER_TRAINING, force: bool 
     train_seconds = time.perf_counter() - began
     model = model.cpu().eval()
     accuracy = zero_shot_classification(DualEncoder(model), load_fashion_mnist("test"), limit=eval_limit)
-    save_model(model, out, "demo-clip", model.config_dict(), None)
+    save_model(model, out, family_of(model), model.config_dict(), None)
     return {"path": str(out), "cached": False, "train_seconds": train_seconds, **summary, **accuracy}

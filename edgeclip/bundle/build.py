@@ -13,16 +13,20 @@ import io
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgeclip import __version__
-from edgeclip.bundle import native, runtime_libs
-from edgeclip.bundle.families import BundleFamily, family_for
+from edgeclip.bundle.model_info import bundle_family, model_info, tokenizer_files
 from edgeclip.errors import BundleError
-from edgeclip.export.packing import base3_from_2bit
 from edgeclip.formats.bundle import MIN_COSINE, SUFFIX, VARIANTS, write_bundle
+from edgeclip.native import runtime_libs, toolchain
+from edgeclip.quant.packing import base3_from_2bit
 from edgeclip.targets import Target, load_target
+
+if TYPE_CHECKING:
+    from edgeclip.models.families.base import ModelFamily
 
 RUNNER = "bin/edgeclip-runner"
 PLAN = "runner.plan"
@@ -65,13 +69,13 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
                        references: list[TowerReference], model_info: dict | None = None,
                        extra_files: dict[str, bytes] | None = None) -> Path:
     """Write `out_dir/<name>-<target>.edgeclip` with the modules, runtime, runner and references."""
-    native.require_toolchain(target)
+    toolchain.require_compiler(*target.compiler)
     _check_modules(modules, references)
     files = dict(extra_files or {})
     runtime = runtime_libs.runtime_dir(target.wheel_platform)
     for lib in runtime_libs.LIBRARIES.values():
         files[lib] = (runtime / lib).read_bytes()
-    files[RUNNER] = native.runner_binary(target).read_bytes()
+    files[RUNNER] = toolchain.runner_binary(*target.compiler, target.wheel_platform).read_bytes()
 
     reference_manifest = {}
     for ref in references:
@@ -87,7 +91,8 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
     with tempfile.TemporaryDirectory(prefix="edgeclip-build-") as tmp:
         for module in modules:
             member = f"modules/{module.variant}/{module.tower}.so"
-            so = native.export_module(module.executable, Path(tmp) / f"{module.variant}-{module.tower}.so", target)
+            so = toolchain.export_module(module.executable, Path(tmp) / f"{module.variant}-{module.tower}.so",
+                                         *target.compiler)
             files[member] = so.read_bytes()
             prefix = f"modules/{module.variant}/{module.tower}"
             params = []
@@ -152,10 +157,10 @@ def build_bundle(checkpoint, target_name: str, out_dir, towers=TOWERS, baseline:
     the fp32 baseline is the same tower with its weights folded to float32 constants, compiled
     by TVM's stock Relax pipeline, i.e. what the model costs without ternary kernels.
     """
-    from edgeclip.export.model_io import load_model
+    from edgeclip.models.model_io import load_model
 
     target = load_target(target_name)
-    native.require_toolchain(target)  # fail before minutes of compiling
+    toolchain.require_compiler(*target.compiler)  # fail before minutes of compiling
     if baseline not in (None, "fp32"):
         raise BundleError(f"baseline {baseline!r} unknown; the only baseline is 'fp32'")
     try:
@@ -163,24 +168,22 @@ def build_bundle(checkpoint, target_name: str, out_dir, towers=TOWERS, baseline:
     except ImportError as err:
         raise BundleError("this edgeclip cannot compile whole models (edgeclip.lower is missing); "
                           "write bundles from compiled modules with write_model_bundle") from err
-    from edgeclip.models.towers import model_towers
-
     model, config = load_model(checkpoint)
-    family = family_for(config["family"])
-    available = model_towers(model, config["family"])
+    family = bundle_family(config["family"])
+    available = family.towers(model)
     unknown = [t for t in towers if t not in available]
     if unknown:
         raise BundleError(f"towers {unknown} do not exist; {family.name} models have {', '.join(available)}")
     context_length = available["text"].inputs[0].shape[1] if "text" in towers else None
-    info = family.model_info(config, context_length)
+    info = model_info(family, config, context_length)
     references = [family_reference(available[t], family, info) for t in towers]
-    compiled = lower_compile(model, target.name, towers=list(towers), act="int8", threads=target.cores)
+    compiled = lower_compile(model, target, towers=list(towers), act="int8", threads=target.cores)
     modules = [BundleModule(t, "ternary", compiled.towers[t].executable, packed_weights=compiled.towers[t].weights)
                for t in towers]
     if baseline:
         modules += [BundleModule(t, "fp32", _float_executable(available[t], target)) for t in towers]
     name = Path(checkpoint).resolve().name
-    extra = family.tokenizer_files() if "text" in towers else None
+    extra = tokenizer_files(family) if "text" in towers else None
     return write_model_bundle(out_dir, name, target, modules, references, info, extra)
 
 
@@ -195,7 +198,7 @@ def _float_executable(tower, target: Target):
     return tvm.compile(mod, target=tvm.target.Target(target.tvm_cpu))
 
 
-def family_reference(tower, family: BundleFamily, info: dict) -> TowerReference:
+def family_reference(tower, family: ModelFamily, info: dict) -> TowerReference:
     """The fixed input of a tower (a seeded noise image through the family's real preprocessing /
     a fixed prompt through its real tokenizer) and what the PyTorch tower returns for it."""
     import torch
@@ -206,10 +209,10 @@ def family_reference(tower, family: BundleFamily, info: dict) -> TowerReference:
         size, channels = preprocessing["image_size"], preprocessing["channels"]
         shape = (size, size) if channels == 1 else (size, size, channels)
         noise = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-        inputs = (family.pixels(Image.fromarray(noise), preprocessing),)
+        inputs = (family.image.pixels(Image.fromarray(noise), preprocessing),)
         extra = {"description": "seeded noise image, preprocessed"}
     elif tower.name == "text":
-        inputs = family.tokenizer(family.installed_vocab(), info["tokenizer"])(REFERENCE_TEXT)
+        inputs = family.text.tokenizer(family.text.installed_vocab(), info["tokenizer"])(REFERENCE_TEXT)
         extra = {"text": REFERENCE_TEXT}
     else:
         raise BundleError(f"tower {tower.name!r} unknown; bundles have towers {', '.join(TOWERS)}")

@@ -16,15 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclip.bundle import native
-from edgeclip.bundle.families import family_of, read_image
+from edgeclip.bundle.model_info import manifest_family, read_image
 from edgeclip.errors import BundleError
 from edgeclip.formats.bundle import verify_bundle
-
-
-def verify(bundle) -> dict:
-    """Hashes, schema, member safety and binary architecture; nothing is run."""
-    return verify_bundle(bundle)
+from edgeclip.native import toolchain
 
 
 @contextmanager
@@ -42,7 +37,7 @@ def runner_command(folder: Path, manifest: dict, emulate: bool) -> list[str]:
     if arch != platform.machine() and not emulate:
         raise BundleError(f"this bundle is for {arch} but this machine is {platform.machine()}; "
                           "pass --emulate to run it under qemu-user, or run it on the device")
-    return native.emulator_command(arch) + [str(folder / manifest["runner"])]
+    return toolchain.emulator_command(arch) + [str(folder / manifest["runner"])]
 
 
 def run_runner(folder: Path, manifest: dict, args: list[str], emulate: bool = False, timeout_s: float = 600) -> dict:
@@ -109,10 +104,10 @@ def classify(bundle, image_path, labels: list[str], emulate: bool = False) -> li
 def classify_images(bundle, image_paths: list, labels: list[str], emulate: bool = False) -> list[list[tuple[str, float]]]:
     """`classify` for several images against one label set: the labels are embedded once.
     Images go through the preprocessing and labels through the tokenizer of the bundle's model
-    family (`edgeclip.bundle.families`), with the tokenizer file the bundle carries."""
+    family (`edgeclip.models.families`), with the tokenizer file the bundle carries."""
     with extracted(bundle) as (folder, manifest):
-        family = family_of(manifest)
-        images = [(family.pixels(read_image(path), manifest["preprocessing"]),) for path in image_paths]
+        family = manifest_family(manifest)
+        images = [(family.image.pixels(read_image(path), manifest["preprocessing"]),) for path in image_paths]
         tokenize = _tokenizer(folder, manifest)
         out = _outputs(folder, manifest, {"image": images, "text": [tokenize(label) for label in labels]}, emulate)
     text_embeddings = _unit(np.concatenate([t.reshape(1, -1) for t in out["text"]]))
@@ -135,8 +130,8 @@ def _tokenizer(folder: Path, manifest: dict):
     tokenizer file inside the bundle; bundles that carry none use this installation's."""
     if "tokenizer" not in manifest or "text" not in manifest.get("reference", {}):
         raise BundleError("this bundle has no text tower; rebuild it with --towers image,text")
-    family, fields = family_of(manifest), manifest["tokenizer"]
-    vocab = folder / fields["vocab"] if "vocab" in fields else family.installed_vocab()
-    tokenize = family.tokenizer(vocab, fields)
+    family, fields = manifest_family(manifest), manifest["tokenizer"]
+    vocab = folder / fields["vocab"] if "vocab" in fields else family.text.installed_vocab()
+    tokenize = family.text.tokenizer(vocab, fields)
     count = len(manifest["reference"]["text"]["inputs"])
     return lambda text: tokenize(text)[:count]

@@ -1,8 +1,10 @@
-"""The `targets`, `build`, `run` and `verify` verbs; the main CLI calls `add_bundle_commands(verbs)`."""
+"""`edgeclip targets | build | run | verify`: boards, device bundles, and using a bundle here."""
 
 from __future__ import annotations
 
 import json
+
+from edgeclip.cli.options import add_tower_options, towers_from
 
 
 def add_bundle_commands(subparsers) -> None:
@@ -17,7 +19,7 @@ def add_bundle_commands(subparsers) -> None:
                                           "runtime libraries, a native runner and reference data.")
     p.add_argument("--target", required=True, help="board name (see `edgeclip targets`)")
     p.add_argument("--model", required=True, help="edgeclip checkpoint directory (ternary CLIP)")
-    p.add_argument("--towers", default="image,text", help="comma-separated towers to compile (default image,text)")
+    add_tower_options(p, towers_default="image,text", act=False, seq_len=False)
     p.add_argument("--baseline", choices=["fp32"], help="also bundle an fp32 baseline module for comparison")
     p.add_argument("-o", "--out", required=True, help="output directory")
     p.set_defaults(func=run_build)
@@ -57,8 +59,7 @@ def run_targets(args) -> None:
 def run_build(args) -> None:
     from edgeclip.bundle.build import build_bundle
 
-    towers = tuple(t.strip() for t in args.towers.split(",") if t.strip())
-    path = build_bundle(args.model, args.target, args.out, towers=towers, baseline=args.baseline)
+    path = build_bundle(args.model, args.target, args.out, towers=tuple(towers_from(args)), baseline=args.baseline)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 

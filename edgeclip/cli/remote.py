@@ -1,5 +1,6 @@
 """`edgeclip deploy | profile | rollback`: argument parsing and printing only; the work is in
-deploy.py, profile.py, report.py and fleet.py. `--hosts FILE` runs the verb on a fleet.
+`edgeclip.remote` (deploy, profile, report, fleet). `--hosts FILE` runs the verb on a fleet.
+paramiko is imported only when a verb runs.
 """
 
 from __future__ import annotations
@@ -10,10 +11,7 @@ from pathlib import Path
 
 from edgeclip import console
 from edgeclip.errors import RemoteError
-from edgeclip.remote.connect import SshOptions
-from edgeclip.remote.fleet import run_fleet, summary_table
 from edgeclip.remote.hostkeys import TRUST_FLAG
-from edgeclip.remote.hosts import HostSpec, read_hosts_file
 
 
 def add_remote_commands(subparsers) -> None:
@@ -51,7 +49,10 @@ def _add_connection_options(p) -> None:
     p.add_argument("--jobs", type=int, default=4, help="boards worked on at once with --hosts (default 4)")
 
 
-def options_from(args) -> SshOptions:
+def options_from(args):
+    """The SshOptions the connection options describe."""
+    from edgeclip.remote.connect import SshOptions
+
     return SshOptions(
         known_hosts=Path(args.known_hosts).expanduser(),
         ssh_config=Path(args.ssh_config).expanduser(),
@@ -69,7 +70,7 @@ def _deploy(args) -> None:
 
     options = options_from(args)
 
-    def job(host: HostSpec):
+    def job(host):
         result = deploy(args.bundle, host, options, progress=None if args.hosts else _print_progress)
         if not args.hosts:
             print(file=console.stream())
@@ -85,7 +86,7 @@ def _profile(args) -> None:
 
     options = options_from(args)
 
-    def job(host: HostSpec):
+    def job(host):
         result = profile(args.bundle, host, options, runs=args.runs, progress=None if args.hosts else _print_progress)
         suffix = _host_folder(str(host)) if args.hosts else ""
         if args.report:
@@ -119,6 +120,9 @@ def _rollback(args) -> None:
 
 def _on_each_host(args, job, describe, single=None):
     """One host: errors propagate to the CLI as one line. A fleet: table, then fail if any failed."""
+    from edgeclip.remote.fleet import run_fleet, summary_table
+    from edgeclip.remote.hosts import HostSpec, read_hosts_file
+
     if args.host:
         result = job(HostSpec.parse(args.host))
         if single is not None:

@@ -1,6 +1,5 @@
-"""CLI verbs `train-teacher`, `train` and `eval`; `edgeclip.cli` calls `add_training_commands`.
+"""`edgeclip train-teacher`, `train` and `eval` (the work is in `edgeclip.training`).
 
-Torch and transformers are imported inside the verbs so `edgeclip --help` stays instant.
 Under `torchrun --nproc_per_node N -m edgeclip.cli train ...` the same verb trains with DDP.
 """
 
@@ -9,6 +8,7 @@ from __future__ import annotations
 import json
 
 from edgeclip import console
+from edgeclip.cli.options import add_quant_options, quant_config
 from edgeclip.training.defaults import EMBEDDING_TRAINING, STUDENT_TRAINING, TEACHER_TRAINING, TrainConfig
 
 LOSS_HELP = "weight of the {} loss (0 switches it off; default {})"
@@ -102,10 +102,7 @@ def _add_train(verbs) -> None:
     p.add_argument("--data", default=None,
                    help="'fashion-mnist', captions .csv/.jsonl, .tar shard or shard directory; 'fortunes' for "
                    "embedding models (default: fashion-mnist for CLIP, fortunes otherwise)")
-    p.add_argument("--policy", default="q-all", choices=["q-all", "q-ffn", "q-attn"],
-                   help="which layers become ternary (default q-all: every linear and embedding)")
-    p.add_argument("--granularity", default="channel", help="'tensor', 'channel' (default) or 'group:ROWS'")
-    p.add_argument("--beta", type=float, default=None, help="ternary scale = beta * mean|W| (default 1.5)")
+    add_quant_options(p)
     p.add_argument("--out", required=True, help="checkpoint directory to write (trainer state goes to OUT.train/)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.train/train_state.pt")
     for name, default in (("task", 1.0), ("crd", 1.0), ("icl", 1.0), ("fd", 2000.0)):
@@ -153,15 +150,13 @@ def _train_teacher(args) -> None:
 
 
 def _train(args) -> None:
-    from edgeclip.quant import DEFAULT_BETA, TernaryConfig, parse_granularity
     from edgeclip.training.losses import LossWeights
     from edgeclip.training.student import StudentSpec, run_dir_for, train_student
 
     spec = StudentSpec(
         teacher=args.teacher,
         data=args.data,
-        quant=TernaryConfig(policy=args.policy, granularity=parse_granularity(args.granularity),
-                            beta=DEFAULT_BETA if args.beta is None else args.beta),
+        quant=quant_config(args),
         losses=LossWeights(task=args.task_weight, crd=args.crd_weight, icl=args.icl_weight, fd=args.fd_weight,
                            tau=args.tau),
         max_length=args.max_length,

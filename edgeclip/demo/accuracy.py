@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from edgeclip.demo import cache
-from edgeclip.models.families import open_model
+from edgeclip.models.sources import open_model
 
 RETRIEVAL_K = 10
 

@@ -88,8 +88,8 @@ def _torch_probabilities(checkpoint: Path, paths: list[str], prompts: list[str])
     import torch
     from PIL import Image
 
-    from edgeclip.export.model_io import load_model
     from edgeclip.models.dual import DualEncoder
+    from edgeclip.models.model_io import load_model
 
     model, _ = load_model(checkpoint)
     dual = DualEncoder(model).eval()

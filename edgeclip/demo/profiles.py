@@ -36,11 +36,10 @@ def torch_fp32(checkpoint: Path, runs: int, warmup: int = 2) -> dict:
     import numpy as np
     import torch
 
-    from edgeclip.models.families import open_model
-    from edgeclip.models.towers import model_towers
+    from edgeclip.models.sources import open_model
 
     model, family = open_model(str(checkpoint))
-    towers = model_towers(model, family)
+    towers = family.towers(model)
     inputs = {name: tuple(spec.example() for spec in tower.inputs) for name, tower in towers.items()}
     times = []
     with torch.inference_mode():

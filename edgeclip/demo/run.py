@@ -19,7 +19,7 @@ from edgeclip import __version__, console
 from edgeclip.demo import accuracy, bundles, models, predict, profiles, report
 from edgeclip.demo.plan import Plan, plan_for
 from edgeclip.demo.steps import Skip, Steps, busy
-from edgeclip.errors import BundleError, DemoError
+from edgeclip.errors import BundleError, DemoError, ToolchainError
 from edgeclip.hostinfo import cpu_model
 
 STEP_COUNT = 8
@@ -112,14 +112,14 @@ def _host_target() -> tuple[str | None, str]:
 
 
 def _build(plan: Plan, student: Path, target: str | None, run: Path, record: dict, no_target: str = ""):
-    from edgeclip.bundle.native import require_toolchain
+    from edgeclip.native.toolchain import require_compiler
     from edgeclip.targets import load_target
 
     if target is None:
         raise Skip(no_target)
     try:
-        require_toolchain(load_target(target))
-    except BundleError as err:
+        require_compiler(*load_target(target).compiler)
+    except ToolchainError as err:
         raise Skip(str(err)) from err
     what = "ternary" + (f" + {plan.baseline} baseline" if plan.baseline else "")
     with busy(f"compiling both towers for {target} ({what})"):

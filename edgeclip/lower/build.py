@@ -18,7 +18,6 @@ import tvm
 from tvm import relax
 
 from edgeclip.errors import ModelError
-from edgeclip.export.packing import base3_from_2bit, two_bit_from_base3
 from edgeclip.lower.fast_math import fast_math
 from edgeclip.lower.importer import import_tower
 from edgeclip.lower.kernels import ACTS
@@ -27,7 +26,10 @@ from edgeclip.lower.records import load as load_records
 from edgeclip.lower.rewrite import RewriteReport, rewrite_ternary
 from edgeclip.lower.schedule import schedule_graph, unscheduled
 from edgeclip.lower.target import HOST_TARGET, LowerTarget, resolve_target
-from edgeclip.models.towers import InputSpec, Tower, select_towers
+from edgeclip.models.sources import select_towers
+from edgeclip.models.towers import InputSpec, Tower
+from edgeclip.quant.packing import base3_from_2bit, two_bit_from_base3
+from edgeclip.targets import Target
 
 MANIFEST = "compiled.json"
 
@@ -99,7 +101,7 @@ class CompiledTower:
 class CompiledModel:
     target: LowerTarget
     act: str
-    family: str
+    family: str  # the model family's name
     towers: dict[str, CompiledTower]
 
     def encode(self, tower: str, *arrays) -> np.ndarray:
@@ -113,10 +115,10 @@ class CompiledModel:
         out.mkdir(parents=True, exist_ok=True)
         manifest = {"target": self.target.name, "tvm_target": self.target.tvm_target, "family": self.target.family,
                     "act": self.act, "model_family": self.family, "towers": {}}
-        from edgeclip.bundle.native import export_module
+        from edgeclip.native.toolchain import export_module
 
         for name, tower in self.towers.items():
-            export_module(tower.executable, out / f"{name}.so", self.target.board)
+            export_module(tower.executable, out / f"{name}.so", *self.target.board.compiler)
             weights = []
             for i, packed in enumerate(tower.weights):
                 weights.append({"path": f"{name}.weight{i}.npy", "shape": list(packed.shape)})
@@ -164,9 +166,10 @@ def compile_tower(tower: Tower, target: LowerTarget, act: str, records=FROM_STOR
     return compiled
 
 
-def compile(model_or_ckpt, target: str = HOST_TARGET, towers=None, act: str = "int8",
+def compile(model_or_ckpt, target: str | Target = HOST_TARGET, towers=None, act: str = "int8",
             threads: int | None = None, seq_len: int | None = None) -> CompiledModel:  # noqa: A001 - the door's name
-    """Compile the towers of a model (module, checkpoint dir or teacher spec) for `target`.
+    """Compile the towers of a model (module, checkpoint dir or teacher spec) for `target` (a board
+    or its name).
 
     act="int8" quantizes activations per token inside each ternary kernel; "fp32" keeps them float.
     `towers` picks e.g. ["image"]; default all the model has. `threads` defaults to every core.
@@ -176,4 +179,4 @@ def compile(model_or_ckpt, target: str = HOST_TARGET, towers=None, act: str = "i
     resolved = resolve_target(target, threads)
     family, selected = select_towers(model_or_ckpt, towers, seq_len)
     compiled = {name: compile_tower(tower, resolved, act) for name, tower in selected.items()}
-    return CompiledModel(resolved, act, family, compiled)
+    return CompiledModel(resolved, act, family.name, compiled)

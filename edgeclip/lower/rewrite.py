@@ -10,7 +10,7 @@ fused-QKV slices) it was trained with: all of them are per-channel scales here.
 
 The 2-bit packed weights become parameters of the function, after its inputs, instead of
 constants: a bundle stores them 1.6-bit beside the module and the device repacks them at load
-(`edgeclip.export.packing.two_bit_from_base3`), which a constant compiled into the library
+(`edgeclip.quant.packing.two_bit_from_base3`), which a constant compiled into the library
 would not allow. Scales, biases and weight sums stay constants (they are small).
 """
 

@@ -40,7 +40,7 @@ from edgeclip.lower.kernels import ACTS
 from edgeclip.lower.measure import InProcessBuilder, InProcessRunner, time_func
 from edgeclip.lower.schedule import default_rules
 from edgeclip.lower.target import LowerTarget, resolve_target
-from edgeclip.models.towers import select_towers
+from edgeclip.models.sources import select_towers
 
 KEEP_MARGIN = 0.03  # a record must be this much faster than the untuned schedule to be kept
 TRIALS_PER_BATCH = 16

@@ -9,10 +9,12 @@ import base64
 import hashlib
 import os
 from pathlib import Path
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from edgeclip.errors import RemoteError
+
+if TYPE_CHECKING:
+    import paramiko
 
 TRUST_FLAG = "--trust-new-host"
 
@@ -24,6 +26,8 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 
 def load_known_hosts(path: Path) -> paramiko.HostKeys:
+    import paramiko  # here, not at the top: the CLI names TRUST_FLAG without loading paramiko
+
     keys = paramiko.HostKeys()
     if path.is_file():
         try:
