@@ -38,10 +38,10 @@ from edgeclip.hostinfo import cpu_model
 from edgeclip.lower import knobs as kernel_knobs
 from edgeclip.lower import records as tuning_records
 from edgeclip.lower.target import resolve_target
-from edgeclip.lower.thread_pool import size_for_host
 from edgeclip.lower.tune import kernel_task, tune_tasks
-from edgeclip.schedules import x86, x86_avx2, x86_avx512
-from edgeclip.schedules.ternary import pack_weights, unpacked_weights
+from edgeclip.schedules import x86
+from edgeclip.schedules.family import load_family
+from edgeclip.schedules.ternary import LinearShape, unpacked_weights
 
 SHAPES = [(512, 512), (512, 2048), (2048, 512), (768, 768), (768, 3072), (3072, 768)]
 ROWS = [1, 50, 77, 197]
@@ -60,7 +60,8 @@ def cpu_name() -> str:
 
 
 def family():
-    return x86_avx512 if re.search(r"\bavx512_vnni\b", Path("/proc/cpuinfo").read_text()) else x86_avx2
+    """This host's x86 family module (the `x86-64` board detects it from /proc/cpuinfo)."""
+    return load_family(resolve_target("x86-64").family)
 
 
 def fp32_dense(M, K, N, target, threads, lanes=16, rows=4):
@@ -139,15 +140,16 @@ def samplers(M, K, N, threads, fam, tuned: x86.Knobs | None = None) -> dict:
     T = rng.integers(-1, 2, (N, K)).astype(np.int8)
     scale, bias = rng.uniform(0.01, 1, N).astype(np.float32), rng.standard_normal(N).astype(np.float32)
     W = (T * scale[:, None]).astype(np.float32)
-    target = fam.target(threads)
-    packed = pack_weights(T, fam.TILE_N)
+    target = resolve_target("x86-64", threads).tvm()
+    int8_shape = LinearShape(M, K, N, "channel", "int8")
+    w_packed, w_sum = fam.pack_weights(T, "int8")
     out = tvm.runtime.tensor(np.zeros((M, N), np.float32))
     tensors = lambda *arrays: [tvm.runtime.tensor(a) for a in arrays] + [out]  # noqa: E731
-    int8_args = tensors(x, packed["w_packed"], packed["w_sum"], scale, bias)
-    int8 = build(fam.linear_primfunc(M, K, N, "channel", "int8", threads=threads), target)
-    int8w = build(x86.schedule_linear(M, K, N, "channel", "int8", threads, True, fam.KERNEL, packed=False), target)
-    int8w_args = tensors(x, unpacked_weights(T, fam.TILE_N), packed["w_sum"], scale, bias)
-    fp32 = build(fam.linear_primfunc(M, K, N, "channel", "fp32", threads=threads), target)
+    int8_args = tensors(x, w_packed, w_sum, scale, bias)
+    int8 = build(fam.linear_primfunc(int8_shape, threads), target)
+    int8w = build(x86.schedule_linear(fam.FAMILY, int8_shape, threads, packed=False), target)
+    int8w_args = tensors(x, unpacked_weights(T, fam.FAMILY.tile_n), w_sum, scale, bias)
+    fp32 = build(fam.linear_primfunc(LinearShape(M, K, N, "channel", "fp32"), threads), target)
     dense = fp32_dense(M, K, N, target, threads)
     dense_args = tensors(x, np.ascontiguousarray(W.reshape(N // 16, 16, K).transpose(0, 2, 1)))
     torch.set_num_threads(threads)
@@ -161,7 +163,7 @@ def samplers(M, K, N, threads, fam, tuned: x86.Knobs | None = None) -> dict:
         qlin = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, torch.qint8)
     extra = {}
     if tuned is not None:
-        lib = build(x86.schedule_linear(M, K, N, "channel", "int8", threads, True, fam.KERNEL, knobs=tuned), target)
+        lib = build(x86.schedule_linear(fam.FAMILY, int8_shape, threads, knobs=tuned), target)
         extra["ternary_int8_tuned_warm"] = tvm_sampler(lib, int8_args, False)
         extra["ternary_int8_tuned_cold"] = tvm_sampler(lib, int8_args, True)
     return extra | {
@@ -169,7 +171,7 @@ def samplers(M, K, N, threads, fam, tuned: x86.Knobs | None = None) -> dict:
         "ternary_int8_cold": tvm_sampler(int8, int8_args, True),
         "ternary_int8w_warm": tvm_sampler(int8w, int8w_args, False),
         "ternary_int8w_cold": tvm_sampler(int8w, int8w_args, True),
-        "ternary_fp32_warm": tvm_sampler(fp32, tensors(x, packed["w_packed"], scale, bias), False),
+        "ternary_fp32_warm": tvm_sampler(fp32, tensors(x, *fam.pack_weights(T, "fp32"), scale, bias), False),
         "tvm_fp32_warm": tvm_sampler(dense, dense_args, False),
         "tvm_fp32_cold": tvm_sampler(dense, dense_args, True),
         "torch_fp32_warm": py_sampler(lambda: torch.nn.functional.linear(xt, wt, bt)),
@@ -179,7 +181,8 @@ def samplers(M, K, N, threads, fam, tuned: x86.Knobs | None = None) -> dict:
 
 def bench_shape(M, K, N, threads, fam, rounds, records=False) -> dict:
     knobs, source = recorded_knobs(M, K, N, threads) if records else (None, "")
-    hand = x86.default_knobs(x86.int8_spec(M, K, N, "channel", True, fam.KERNEL), fam.KERNEL)
+    spec = x86.linear_spec(fam.FAMILY, LinearShape(M, K, N, "channel", "int8"))
+    hand = x86.default_knobs(spec, fam.FAMILY.micro_kernel)
     methods = samplers(M, K, N, threads, fam, (knobs or hand) if records else None)
     samples = {name: [] for name in methods}
     with torch.no_grad():
@@ -252,10 +255,9 @@ def main():
     ap.add_argument("--records", action="store_true", help="add the int8 kernel with its tuned knobs (schedules/x86-64)")
     ap.add_argument("--tune", type=int, default=0, metavar="N", help="tune each shape's knobs first (implies --records)")
     a = ap.parse_args()
-    size_for_host()  # the kernels are built from family targets directly, not through resolve_target
     shapes = QUICK if a.quick else [(m, k, n) for m in ROWS for k, n in SHAPES]
     threads = sorted({int(t) for t in a.threads.split(",")})
-    fam = family()
+    fam = family()  # resolves the x86-64 board, which sizes TVM's thread pool first
     for th in threads if a.tune else []:
         target = resolve_target("x86-64", th)
         tune_tasks([kernel_task(kernel_key(M, K, N), target) for M, K, N in shapes], target, a.tune)
@@ -266,7 +268,7 @@ def main():
             print(ratio_table(rows[-1:]).splitlines()[-1], flush=True)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    meta = {"cpu": cpu_name(), "family": fam.__name__.rsplit(".", 1)[-1], "unit": "seconds per call, median of rounds",
+    meta = {"cpu": cpu_name(), "family": fam.FAMILY.name, "unit": "seconds per call, median of rounds",
             "rounds": a.rounds, "date": time.strftime("%Y-%m-%d"), "load1_start": load1_start,
             "load1_end": os.getloadavg()[0],
             "command": "python bench/linear_kernels.py " + ("--quick " if a.quick else "") + f"--threads {a.threads} "

@@ -7,7 +7,8 @@ intrinsics), too slow for a test run. The instruction sequences are the usual on
 (`llvm.aarch64.neon.sdot`) on ARMv8.2+dotprod, SMULL + SADDLP + ADDP on plain ARMv8.0 NEON.
 
 Both families use int8 activations (act_offset=0): s8 x s8 is what SDOT/SMULL multiply, so no
-+128 offset and no weight-sum compensation are needed (that trick is for x86 u8 x s8).
++128 offset and no weight-sum compensation are needed (that trick is for x86 u8 x s8). Both
+always take a bias (one kernel per shape, zeros for a layer without one) and have no knobs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from tvm.script import tirx as T
 
 from edgeclip.errors import KernelError
 
-from .ternary import LinearSpec, linear_prim_func
+from .family import KernelFamily
+from .ternary import LinearShape, linear_prim_func
 
 #: Output channels per packed weight tile; 4 dot-product instructions of 4 lanes each.
 TILE_N = 16
@@ -26,14 +28,6 @@ LANES = 4  # int32 accumulators per instruction (one 128-bit vector)
 
 DOT_4X4_SDOT = "edgeclip_dot_4x4_i8i8i32_sdot_local"
 DOT_4X4_NEON = "edgeclip_dot_4x4_i8i8i32_neon_local"
-
-
-def aarch64_target(mcpu: str, mattr: list[str], num_cores: int | None = None) -> dict:
-    """A TVM 0.27 target dict for a Linux aarch64 CPU."""
-    target = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": mcpu, "mattr": list(mattr)}
-    if num_cores is not None:
-        target["num-cores"] = num_cores
-    return target
 
 
 @T.prim_func(s_tir=True)
@@ -97,18 +91,15 @@ TensorIntrin.register(DOT_4X4_SDOT, _dot_4x4_desc, _dot_4x4_sdot_impl, override=
 TensorIntrin.register(DOT_4X4_NEON, _dot_4x4_desc, _dot_4x4_neon_impl, override=True)
 
 
-def arm_spec(M: int, K: int, N: int, scale_kind: str, act: str) -> LinearSpec:
-    return LinearSpec(M, K, N, scale_kind, act, tile_n=TILE_N, act_offset=0)
-
-
-def schedule_linear(spec: LinearSpec, dot_intrin: str) -> tirx.PrimFunc:
-    """Schedule the shared ternary linear for aarch64.
+def schedule_linear(family: KernelFamily, shape: LinearShape, dot_intrin: str) -> tirx.PrimFunc:
+    """`linear_primfunc` of both aarch64 families: the shared ternary linear scheduled for aarch64.
 
     Loop nest: parallel over N tiles; each tile's weights are unpacked once to int8 and reused
     for every row m; per row, the tile's accumulators stay in registers across K. int8 mode
     tensorizes each 4x4 block with `dot_intrin`; fp32 mode adds/subtracts x by sign (select)
     in 16-wide vectors, never multiplying by a weight.
     """
+    spec = family.spec(shape)
     if spec.tile_n != TILE_N:
         raise KernelError(f"the aarch64 schedule needs tile_n={TILE_N}, got {spec.tile_n}")
     sch = s_tir.Schedule(linear_prim_func(spec))

@@ -7,22 +7,20 @@ import numpy as np
 from tvm import tirx
 
 from . import arm_common
-from .ternary import pack_weights as _pack_shared
+from .family import KernelFamily
+from .ternary import LinearShape
 
-TILE_N = arm_common.TILE_N
+__all__ = ["FAMILY", "linear_primfunc", "pack_weights"]
 
-
-def target(mcpu: str = "cortex-a76", num_cores: int | None = None) -> dict:
-    """TVM target dict; `mcpu` is the board's core (cortex-a76, cortex-a78ae, ...)."""
-    return arm_common.aarch64_target(mcpu, ["+neon", "+dotprod"], num_cores)
+FAMILY = KernelFamily("arm_dotprod", tile_n=arm_common.TILE_N, act_offset=0, always_bias=True)
 
 
-def linear_primfunc(M: int, K: int, N: int, scale_kind: str = "channel", act: str = "int8") -> tirx.PrimFunc:
-    """Scheduled PrimFunc `ternary_linear(x, w_packed, scale, [bias,] y)` (see ternary.py)."""
-    spec = arm_common.arm_spec(M, K, N, scale_kind, act)
-    return arm_common.schedule_linear(spec, arm_common.DOT_4X4_SDOT)
+def linear_primfunc(spec: LinearShape, threads: int) -> tirx.PrimFunc:
+    """Scheduled PrimFunc `ternary_linear(x, w_packed, scale, bias, y)` (see ternary.py); always
+    parallel over N tiles, so `threads` changes nothing (the runtime's pool sets the count)."""
+    return arm_common.schedule_linear(FAMILY, spec, arm_common.DOT_4X4_SDOT)
 
 
-def pack_weights(T: np.ndarray) -> np.ndarray:
-    """Ternary int8[N, K] -> the packed uint8 weights this family's kernel reads."""
-    return _pack_shared(T, TILE_N)["w_packed"]
+def pack_weights(trits: np.ndarray, act: str) -> list[np.ndarray]:
+    """Weight operands in parameter order: [w_packed] (s8 x s8 needs no weight sums)."""
+    return FAMILY.weight_operands(trits, act)

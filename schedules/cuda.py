@@ -5,6 +5,9 @@ weights to registers once and reuses them for every row of its tile. int8 mode m
 4-element group with `__dp4a` (s8 x s8 -> s32, so int8 activations: act_offset=0); fp32 mode
 adds/subtracts x by the weight's sign. Jetson Nano (sm_53) is older than CUDA 13 can target; it
 runs the ARMv8.0 NEON family on its Cortex-A57 instead.
+
+Compiled to PTX in tests only: no board's kernel_family names it, so lowering never calls it (the
+GPU target comes from a board TOML's [tvm.gpu] table, e.g. jetson-orin-nano's).
 """
 
 from __future__ import annotations
@@ -14,19 +17,17 @@ from tvm import s_tir, tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-from .ternary import LinearSpec, linear_prim_func
-from .ternary import pack_weights as _pack_shared
+from .family import KernelFamily
+from .ternary import LinearShape, linear_prim_func
 
-#: Packed weight tile (only a layout choice here: each thread owns one channel).
-TILE_N = 16
-THREADS = 64  # output channels per block
-ROWS_PER_THREAD = 8  # upper bound on the rows m sharing one unpacked weight group
-DP4A_LOCAL = "edgeclip_dp4a_s8s8s32_local"
+__all__ = ["FAMILY", "linear_primfunc", "pack_weights"]
 
+_THREADS = 64  # output channels per block
+_ROWS_PER_THREAD = 8  # upper bound on the rows m sharing one unpacked weight group
+_DP4A_LOCAL = "edgeclip_dp4a_s8s8s32_local"
 
-def target(arch: str = "sm_87") -> dict:
-    """TVM target dict for an NVIDIA GPU (host code for the aarch64 Orin CPU is chosen at build)."""
-    return {"kind": "cuda", "arch": arch}
+#: tile_n is only a layout choice here: each thread owns one channel.
+FAMILY = KernelFamily("cuda", tile_n=16, act_offset=0, always_bias=True, target_kind="cuda")
 
 
 @T.prim_func(s_tir=True)
@@ -57,12 +58,12 @@ def _dp4a_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         )
 
 
-TensorIntrin.register(DP4A_LOCAL, _dp4a_desc, _dp4a_impl, override=True)
+TensorIntrin.register(_DP4A_LOCAL, _dp4a_desc, _dp4a_impl, override=True)
 
 
 def _rows_per_thread(M: int) -> int:
     """Largest row tile that divides M (a ragged tile would put a predicate on the dp4a)."""
-    return next(r for r in range(min(M, ROWS_PER_THREAD), 0, -1) if M % r == 0)
+    return next(r for r in range(min(M, _ROWS_PER_THREAD), 0, -1) if M % r == 0)
 
 
 def _bind_elementwise(sch: s_tir.Schedule, block: str) -> None:
@@ -72,15 +73,15 @@ def _bind_elementwise(sch: s_tir.Schedule, block: str) -> None:
     sch.bind(tx, "threadIdx.x")
 
 
-def linear_primfunc(M: int, K: int, N: int, scale_kind: str = "channel", act: str = "int8") -> tirx.PrimFunc:
-    """Scheduled PrimFunc `ternary_linear(x, w_packed, scale, [bias,] y)` (see ternary.py)."""
-    spec = LinearSpec(M, K, N, scale_kind, act, tile_n=TILE_N, act_offset=0)
-    sch = s_tir.Schedule(linear_prim_func(spec))
+def linear_primfunc(spec: LinearShape, threads: int) -> tirx.PrimFunc:
+    """Scheduled PrimFunc `ternary_linear(x, w_packed, scale, bias, y)` (see ternary.py);
+    `threads` (CPU threads) changes nothing on a GPU."""
+    sch = s_tir.Schedule(linear_prim_func(FAMILY.spec(spec)))
     y, acc, unpack = sch.get_sblock("y"), sch.get_sblock("acc"), sch.get_sblock("w_unpack")
-    rows = _rows_per_thread(M)
+    rows = _rows_per_thread(spec.M)
     m, n = sch.get_loops(y)
     m_tile, m_row = sch.split(m, [None, rows])
-    n_block, n_thread = sch.split(n, [None, THREADS])
+    n_block, n_thread = sch.split(n, [None, _THREADS])
     sch.reorder(m_tile, n_block, n_thread, m_row)
     sch.bind(m_tile, "blockIdx.y")
     sch.bind(n_block, "blockIdx.x")
@@ -93,8 +94,8 @@ def linear_primfunc(M: int, K: int, N: int, scale_kind: str = "channel", act: st
     sch.compute_at(unpack, ko)
     sch.set_scope(unpack, 0, "local")
     sch.decompose_reduction(acc, ko)
-    if act == "int8":
-        sch.tensorize(ki, DP4A_LOCAL)
+    if spec.act == "int8":
+        sch.tensorize(ki, _DP4A_LOCAL)
         _bind_elementwise(sch, "x_quant")
         bx, tx = sch.split(sch.get_loops(sch.get_sblock("x_absmax"))[0], [None, 32])  # a thread per row
         sch.bind(bx, "blockIdx.x")
@@ -104,6 +105,6 @@ def linear_primfunc(M: int, K: int, N: int, scale_kind: str = "channel", act: st
     return sch.mod["main"]
 
 
-def pack_weights(T_: np.ndarray) -> np.ndarray:
-    """Ternary int8[N, K] -> the packed uint8 weights this family's kernel reads."""
-    return _pack_shared(T_, TILE_N)["w_packed"]
+def pack_weights(trits: np.ndarray, act: str) -> list[np.ndarray]:
+    """Weight operands in parameter order: [w_packed] (dp4a is s8 x s8: no weight sums)."""
+    return FAMILY.weight_operands(trits, act)

@@ -1,9 +1,13 @@
 """Shared tensor-expression definitions of the ternary linear and embedding (all families).
 
 Every family schedules the SAME computation, so one numpy reference checks them all
-(`edgeclip.schedules.reference`). Families differ only in `tile_n`, the number of output
-channels their integer dot-product instruction produces at once (x86 AVX-512: 16, AVX2: 8,
-NEON/sdot: 4), and in the schedule they apply.
+(`edgeclip.schedules.reference`). What a family chooses (its `family.KernelFamily`) is the
+`LinearSpec` it builds from a caller's `LinearShape`: `tile_n`, the output channels its integer
+dot-product instruction produces at once (x86 AVX-512: 16, AVX2: 8, aarch64 and CUDA: 16), the
+activation offset (128: uint8 activations for u8 x s8 VNNI / maddubs, with a weight-sum
+correction; 0: int8 activations for s8 x s8 sdot / smull / dp4a), the row padding its
+micro-kernel wants (`row_block`) and whether a bias is always taken; then it applies its own
+schedule.
 
 Weight layout (why: the inner instruction wants a contiguous [tile_n, 4] int8 tile per group
 of 4 k, and unpacking must be a whole-vector shift + mask: byte b of a packed row holds the
@@ -57,16 +61,42 @@ from .reference import ACT_EPS, QMAX
 K_GROUP = 4  # k elements per dot-product lane (the ", 4]" of the [tile_n, 4] tile)
 K_PACK = 4 * K_GROUP  # k elements covered by one packed byte row (4 k-groups per byte)
 SCALE_KINDS = ("tensor", "channel", "group")
-ACT_MODES = ("fp32", "int8")
+ACT_MODES = ("int8", "fp32")
 
 
 def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def _check_linear(shape) -> None:
+    """Refuse shapes and modes no kernel computes (LinearShape and LinearSpec alike)."""
+    if shape.scale_kind not in SCALE_KINDS:
+        raise KernelError(f"scale kind {shape.scale_kind!r} unknown; use one of {SCALE_KINDS}")
+    if shape.act not in ACT_MODES:
+        raise KernelError(f"activation mode {shape.act!r} unknown; use one of {ACT_MODES}")
+    if min(shape.M, shape.K, shape.N) < 1:
+        raise KernelError(f"linear shape M={shape.M} K={shape.K} N={shape.N} must be positive")
+
+
+@dataclass(frozen=True)
+class LinearShape:
+    """What a caller asks a family for: x[M, K] -> y[M, N], the scale kind, the activation mode
+    and whether the kernel takes a bias. The family turns it into its `LinearSpec`."""
+
+    M: int
+    K: int
+    N: int
+    scale_kind: str = "channel"
+    act: str = "int8"
+    bias: bool = True
+
+    def __post_init__(self):
+        _check_linear(self)
+
+
 @dataclass(frozen=True)
 class LinearSpec:
-    """Shapes and modes of one ternary linear: x[M, K] -> y[M, N]."""
+    """One ternary linear as a family computes it: the shape plus the family's layout choices."""
 
     M: int
     K: int
@@ -81,14 +111,11 @@ class LinearSpec:
     #                      baseline that measures what the 2-bit packing saves in bandwidth
 
     def __post_init__(self):
-        if self.scale_kind not in SCALE_KINDS:
-            raise KernelError(f"scale kind {self.scale_kind!r} unknown; use one of {SCALE_KINDS}")
-        if self.act not in ACT_MODES:
-            raise KernelError(f"activation mode {self.act!r} unknown; use one of {ACT_MODES}")
+        _check_linear(self)
         if self.act_offset not in (0, 128):
             raise KernelError(f"act_offset {self.act_offset} unsupported; use 128 (uint8) or 0 (int8)")
-        if min(self.M, self.K, self.N, self.tile_n, self.row_block) < 1:
-            raise KernelError(f"linear shape M={self.M} K={self.K} N={self.N} must be positive")
+        if min(self.tile_n, self.row_block) < 1:
+            raise KernelError(f"tile_n={self.tile_n} and row_block={self.row_block} must be positive")
 
     @property
     def Kp(self) -> int:

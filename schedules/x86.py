@@ -1,5 +1,5 @@
-"""Schedule shared by the x86-64 families; `x86_avx2` and `x86_avx512` differ only in the
-tile width, the target and the body of the register-blocked micro-kernel (`BlockKernel`).
+"""Schedule shared by the x86-64 families; `x86_avx2` and `x86_avx512` differ only in their
+`FAMILY` descriptor: the tile width and the register-blocked micro-kernel (`BlockKernel`).
 
 Loop nest of the int8 linear:
 
@@ -38,7 +38,8 @@ from tvm.script import tirx as T
 
 from edgeclip.errors import KernelError
 
-from .ternary import K_GROUP, LinearSpec, linear_prim_func, round_up
+from .family import KernelFamily
+from .ternary import K_GROUP, LinearShape, LinearSpec, linear_prim_func, round_up
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class BlockKernel:
     """
 
     name: str
-    lanes: int  # output channels per vector (= the family's TILE_N)
+    lanes: int  # output channels per vector (= the family's tile_n)
     acc_dtype: str  # vector type of the register accumulator, e.g. "int16x16"
     max_kgroups: int  # k-groups a chunk may hold before the register accumulator could overflow
     rows: int  # row block (register blocking along M)
@@ -279,16 +280,19 @@ def rows_for(M: int, most: int) -> int:
     return min(range(most, max(most - 3, 0), -1), key=lambda r: round_up(M, r))
 
 
-def int8_spec(M, K, N, scale_kind, bias, kernel: BlockKernel, packed: bool = True) -> LinearSpec:
-    """The int8 linear as this family computes it: M padded to the family's row block."""
-    return LinearSpec(M, K, N, scale_kind, "int8", kernel.lanes, bias, row_block=rows_for(M, kernel.rows), packed=packed)
+def linear_spec(family: KernelFamily, shape: LinearShape, packed: bool = True) -> LinearSpec:
+    """The linear as an x86 family computes it: int8 mode pads M to the micro-kernel's row block."""
+    if shape.act == "int8":
+        return family.spec(shape, row_block=rows_for(shape.M, family.micro_kernel.rows), packed=packed)
+    return family.spec(shape)
 
 
-def schedule_linear(M, K, N, scale_kind, act, threads, bias, kernel: BlockKernel,
-                    packed: bool = True, knobs: Knobs | None = None) -> tirx.PrimFunc:
-    """Entry point of both x86 families: the int8 micro-kernel schedule or the fp32 one.
+def schedule_linear(family: KernelFamily, shape: LinearShape, threads: int, packed: bool = True,
+                    knobs: Knobs | None = None) -> tirx.PrimFunc:
+    """`linear_primfunc` of both x86 families: the int8 micro-kernel schedule or the fp32 one.
     packed=False (int8 only) builds the same kernel reading unpacked int8 weights (baseline);
     `knobs` (int8 only) replace the hand register blocking, e.g. with tuned ones."""
-    if act == "int8":
-        return schedule_int8(int8_spec(M, K, N, scale_kind, bias, kernel, packed), kernel, threads, knobs)
-    return schedule_fp32(LinearSpec(M, K, N, scale_kind, act, kernel.lanes, bias), threads)
+    spec = linear_spec(family, shape, packed)
+    if shape.act == "int8":
+        return schedule_int8(spec, family.micro_kernel, threads, knobs)
+    return schedule_fp32(spec, threads)

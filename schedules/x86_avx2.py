@@ -2,22 +2,27 @@
 
 Micro-kernel step per k-group and 8 channels: `vpbroadcastd` 4 activation bytes (shared by
 `vecs` products), `vpmaddubsw` u8 x s8 -> pairs summed to int16 (|u| <= 255, |t| <= 1, so a pair
-is <= 510: no saturation), `vpaddw` into an int16 register accumulator. Every `MAX_KGROUPS`
+is <= 510: no saturation), `vpaddw` into an int16 register accumulator. Every `max_kgroups`
 k-groups the accumulator is widened with `vpmaddwd` by 1 (adjacent int16 pairs -> int32) and
 added to the int32 sum: 2 vector ops per 32 multiply-adds instead of 3 for int32 accumulation.
 """
 
 from __future__ import annotations
 
-import tvm
+import numpy as np
+from tvm import tirx
 from tvm.script import tirx as T
 
 from . import x86
+from .family import KernelFamily
+from .ternary import LinearShape
 
-TILE_N = 8
+__all__ = ["FAMILY", "linear_primfunc", "pack_weights"]
+
+_TILE_N = 8
 #: int16 lanes gain at most 2 * 255 per k-group: 64 * 510 = 32640 <= 32767.
-MAX_KGROUPS = 32767 // (2 * 255)
-ROWS, VECS = 6, 2  # up to 12 accumulators + 2 weight vectors + 1 broadcast of 16 ymm registers
+_MAX_KGROUPS = 32767 // (2 * 255)
+_ROWS, _VECS = 6, 2  # up to 12 accumulators + 2 weight vectors + 1 broadcast of 16 ymm registers
 
 
 def _maddubs_add(acc, x4, w):
@@ -31,16 +36,19 @@ def _widen(acc):
                                    T.broadcast(T.int16(1), 16), dtype="int32x8")
 
 
-KERNEL = x86.BlockKernel("edgeclip_avx2_block", TILE_N, "int16x16", MAX_KGROUPS, ROWS, VECS,
-                         _maddubs_add, _widen)
+FAMILY = KernelFamily(
+    "x86_avx2", tile_n=_TILE_N, act_offset=128, always_bias=False,
+    micro_kernel=x86.BlockKernel("edgeclip_avx2_block", _TILE_N, "int16x16", _MAX_KGROUPS, _ROWS, _VECS,
+                                 _maddubs_add, _widen),
+)
 
 
-def target(threads: int = 1, mcpu: str = "haswell") -> tvm.target.Target:
-    """Any AVX2 CPU; haswell keeps the code free of AVX-512 so it runs on every AVX2 host."""
-    return tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": threads})
+def linear_primfunc(spec: LinearShape, threads: int) -> tirx.PrimFunc:
+    """Scheduled PrimFunc of the ternary linear (parameters: see ternary.py); parallel over N
+    tiles when threads > 1."""
+    return x86.schedule_linear(FAMILY, spec, threads)
 
 
-def linear_primfunc(M: int, K: int, N: int, scale_kind: str = "channel", act: str = "int8",
-                    threads: int = 1, bias: bool = True):
-    """Scheduled PrimFunc of the ternary linear for this family (parameters: see ternary.py)."""
-    return x86.schedule_linear(M, K, N, scale_kind, act, threads, bias, KERNEL)
+def pack_weights(trits: np.ndarray, act: str) -> list[np.ndarray]:
+    """Weight operands in parameter order: int8 [w_packed, w_sum], fp32 [w_packed]."""
+    return FAMILY.weight_operands(trits, act)

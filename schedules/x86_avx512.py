@@ -7,14 +7,19 @@ operands as <64 x i8>), so this module calls the LLVM intrinsic with those types
 
 from __future__ import annotations
 
-import tvm
+import numpy as np
+from tvm import tirx
 from tvm.script import tirx as T
 
 from . import x86
+from .family import KernelFamily
+from .ternary import LinearShape
 
-TILE_N = 16
-MAX_KGROUPS = 64  # int32 cannot overflow; the bound only keeps a chunk of unpacked weights in L1
-ROWS, VECS = 8, 3  # up to 24 accumulators + 3 weight vectors + 1 broadcast of 32 zmm registers
+__all__ = ["FAMILY", "linear_primfunc", "pack_weights"]
+
+_TILE_N = 16
+_MAX_KGROUPS = 64  # int32 cannot overflow; the bound only keeps a chunk of unpacked weights in L1
+_ROWS, _VECS = 8, 3  # up to 24 accumulators + 3 weight vectors + 1 broadcast of 32 zmm registers
 
 
 def _dpbusd(acc, x4, w):
@@ -26,16 +31,19 @@ def _identity(acc):
     return acc
 
 
-KERNEL = x86.BlockKernel("edgeclip_vnni_block", TILE_N, "int32x16", MAX_KGROUPS, ROWS, VECS,
-                         _dpbusd, _identity)
+FAMILY = KernelFamily(
+    "x86_avx512", tile_n=_TILE_N, act_offset=128, always_bias=False,
+    micro_kernel=x86.BlockKernel("edgeclip_vnni_block", _TILE_N, "int32x16", _MAX_KGROUPS, _ROWS, _VECS,
+                                 _dpbusd, _identity),
+)
 
 
-def target(threads: int = 1, mcpu: str = "cascadelake") -> tvm.target.Target:
-    """An AVX-512 VNNI CPU (Cascade Lake and later; Zen 4 works too)."""
-    return tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": threads})
+def linear_primfunc(spec: LinearShape, threads: int) -> tirx.PrimFunc:
+    """Scheduled PrimFunc of the ternary linear (parameters: see ternary.py); parallel over N
+    tiles when threads > 1."""
+    return x86.schedule_linear(FAMILY, spec, threads)
 
 
-def linear_primfunc(M: int, K: int, N: int, scale_kind: str = "channel", act: str = "int8",
-                    threads: int = 1, bias: bool = True):
-    """Scheduled PrimFunc of the ternary linear for this family (parameters: see ternary.py)."""
-    return x86.schedule_linear(M, K, N, scale_kind, act, threads, bias, KERNEL)
+def pack_weights(trits: np.ndarray, act: str) -> list[np.ndarray]:
+    """Weight operands in parameter order: int8 [w_packed, w_sum], fp32 [w_packed]."""
+    return FAMILY.weight_operands(trits, act)

@@ -16,8 +16,11 @@ import tvm
 
 from edgeclip.schedules import arm_dotprod, arm_neon, crossrun
 from edgeclip.schedules.reference import expand_scale, ternary_linear_ref
+from edgeclip.schedules.ternary import LinearShape
+from edgeclip.targets import load_target
 
 FAMILIES = {"neon": arm_neon, "dotprod": arm_dotprod}
+BOARDS = {arm_neon: "rpi4", arm_dotprod: "rpi5"}  # a board of each family: its TVM target
 FLOAT_MULTIPLIES = {"fmul", "fmla", "fmls", "fnmul", "fmadd", "fmsub", "fnmadd", "fnmsub"}
 
 needs_cross = pytest.mark.skipif(
@@ -28,8 +31,8 @@ needs_cross = pytest.mark.skipif(
 
 
 def _build(family, M, K, N, scale_kind, act):
-    func = family.linear_primfunc(M, K, N, scale_kind, act)
-    return tvm.compile(tvm.IRModule({"ternary_linear": func}), target=tvm.target.Target(family.target()))
+    func = family.linear_primfunc(LinearShape(M, K, N, scale_kind, act), 1)
+    return tvm.compile(tvm.IRModule({"ternary_linear": func}), target=load_target(BOARDS[family]).tvm_cpu)
 
 
 def _scale(rng, kind, N):
@@ -75,7 +78,7 @@ def test_matches_numpy_under_qemu(tmp_path, family, act, scale_kind, M, K, N):
     lib = _build(fam, M, K, N, kernel_kind, act)
     so = crossrun.export_aarch64(lib, tmp_path / "kernel.so")
     out = crossrun.run_aarch64(so, "ternary_linear",
-                               [x, fam.pack_weights(T), scale, bias, np.zeros((M, N), np.float32)])
+                               [x, *fam.pack_weights(T, act), scale, bias, np.zeros((M, N), np.float32)])
 
     ref = ternary_linear_ref(x, T, scale_ref, bias, act=act)
     tol = 1e-5 if act == "int8" else 1e-4  # int8: exact integer sums, float rounding only

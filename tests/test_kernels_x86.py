@@ -9,7 +9,10 @@ import pytest
 import tvm
 
 from edgeclip.schedules import reference, x86, x86_avx2, x86_avx512
-from edgeclip.schedules.ternary import embedding_prim_func, pack_embedding, pack_weights, unpacked_weights
+from edgeclip.schedules.ternary import LinearShape, embedding_prim_func, pack_embedding, unpacked_weights
+
+# Each family's own CPU, whatever this host is (the asm checks compile both families anywhere).
+MCPU = {x86_avx2: "haswell", x86_avx512: "cascadelake"}
 
 
 def host_has(flag: str) -> bool:
@@ -17,9 +20,13 @@ def host_has(flag: str) -> bool:
         return re.search(rf"\b{flag}\b", f.read()) is not None
 
 
+def target(family, threads=1) -> dict:
+    return {"kind": "llvm", "mcpu": MCPU[family], "num-cores": threads}
+
+
 def build(family, M, K, N, scale_kind, act, threads=1):
-    func = family.linear_primfunc(M, K, N, scale_kind, act, threads=threads)
-    return tvm.compile(tvm.IRModule({"main": func}), target=family.target(threads))
+    func = family.linear_primfunc(LinearShape(M, K, N, scale_kind, act), threads)
+    return tvm.compile(tvm.IRModule({"main": func}), target=target(family, threads))
 
 
 def run_linear(family, M, K, N, scale_kind, act, seed=0, groups=None):
@@ -30,8 +37,7 @@ def run_linear(family, M, K, N, scale_kind, act, seed=0, groups=None):
     scale_n = reference.expand_scale(scale, N, groups)
     kernel_scale = scale.astype(np.float32) if scale_kind == "tensor" else scale_n
     bias = rng.standard_normal(N).astype(np.float32)
-    packed = pack_weights(T, family.TILE_N)
-    args = [x, packed["w_packed"]] + ([packed["w_sum"]] if act == "int8" else []) + [kernel_scale, bias]
+    args = [x, *family.pack_weights(T, act), kernel_scale, bias]
     out = tvm.runtime.tensor(np.zeros((M, N), np.float32))
     build(family, M, K, N, "tensor" if scale_kind == "tensor" else "channel", act)["main"](
         *[tvm.runtime.tensor(a) for a in args], out)
@@ -77,9 +83,8 @@ def test_int16_accumulation_at_its_bound_is_exact():
     M, K, N = 2, 3072, 16
     x = np.full((M, K), 3.5, np.float32)
     T = np.repeat(np.array([[1], [-1]], np.int8), N // 2, axis=0) * np.ones((1, K), np.int8)
-    packed = pack_weights(T, x86_avx2.TILE_N)
     out = tvm.runtime.tensor(np.zeros((M, N), np.float32))
-    args = [x, packed["w_packed"], packed["w_sum"], np.ones(N, np.float32), np.zeros(N, np.float32)]
+    args = [x, *x86_avx2.pack_weights(T, "int8"), np.ones(N, np.float32), np.zeros(N, np.float32)]
     build(x86_avx2, M, K, N, "channel", "int8")["main"](*[tvm.runtime.tensor(a) for a in args], out)
     np.testing.assert_allclose(out.numpy(), reference.ternary_linear_ref(x, T, np.ones(N), None, "int8"), rtol=1e-6)
 
@@ -93,10 +98,11 @@ def test_unpacked_weight_baseline_matches_reference():
     x = rng.standard_normal((M, K)).astype(np.float32)
     T = rng.integers(-1, 2, (N, K)).astype(np.int8)
     scale, bias = rng.uniform(0.1, 1, N).astype(np.float32), rng.standard_normal(N).astype(np.float32)
-    func = x86.schedule_linear(M, K, N, "channel", "int8", 1, True, x86_avx2.KERNEL, packed=False)
-    lib = tvm.compile(tvm.IRModule({"main": func}), target=x86_avx2.target())
+    func = x86.schedule_linear(x86_avx2.FAMILY, LinearShape(M, K, N, "channel", "int8"), 1, packed=False)
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=target(x86_avx2))
     out = tvm.runtime.tensor(np.zeros((M, N), np.float32))
-    args = [x, unpacked_weights(T, x86_avx2.TILE_N), pack_weights(T, x86_avx2.TILE_N)["w_sum"], scale, bias]
+    _, w_sum = x86_avx2.pack_weights(T, "int8")
+    args = [x, unpacked_weights(T, x86_avx2.FAMILY.tile_n), w_sum, scale, bias]
     lib["main"](*[tvm.runtime.tensor(a) for a in args], out)
     want = reference.ternary_linear_ref(x, T, scale, bias, "int8")
     np.testing.assert_allclose(out.numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
@@ -107,8 +113,7 @@ def test_multithreaded_matches_single_thread():
     M, K, N = 7, 128, 64
     x = rng.standard_normal((M, K)).astype(np.float32)
     T = rng.integers(-1, 2, (N, K)).astype(np.int8)
-    packed = pack_weights(T, x86_avx2.TILE_N)
-    args = [x, packed["w_packed"], packed["w_sum"], np.ones(N, np.float32), np.zeros(N, np.float32)]
+    args = [x, *x86_avx2.pack_weights(T, "int8"), np.ones(N, np.float32), np.zeros(N, np.float32)]
     outs = []
     for threads in (1, 2):
         out = tvm.runtime.tensor(np.zeros((M, N), np.float32))
@@ -150,7 +155,8 @@ def test_inner_loop_is_register_blocked(family, product, accumulate):
     asm = build(family, M, 768, 96, "channel", "int8").mod.inspect_source("asm")
     loop = hot_loop(asm, product)
     ops = [line.split()[0] for line in loop]
-    blocked = x86.rows_for(M, family.ROWS) * family.VECS  # AVX2: 5 x 2, AVX-512: 6 x 3
+    micro = family.FAMILY.micro_kernel
+    blocked = x86.rows_for(M, micro.rows) * micro.vecs  # AVX2: 5 x 2, AVX-512: 6 x 3
     assert ops.count(product) == blocked
     if accumulate:
         assert ops.count(accumulate) == blocked
@@ -171,7 +177,7 @@ def reduction_update(func) -> str:
 @pytest.mark.parametrize("family", [x86_avx2, x86_avx512])
 @pytest.mark.parametrize("act", ["int8", "fp32"])
 def test_no_float_multiply_by_a_weight(family, act):
-    func = family.linear_primfunc(4, 256, 64, "channel", act)
+    func = family.linear_primfunc(LinearShape(4, 256, 64, "channel", act), 1)
     update = reduction_update(func)
     assert " * " not in update  # add/sub/select, or a tensorized integer dot product
     if act == "int8":
@@ -191,7 +197,7 @@ def test_embedding_gather_matches_reference():
     for per_row in (False, True):
         scale = rng.uniform(0.1, 1, V if per_row else 1).astype(np.float32)
         lib = tvm.compile(tvm.IRModule({"main": embedding_prim_func(len(ids), V, D, per_row)}),
-                          target=x86_avx2.target())
+                          target=target(x86_avx2))
         out = tvm.runtime.tensor(np.zeros((len(ids), D), np.float32))
         lib["main"](tvm.runtime.tensor(ids), tvm.runtime.tensor(pack_embedding(T)), tvm.runtime.tensor(scale), out)
         np.testing.assert_array_equal(out.numpy(), reference.embedding_ref(ids, T, scale))
@@ -201,4 +207,4 @@ def test_pack_weights_rejects_non_ternary():
     from edgeclip.errors import KernelError
 
     with pytest.raises(KernelError):
-        pack_weights(np.full((4, 4), 2, np.int8), 8)
+        x86_avx2.pack_weights(np.full((4, 4), 2, np.int8), "int8")

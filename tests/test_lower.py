@@ -256,14 +256,28 @@ def test_host_family_comes_from_the_cpu_flags():
 def test_arm_kernels_take_signed_int8_activations_and_no_weight_sum():
     from edgeclip.lower import kernels
     from edgeclip.schedules import arm_neon
+    from edgeclip.schedules.ternary import LinearShape, pack_weights
 
     trits = np.random.default_rng(0).integers(-1, 2, (24, 40)).astype(np.int8)
-    rpi4, host = resolve_target("rpi4"), resolve_target("x86-64")
-    (packed,) = kernels.linear_weights(rpi4, trits, "int8")
-    np.testing.assert_array_equal(packed, arm_neon.pack_weights(trits))
-    assert len(kernels.linear_weights(host, trits, "int8")) == 2  # u8 x s8 needs the weight sums
-    func = kernels.linear_kernel(rpi4, 5, 40, 24, "int8", kernels.takes_bias(rpi4, has_bias=False))
+    rpi4, host = kernels.family(resolve_target("rpi4")), kernels.family(resolve_target("x86-64"))
+    assert rpi4 is arm_neon
+    (packed,) = rpi4.pack_weights(trits, "int8")
+    np.testing.assert_array_equal(packed, pack_weights(trits, arm_neon.FAMILY.tile_n)["w_packed"])
+    assert len(host.pack_weights(trits, "int8")) == 2  # u8 x s8 needs the weight sums
+    assert rpi4.FAMILY.always_bias  # so the rewrite gives a layer without a bias zeros
+    func = rpi4.linear_primfunc(LinearShape(5, 40, 24, "channel", "int8", bias=True), 4)
     assert [p.name for p in func.params] == ["x", "w_packed", "scale", "bias", "y"]
+
+
+def test_a_family_for_another_kind_of_target_is_refused():
+    """The CUDA family exports the same interface but is not wired into CPU lowering."""
+    from dataclasses import replace
+
+    from edgeclip.errors import KernelError
+    from edgeclip.lower import kernels
+
+    with pytest.raises(KernelError, match="cuda kernels, but rpi4 lowers for llvm"):
+        kernels.family(replace(resolve_target("rpi4"), family="cuda"))
 
 
 def test_rpi4_compile_saves_aarch64_libraries(tmp_path, clip_student):

@@ -25,7 +25,7 @@ from edgeclip.lower.tune import tune
 from edgeclip.models.families import model_towers
 from edgeclip.quant import TernaryConfig, freeze, quantize
 from edgeclip.schedules import reference, x86, x86_avx2
-from edgeclip.schedules.ternary import pack_weights
+from edgeclip.schedules.ternary import LinearShape
 
 KERNEL_TASK = "ternary_linear_int8_17_64_128_bias"  # the tiny CLIP's MLP up-projection
 FLOAT_TASK = "layer_norm"
@@ -138,13 +138,13 @@ def test_board_without_device_is_refused():
 def test_every_sampled_knob_is_correct(shape, one_thread):
     """Each value the design space can sample builds a kernel equal to the numpy reference."""
     M, K, N = shape
-    kernel = x86_avx2.KERNEL
-    spec = x86.int8_spec(M, K, N, "channel", True, kernel)
+    kernel = x86_avx2.FAMILY.micro_kernel
+    spec = x86.linear_spec(x86_avx2.FAMILY, LinearShape(M, K, N, "channel", "int8"))
     rng = np.random.default_rng(1)
     x = rng.standard_normal((M, K)).astype(np.float32)
     T = rng.integers(-1, 2, (N, K)).astype(np.int8)
     scale, bias = rng.uniform(0.1, 1, N).astype(np.float32), rng.standard_normal(N).astype(np.float32)
-    packed = pack_weights(T, kernel.lanes)
+    weights = x86_avx2.pack_weights(T, "int8")
     want = reference.ternary_linear_ref(x, T, scale, bias, "int8")
     choices = x86.knob_choices(spec, kernel)
     assert x86.default_knobs(spec, kernel).rows in choices["rows"]
@@ -152,16 +152,18 @@ def test_every_sampled_knob_is_correct(shape, one_thread):
         if rows * vecs > kernel.rows * kernel.vecs:
             continue
         func = x86.schedule_int8(spec, kernel, 1, x86.Knobs(rows, vecs, kgroups))
-        lib = tvm.compile(tvm.IRModule({"main": func}), target=x86_avx2.target(1))
+        lib = tvm.compile(tvm.IRModule({"main": func}), target={"kind": "llvm", "mcpu": "haswell", "num-cores": 1})
         out = tvm.runtime.tensor(np.zeros((M, N), np.float32))
-        lib["main"](*[tvm.runtime.tensor(a) for a in (x, packed["w_packed"], packed["w_sum"], scale, bias)], out)
+        lib["main"](*[tvm.runtime.tensor(a) for a in (x, *weights, scale, bias)], out)
         np.testing.assert_allclose(out.numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max(),
                                    err_msg=f"rows={rows} vecs={vecs} kgroups={kgroups}")
 
 
 def test_knobs_outside_the_space_are_refused():
-    spec = x86.int8_spec(50, 768, 3072, "channel", True, x86_avx2.KERNEL)  # Mp = 50: rows must divide it
+    kernel = x86_avx2.FAMILY.micro_kernel
+    # Mp = 50: rows must divide it
+    spec = x86.linear_spec(x86_avx2.FAMILY, LinearShape(50, 768, 3072, "channel", "int8"))
     with pytest.raises(KernelError, match="rows=3"):
-        x86.schedule_int8(spec, x86_avx2.KERNEL, 1, x86.Knobs(3, 1, 64))
+        x86.schedule_int8(spec, kernel, 1, x86.Knobs(3, 1, 64))
     with pytest.raises(KernelError, match="kgroups=128"):  # int16 accumulators would overflow
-        x86.schedule_int8(spec, x86_avx2.KERNEL, 1, x86.Knobs(5, 2, 128))
+        x86.schedule_int8(spec, kernel, 1, x86.Knobs(5, 2, 128))

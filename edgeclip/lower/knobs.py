@@ -1,19 +1,19 @@
 """The ternary kernels' hand-schedule knobs as a meta_schedule design space, and back.
 
-x86 only: the register blocking of the int8 linear (`rows` x `vecs` accumulators over chunks of
-`kgroups`, see `edgeclip.schedules.x86`) is the part of the hand schedule worth searching; the
-rest of its loop nest is fixed by the micro-kernel. The design space samples each knob with
-`sample_categorical` among the values `x86.knob_choices` proves correct, then applies the hand
-schedule with them, so a tuning record's trace holds the chosen knobs as its decisions. A build
-reads those decisions back (`knobs_from_record`) and schedules the kernel with them; it never
-replays the trace, so a record can only ever select among correct schedules.
+Tunable families (`FAMILY.tunable`: the x86 ones, whose `FAMILY.micro_kernel` is an
+`x86.BlockKernel`): the register blocking of the int8 linear (`rows` x `vecs` accumulators over
+chunks of `kgroups`, see `edgeclip.schedules.x86`) is the part of the hand schedule worth
+searching; the rest of its loop nest is fixed by the micro-kernel. The design space samples each
+knob with `sample_categorical` among the values `x86.knob_choices` proves correct, then applies
+the hand schedule with them, so a tuning record's trace holds the chosen knobs as its decisions.
+A build reads those decisions back (`knobs_from_record`) and schedules the kernel with them; it
+never replays the trace, so a record can only ever select among correct schedules.
 
-The ARM families have no knob here: tuning needs to measure on the board (see `tune.py`).
+The other families have no knob here (and tuning for a board needs the board, see `tune.py`).
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import replace
 
@@ -25,24 +25,33 @@ from edgeclip.lower import kernels
 from edgeclip.lower.schedule import RECORD_ATTR
 from edgeclip.lower.target import LowerTarget
 from edgeclip.schedules import x86
-from edgeclip.schedules.ternary import LinearSpec, linear_prim_func
+from edgeclip.schedules.family import FAMILIES, KernelFamily, load_family
+from edgeclip.schedules.ternary import LinearShape, LinearSpec, linear_prim_func
 
 KNOB_ORDER = ("rows", "vecs", "kgroups")  # the order the space samples them in (vecs' values depend on rows)
 
 
 def tunable(target: LowerTarget, key: tuple) -> bool:
-    """Whether a rewrite kernel key names a kernel with knobs: an int8 linear of an x86 family."""
-    return key[0] == "ternary_linear" and key[1] == "int8" and target.family in kernels.X86_FAMILIES
+    """Whether a rewrite kernel key names a kernel with knobs: an int8 linear of a tunable family."""
+    return key[0] == "ternary_linear" and key[1] == "int8" and kernels.family(target).FAMILY.tunable
+
+
+def _family(target: LowerTarget) -> KernelFamily:
+    family = kernels.family(target).FAMILY
+    if not family.tunable:
+        raise KernelError(f"the {family.name} kernels of {target.name} have no knobs to tune; "
+                          "tune the float remainder only (no --kernels)")
+    return family
 
 
 def _kernel(target: LowerTarget) -> x86.BlockKernel:
-    return importlib.import_module(f"edgeclip.schedules.{target.family}").KERNEL
+    return _family(target).micro_kernel
 
 
 def spec_for(target: LowerTarget, key: tuple) -> LinearSpec:
     """The computation a rewrite kernel key stands for, as the family pads it."""
     _, _, m, k, n, bias = key
-    return x86.int8_spec(m, k, n, "channel", bias == "bias", _kernel(target))
+    return x86.linear_spec(_family(target), LinearShape(m, k, n, "channel", "int8", bias == "bias"))
 
 
 def workload(target: LowerTarget, key: tuple) -> tvm.IRModule:
@@ -72,12 +81,24 @@ _BLOCK_INTRIN = re.compile(r"(edgeclip_\w+?_block)_(\d+)x(\d+)x(\d+)")
 def register_intrinsics_in(text: str) -> None:
     """Register the micro-kernel intrinsics that recorded traces name: TVM parses a trace only
     when its tensorize intrinsics exist, and a fresh process has registered none of ours."""
-    from edgeclip.schedules import x86_avx2, x86_avx512
+    named = set(_BLOCK_INTRIN.findall(text))
+    micro_kernels = _micro_kernels({name for name, *_ in named})
+    for name, rows, vecs, kgroups in named:
+        if name in micro_kernels:
+            x86.block_intrin(replace(micro_kernels[name], rows=int(rows), vecs=int(vecs)), int(kgroups))
 
-    kernels = {k.name: k for k in (x86_avx2.KERNEL, x86_avx512.KERNEL)}
-    for name, rows, vecs, kgroups in set(_BLOCK_INTRIN.findall(text)):
-        if name in kernels:
-            x86.block_intrin(replace(kernels[name], rows=int(rows), vecs=int(vecs)), int(kgroups))
+
+def _micro_kernels(names: set[str]) -> dict[str, x86.BlockKernel]:
+    """The tunable families' micro-kernels by name, importing families only until `names` are
+    all found (x86 comes first in FAMILIES, so an x86 build imports no other family)."""
+    found: dict[str, x86.BlockKernel] = {}
+    for family_name in FAMILIES:
+        if names <= found.keys():
+            break
+        family = load_family(family_name).FAMILY
+        if family.tunable:
+            found[family.micro_kernel.name] = family.micro_kernel
+    return found
 
 
 def knobs_from_record(record) -> x86.Knobs:

@@ -27,6 +27,7 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 from edgeclip.lower import kernels
 from edgeclip.lower.fold import fold_weights
 from edgeclip.lower.target import LowerTarget
+from edgeclip.schedules.ternary import LinearShape, pack_embedding
 
 MIN_WEIGHT_SIZE = 256  # smaller constants are shape arithmetic, not layers worth a kernel
 
@@ -77,6 +78,7 @@ class TernaryRewriter:
 
     def __init__(self, target: LowerTarget, act: str, builder: relax.BlockBuilder):
         self.target, self.act, self.builder = target, act, builder
+        self.family = kernels.family(target)
         self.report = RewriteReport()
         self.weight_params: list[relax.Var] = []
 
@@ -99,10 +101,12 @@ class TernaryRewriter:
         """y[..., N] = x[..., K] @ (trits * scale).T + bias through the family kernel; `shape` is x's."""
         n, k = trits.shape
         m = int(np.prod(shape[:-1]))
-        with_bias = kernels.takes_bias(self.target, bias is not None)
+        with_bias = bias is not None or self.family.FAMILY.always_bias
+        spec = LinearShape(m, k, n, "channel", self.act, with_bias)
         key = ("ternary_linear", self.act, m, k, n, "bias" if with_bias else "nobias")
-        gv = self._kernel(key, lambda: kernels.linear_kernel(self.target, m, k, n, self.act, with_bias))
-        packed, *extra = kernels.linear_weights(self.target, trits, self.act)
+        gv = self._kernel(key, lambda: self.family.linear_primfunc(spec, self.target.threads)
+                          .with_attr("tirx.is_scheduled", True))
+        packed, *extra = self.family.pack_weights(trits, self.act)
         operands = [self._packed(packed), *(relax.const(a) for a in extra), relax.const(scale)]
         if with_bias:
             operands.append(relax.const((np.zeros(n) if bias is None else bias).astype(np.float32)))
@@ -121,7 +125,7 @@ class TernaryRewriter:
         n = int(np.prod(id_shape))
         gv = self._kernel(("ternary_embedding", n, vocab, dim), lambda: kernels.embedding_kernel(n, vocab, dim))
         flat_ids = relax.op.astype(relax.op.reshape(ids, [n]), "int32")
-        rows = self._packed(kernels.embedding_rows(trits))
+        rows = self._packed(pack_embedding(trits))
         out = relax.call_tir(gv, [flat_ids, rows, relax.const(scale)], relax.TensorType([n, dim], "float32"))
         self.report.embeddings += 1
         return relax.op.reshape(out, [*id_shape, dim])
