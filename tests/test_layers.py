@@ -1,6 +1,7 @@
 """The house keeps one direction of imports (docs/architecture.md).
 
-Every module of the package is parsed, and every import it makes, in-function imports included, is
+Every module of the package is parsed, and every import it makes, in-function imports included
+(imports for type annotations alone, under `if TYPE_CHECKING:`, are not run and not counted), is
 checked against the layer list: a module may import its own layer and the layers below it, never
 one above, and no set of modules may import each other in a circle.
 """
@@ -45,11 +46,21 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node of the tree except those under `if TYPE_CHECKING:` (annotations only, never run)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            yield from (n for child in node.orelse for n in [child, *_runtime_nodes(child)])
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
 def _imports(name: str, path: Path) -> set[str]:
     """Every module name `name` imports, at any depth of its code (relative imports resolved)."""
     is_package = path.name == "__init__.py"
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
