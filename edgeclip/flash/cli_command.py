@@ -38,8 +38,13 @@ def run_flash(args) -> None:
         chunk=args.chunk,
         progress=not args.no_progress,
     )
+    previous = f", previous {result.previous} kept for rollback" if result.previous else ""
+    if result.already_current:
+        print(f"{result.name} (sha256 {result.sha256[:12]}) is already current on {args.port}: nothing sent; "
+              f"device runs {result.installed}{previous}")
+        return
     resumed = f", resumed at byte {result.resumed_from}" if result.resumed_from else ""
     print(
         f"flashed {result.name} ({result.size / 1e6:.2f} MB, sha256 {result.sha256[:12]}) to {args.port}: "
-        f"{result.throughput / 1e3:.1f} kB/s, {result.retries} retries{resumed}; device now runs {result.installed}"
+        f"{result.throughput / 1e3:.1f} kB/s, {result.retries} retries{resumed}; device now runs {result.installed}{previous}"
     )
