@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeclip import __version__
-from edgeclip.bundle import native, runtime_libs
+from edgeclip.bundle import agent_app, native, runtime_libs
 from edgeclip.bundle.families import BundleFamily, family_for
 from edgeclip.errors import BundleError
 from edgeclip.export.packing import base3_from_2bit
@@ -72,6 +72,7 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
     for lib in runtime_libs.LIBRARIES.values():
         files[lib] = (runtime / lib).read_bytes()
     files[RUNNER] = native.runner_binary(target).read_bytes()
+    files[agent_app.MEMBER] = agent_app.agent_zipapp()  # the serial agent: a board needs only python3
 
     reference_manifest = {}
     for ref in references:
