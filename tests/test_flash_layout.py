@@ -178,3 +178,4 @@ def test_serial_and_ssh_share_one_tree_with_the_same_semantics(tmp_path, loopbac
         assert {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} == members
         assert oct(folder.stat().st_mode & 0o777) == "0o755"
     assert sorted(p.name for p in root.iterdir()) == [".staging", "tiny-clip"]
+    assert listed(root) == {"tiny-clip": {"current": v(b3), "previous": v(b2), "versions": sorted([v(b2), v(b3)])}}
