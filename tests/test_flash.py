@@ -13,147 +13,36 @@ import hashlib
 import json
 import os
 import re
-import select
 import shutil
 import subprocess
 import sys
 import threading
 import time
-import tty
 import zlib
-from argparse import ArgumentParser
-from pathlib import Path
 
+import flash_rig
 import pytest
+from flash_rig import (
+    BAUD,
+    LINE_BYTES_PER_SECOND,
+    ROOT,
+    FdTransport,
+    ask,
+    assert_installed,
+    data,
+    hello,
+    listening_agent,
+    parse_flash_args,
+    sha256,
+    wait_for,
+)
 
 from edgeclip.errors import FlashError
-from edgeclip.flash.cli_command import add_flash_command
 from edgeclip.flash.host import flash
 from edgeclip.flash.link import Link
-from edgeclip.formats.bundle import write_bundle
-from edgeclip.formats.serial import CRC, HEADER, MAGIC, MAX_PAYLOAD, OFFSET, Damaged, FrameType, encode
+from edgeclip.formats.serial import CRC, HEADER, MAGIC, MAX_PAYLOAD, FrameType, encode
 
-BAUD = 3_000_000
-LINE_BYTES_PER_SECOND = BAUD / 10
-RELAY = Path(__file__).with_name("flash_relay.py")
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_bundle(path: Path, name: str, arch: str, sizes: dict[str, int]) -> tuple[Path, dict[str, bytes]]:
-    files = {member: os.urandom(size) for member, size in sizes.items()}
-    files["bin/run"] = b"#!/bin/sh\necho run\n"
-    write_bundle(path, {"name": name, "target": {"name": "test", "arch": arch}}, files, executables=frozenset({"bin/run"}))
-    return path, files
-
-
-@pytest.fixture(scope="module")
-def big(tmp_path_factory):
-    """About 2.1 MB: a multi-megabyte bundle that still crosses a 3 Mbaud line in ~7 s."""
-    return make_bundle(tmp_path_factory.mktemp("b") / "big.edgeclip", "bigmodel", "x86_64", {"model.so": 1_500_000, "weights.bin": 600_000})
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    return make_bundle(tmp_path_factory.mktemp("s") / "small.edgeclip", "smallmodel", "x86_64", {"weights.bin": 150_000})
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def open_pty() -> tuple[int, int, str]:
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    return master, slave, os.ttyname(slave)
-
-
-def wait_for(predicate, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Rig:
-    """Two ptys, an agent process on one, and (when started) a relay process joining them."""
-
-    def __init__(self, tmp_path: Path, agent_args=(), device_dir: Path | None = None):
-        self.tmp = tmp_path
-        self.host_master, self.host_slave, self.host_port = open_pty()
-        self.dev_master, self.dev_slave, dev_port = open_pty()
-        self.dir = device_dir or tmp_path / "device"
-        self.agent_log = tmp_path / "agent.log"
-        self.relay_log = tmp_path / "relay.log"
-        self.relay = None
-        with open(self.agent_log, "w") as log:
-            self.agent = subprocess.Popen(
-                [sys.executable, "-m", "edgeclip.flash.agent", "serial", "--port", dev_port, "--dir", str(self.dir),
-                 "--baud", str(BAUD), *agent_args],
-                stderr=log, cwd=ROOT,
-            )
-        wait_for(lambda: "serving on" in self.agent_log.read_text(), 20, "the agent to open its port")
-
-    def start_relay(self, corrupt: float = 0.0, seed: int = 1) -> None:
-        self.relay = subprocess.Popen(
-            [sys.executable, str(RELAY), str(self.host_master), str(self.dev_master), "--baud", str(BAUD),
-             "--corrupt", str(corrupt), "--seed", str(seed), "--log", str(self.relay_log)],
-            pass_fds=(self.host_master, self.dev_master), cwd=ROOT, stdout=subprocess.PIPE, text=True,
-        )
-        assert self.relay.stdout.readline() == "ready\n"
-
-    def cut(self) -> None:
-        self.relay.kill()
-        self.relay.wait()
-        self.relay = None
-
-    def flash(self, bundle: Path, **options):
-        options = {"baud": BAUD, "timeout": 1.0, "retries": 4, "progress": False, **options}
-        return flash(bundle, self.host_port, **options)
-
-    def relayed(self, direction: str = "h2d") -> list[tuple[int, int]]:
-        """(frame type, corrupted) for every frame the relay forwarded in `direction`."""
-        if not self.relay_log.exists():
-            return []
-        rows = [line.split() for line in self.relay_log.read_text().splitlines()]
-        return [(int(kind), int(bad)) for lane, kind, _, bad in rows if lane == direction]
-
-    def assert_agent_alive(self) -> None:
-        assert self.agent.poll() is None, f"agent died:\n{self.agent_log.read_text()}"
-
-    def close(self) -> None:
-        if self.relay is not None:
-            self.cut()
-        self.agent.terminate()
-        self.agent.wait(10)
-        for fd in (self.host_master, self.host_slave, self.dev_master, self.dev_slave):
-            os.close(fd)
-
-
-@pytest.fixture
-def rigs(tmp_path):
-    made = []
-
-    def make(**kwargs) -> Rig:
-        made.append(Rig(tmp_path, **kwargs))
-        return made[-1]
-
-    yield make
-    for rig in made:
-        rig.close()
-
-
-def assert_installed(root: Path, bundle: Path, files: dict[str, bytes], name: str) -> Path:
-    current = root / "current"
-    assert current.is_symlink()
-    assert os.readlink(current) == f"versions/{name}-{sha256(bundle)[:12]}"
-    installed = current.resolve()
-    for member, data in files.items():
-        assert (installed / member).read_bytes() == data, member
-    assert os.access(installed / "bin/run", os.X_OK)
-    assert not list((root / ".partial").iterdir()), "the received bundle should not linger after install"
-    return installed
+big, small, rigs = flash_rig.big, flash_rig.small, flash_rig.rigs
 
 
 def test_multi_megabyte_bundle_arrives_identical_at_line_rate_and_keeps_the_previous_version(rigs, big, small):
@@ -166,10 +55,10 @@ def test_multi_megabyte_bundle_arrives_identical_at_line_rate_and_keeps_the_prev
 
     assert result.sha256 == sha256(big_path) and result.size == big_path.stat().st_size
     assert result.retries == 0 and result.resumed_from == 0 and result.bytes_sent == result.size
-    assert result.installed == f"versions/bigmodel-{result.sha256[:12]}"
+    assert result.installed == f"bigmodel/versions/{result.sha256[:12]}"
     assert_installed(rig.dir, big_path, big_files, "bigmodel")
-    previous = rig.dir / "versions" / f"smallmodel-{sha256(small_path)[:12]}"
-    assert (previous / "weights.bin").read_bytes() == small_files["weights.bin"], "previous version must be kept"
+    # Each name has its own slot in the one layout: the other model stays installed and current.
+    assert_installed(rig.dir, small_path, small_files, "smallmodel")
     # Paced at BAUD: never faster than the line, and stop-and-wait loses little to turnarounds.
     assert 0.6 * LINE_BYTES_PER_SECOND < result.throughput < 1.02 * LINE_BYTES_PER_SECOND, result.throughput
     print(f"\nthroughput at {BAUD} baud: {result.throughput / 1e3:.1f} kB/s ({result.throughput / LINE_BYTES_PER_SECOND:.0%} of the line)")
@@ -195,7 +84,7 @@ def test_cut_link_resumes_from_the_device_offset(rigs, big):
     rig.start_relay()
     big_path, big_files = big
     size = big_path.stat().st_size
-    partial = rig.dir / ".partial" / f"{sha256(big_path)}.part"
+    partial = rig.dir / ".staging" / f"{sha256(big_path)}.part"
     failure = []
 
     def first_session():
@@ -211,7 +100,7 @@ def test_cut_link_resumes_from_the_device_offset(rigs, big):
     sender.join(30)
     assert failure and "flash again to resume" in str(failure[0])
     held = partial.stat().st_size
-    assert 0.4 * size < held < size and not (rig.dir / "current").exists()
+    assert 0.4 * size < held < size and not (rig.dir / "bigmodel").exists()
 
     rig.start_relay()
     result = rig.flash(big_path)
@@ -227,7 +116,7 @@ def test_architecture_mismatch_is_refused_before_any_data(rigs, big):
         rig.flash(big[0])
     sent = wait_for(lambda: [kind for kind, _ in rig.relayed("h2d")][1:] and rig.relayed("h2d"), 5, "the ABORT")
     assert [kind for kind, _ in sent] == [FrameType.HELLO, FrameType.ABORT]
-    assert not list((rig.dir / ".partial").iterdir()) and not (rig.dir / "versions").exists()
+    assert not list((rig.dir / ".staging").iterdir()) and not (rig.dir / "bigmodel").exists()
     rig.assert_agent_alive()
 
 
@@ -238,45 +127,7 @@ def test_too_little_space_is_refused_before_any_data(rigs, big):
         rig.flash(big[0])
     sent = wait_for(lambda: [kind for kind, _ in rig.relayed("h2d")][1:] and rig.relayed("h2d"), 5, "the ABORT")
     assert [kind for kind, _ in sent] == [FrameType.HELLO, FrameType.ABORT]
-    assert not list((rig.dir / ".partial").iterdir())
-
-
-class FdTransport:
-    """The test's raw end of the agent's pty: a hostile host that writes whatever bytes it likes."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    def read_some(self) -> bytes:
-        ready, _, _ = select.select([self.fd], [], [], 0.02)
-        return os.read(self.fd, 1 << 16) if ready else b""
-
-    def write(self, data: bytes) -> None:
-        os.write(self.fd, data)
-
-    def close(self) -> None:
-        pass
-
-
-def ask(link: Link, raw: bytes, seq: int):
-    """Write raw bytes; return the agent's answer to `seq` as (type, decoded payload)."""
-    link.transport.write(raw)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        event = link.receive(0.5)
-        if event is not None and not isinstance(event, Damaged) and event.seq == seq:
-            if event.type in (FrameType.ACK, FrameType.NAK):
-                return event.type, OFFSET.unpack(event.payload)[0]
-            return event.type, json.loads(event.payload)
-    raise AssertionError(f"no answer to seq {seq}")
-
-
-def hello(seq: int, sha: str, size: int, arch: str = "x86_64") -> bytes:
-    return encode(FrameType.HELLO, seq, json.dumps({"sha256": sha, "size": size, "name": "x", "arch": arch}).encode())
-
-
-def data(seq: int, offset: int, chunk: bytes) -> bytes:
-    return encode(FrameType.DATA, seq, OFFSET.pack(offset) + chunk)
+    assert not list((rig.dir / ".staging").iterdir())
 
 
 def test_hostile_frames_never_crash_the_agent_and_a_good_transfer_follows(rigs, small):
@@ -285,7 +136,7 @@ def test_hostile_frames_never_crash_the_agent_and_a_good_transfer_follows(rigs, 
     probe = encode(0x77, 1, b"")
     assert ask(link, os.urandom(30_000) + probe, 1) == (FrameType.ERROR, {"code": "protocol", "message": "frame type 119 is not one a host sends"})
 
-    head = HEADER.pack(MAGIC, 1, FrameType.DATA, 2, MAX_PAYLOAD + 1)
+    head = HEADER.pack(MAGIC, 2, FrameType.DATA, 2, MAX_PAYLOAD + 1)
     assert ask(link, head + CRC.pack(zlib.crc32(head)) + os.urandom(500), 2)[0] == FrameType.NAK
     bad_crc = bytearray(data(3, 0, b"z" * 1000))
     bad_crc[500] ^= 0x10
@@ -306,7 +157,7 @@ def test_hostile_frames_never_crash_the_agent_and_a_good_transfer_follows(rigs, 
     assert ask(link, data(11, 0, b"a" * 1000), 11)[1]["code"] == "arch"
     assert ask(link, hello(12, fake, 9_000_000), 12)[0] == FrameType.INFO
     assert ask(link, data(13, 0, b"a" * 1000), 13)[1]["code"] == "space"
-    assert not list((rig.dir / ".partial").iterdir())
+    assert not list((rig.dir / ".staging").iterdir())
 
     # Data past the announced size, then a bad final hash: refused, and nothing is left behind.
     assert ask(link, hello(14, fake, 1000), 14)[1]["offset"] == 0
@@ -316,7 +167,7 @@ def test_hostile_frames_never_crash_the_agent_and_a_good_transfer_follows(rigs, 
     assert ask(link, data(17, 0, b"b" * 1000), 17) == (FrameType.ACK, 1000)  # a duplicate is acknowledged, not written
     kind, answer = ask(link, encode(FrameType.END, 18, json.dumps({"sha256": fake}).encode()), 18)
     assert kind == FrameType.ERROR and answer["code"] == "hash"
-    assert not list((rig.dir / ".partial").iterdir()) and not (rig.dir / "current").exists()
+    assert not list((rig.dir / ".staging").iterdir()) and not (rig.dir / "x").exists()
 
     rig.assert_agent_alive()
     rig.start_relay()
@@ -335,7 +186,7 @@ def test_a_different_bundle_never_resumes_a_stale_partial(rigs, small, tmp_path)
     small_path, small_files = small
     answer = ask(link, hello(4, sha256(small_path), small_path.stat().st_size), 4)[1]
     assert answer["offset"] == 0
-    assert [p.name for p in (rig.dir / ".partial").iterdir()] == [f"{sha256(small_path)}.part"]
+    assert [p.name for p in (rig.dir / ".staging").iterdir()] == [f"{sha256(small_path)}.part"]
 
 
 @pytest.fixture
@@ -362,7 +213,7 @@ def test_real_disk_full_mid_transfer_removes_the_partial(rigs, small, tmpfs):
     answers = [ask(link, data(2 + i, at, blob[at : at + 4096]), 2 + i) for i, at in enumerate(range(0, len(blob), 4096))]
     refusal = next(a for kind, a in answers if kind == FrameType.ERROR)
     assert refusal["code"] == "space" and "partial file was removed" in refusal["message"]
-    assert not list((rig.dir / ".partial").iterdir())
+    assert not list((rig.dir / ".staging").iterdir())
 
     filler.unlink()
     rig.start_relay()
@@ -370,31 +221,18 @@ def test_real_disk_full_mid_transfer_removes_the_partial(rigs, small, tmpfs):
     assert_installed(rig.dir, small_path, small_files, "smallmodel")
 
 
-def parse_flash_args(argv: list[str]):
-    parser = ArgumentParser(prog="edgeclip")
-    add_flash_command(parser.add_subparsers(dest="verb"))
-    return parser.parse_args(["flash", *argv])
-
-
 def test_flash_command_over_a_socket_url_to_a_listening_agent(tmp_path, small, capsys):
     device = tmp_path / "device"
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "edgeclip.flash.agent", "serial", "--listen", "127.0.0.1:0", "--dir", str(device)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
-    )
-    try:
-        port = int(agent.stdout.readline().rsplit(":", 1)[1])
+    with listening_agent(device) as url:
         small_path, small_files = small
-        args = parse_flash_args([str(small_path), "--port", f"socket://127.0.0.1:{port}", "--no-progress"])
+        args = parse_flash_args([str(small_path), "--port", url, "--no-progress"])
         args.func(args)
         out = capsys.readouterr().out
-        assert f"device now runs versions/smallmodel-{sha256(small_path)[:12]}" in out and "0 retries" in out
+        assert f"device now runs smallmodel/versions/{sha256(small_path)[:12]}" in out and "0 retries" in out
         assert_installed(device, small_path, small_files, "smallmodel")
-        args.func(args)  # the same bundle again: a fresh connection, reinstalled in place
+        args.func(args)  # the same bundle again, on a fresh connection: the device says it has it
+        assert "is already current" in capsys.readouterr().out
         assert_installed(device, small_path, small_files, "smallmodel")
-    finally:
-        agent.terminate()
-        agent.wait(10)
 
 
 def test_unreachable_port_is_a_flash_error(small):

@@ -126,6 +126,22 @@ def test_redeploy_keeps_previous_and_rollback_swaps(tmp_path, loopback):
     assert list((loopback.home / ".edgeclip" / ".staging").iterdir()) == []
 
 
+def test_redeploying_the_current_version_keeps_previous_and_repairs_a_damaged_copy(tmp_path, loopback):
+    v1 = deploy(make_bundle(tmp_path / "1.edgeclip", seed=1), loopback.spec, loopback.options())
+    bundle = make_bundle(tmp_path / "2.edgeclip", seed=2)
+    v2 = deploy(bundle, loopback.spec, loopback.options())
+    again = deploy(bundle, loopback.spec, loopback.options())
+    assert not again.uploaded and again.previous == v1.version
+    weights = loopback.home / ".edgeclip" / "tiny-clip" / "versions" / v2.version / "model" / "fp32.bin"
+    weights.write_bytes(b"damaged")
+    repaired = deploy(bundle, loopback.spec, loopback.options())
+    assert repaired.uploaded and repaired.previous == v1.version and current_of(loopback, "tiny-clip") == v2.version
+    checked = run_runner(loopback, "tiny-clip", "fp32")
+    assert checked.ok and '"cosine_to_reference": 1.0' in checked.out
+    versions = loopback.home / ".edgeclip" / "tiny-clip" / "versions"
+    assert sorted(p.name for p in versions.iterdir()) == sorted([v1.version, v2.version])
+
+
 def test_failed_install_leaves_previous_version_running(tmp_path, loopback):
     v1 = deploy(make_bundle(tmp_path / "1.edgeclip", seed=1), loopback.spec, loopback.options())
     broken = make_bundle(tmp_path / "2.edgeclip", seed=2)

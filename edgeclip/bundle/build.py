@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgeclip import __version__
+from edgeclip.bundle import agent_app
 from edgeclip.bundle.model_info import bundle_family, model_info, tokenizer_files
 from edgeclip.errors import BundleError
 from edgeclip.formats.bundle import MIN_COSINE, SUFFIX, VARIANTS, write_bundle
@@ -76,6 +77,7 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
     for lib in runtime_libs.LIBRARIES.values():
         files[lib] = (runtime / lib).read_bytes()
     files[RUNNER] = toolchain.runner_binary(*target.compiler, target.wheel_platform).read_bytes()
+    files[agent_app.MEMBER] = agent_app.agent_zipapp()  # the serial agent: a board needs only python3
 
     reference_manifest = {}
     for ref in references:

@@ -1,7 +1,10 @@
-"""The device side: `edgeclip-agent serial --port PORT --dir DIR` receives bundles and installs them.
+"""The device side: `edgeclip-agent serial --port PORT --dir DIR` receives bundles and installs them
+into the one device layout (docs/bundle-format.md, "On the device"); `edgeclip-agent list` prints
+what is installed.
 
-Standard library and pyserial only, so it runs on a bare board. Data lands in
-`DIR/.partial/<sha256>.part`, which survives a cut link so the next session resumes from its size;
+Standard library, and pyserial when it is there (edgeclip.flash.link), so it runs on a bare board
+as one file (`edgeclip agent --out edgeclip-agent.pyz`; every bundle carries it too). Data lands in
+`DIR/.staging/<sha256>.part`, which survives a cut link so the next session resumes from its size;
 keying it by the bundle's hash means a different bundle never continues a stale partial. Nothing
 is installed until the whole file matches the announced sha256 and every member verifies.
 """
@@ -22,15 +25,17 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-import serial
-
 from edgeclip.errors import BundleError
-from edgeclip.flash.install import install_bundle
-from edgeclip.flash.link import Link, SerialTransport, SocketTransport
+from edgeclip.flash.install import install_bundle, is_current, link_target, list_installs
+from edgeclip.flash.link import Link, SocketTransport, open_port
+from edgeclip.flash.old_layout import migrate
 from edgeclip.formats.bundle import sha256_file
+from edgeclip.formats.layout import CURRENT, PREVIOUS, SSH_ROOT, STAGING, name_problem, partial_name
 from edgeclip.formats.serial import MAX_PAYLOAD, OFFSET, VERSION, Damaged, Frame, FrameType
 
 MAX_BUNDLE_BYTES = 1 << 40
+DEFAULT_ROOT = Path.home() / SSH_ROOT  # where `edgeclip deploy` installs for this user: one tree for both
+ROOT_HELP = f"install root (default ~/{SSH_ROOT}, the folder `edgeclip deploy` uses over SSH)"
 IDLE_POLL_SECONDS = 1.0
 REOPEN_SECONDS = 0.5
 Reply = tuple[int, int, bytes]
@@ -58,8 +63,10 @@ class Agent:
         self.root = Path(root)
         self.arch = arch
         self.max_bytes = max_bytes
-        self.partials = self.root / ".partial"
-        self.partials.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        _migrate(self.root)
+        self.partials = self.root / STAGING
+        self.partials.mkdir(exist_ok=True)
         self.session: Session | None = None
         self.last_done: tuple[str, bytes] | None = None
 
@@ -98,19 +105,28 @@ class Agent:
         try:
             request = json.loads(frame.payload)
             sha256, size, arch = str(request["sha256"]), int(request["size"]), str(request["arch"])
+            name, manifest_sha256 = request["name"], str(request["manifest_sha256"])
         except (ValueError, KeyError, TypeError) as err:
             return _error(frame.seq, "protocol", f"HELLO is not the JSON object the protocol defines ({err})")
         if not re.fullmatch(r"[0-9a-f]{64}", sha256) or not 0 < size <= MAX_BUNDLE_BYTES:
             return _error(frame.seq, "protocol", "HELLO needs a lowercase hex sha256 and a positive size")
         self.close_session()
-        path = self.partials / f"{sha256}.part"
-        refusal = None
+        path = self.partials / partial_name(sha256)
+        refusal, up_to_date = None, False
+        problem = name_problem(name)
+        installed = {CURRENT: None, PREVIOUS: None} if problem else _installed(self.root, name)
         if arch != self.arch:
             refusal = ("arch", f"this device is {self.arch} but the bundle is built for {arch}; build it for a {self.arch} target")
+        elif problem:
+            refusal = ("bundle", f"{problem}; rebuild the bundle with another name")
         else:
+            up_to_date = is_current(self.root, name, sha256, manifest_sha256)
             for stale in self.partials.glob("*.part"):
-                if stale != path:
-                    stale.unlink()  # another bundle's partial: never resumed, so give its space back
+                if stale != path or up_to_date:
+                    stale.unlink()  # a partial never resumed (or not needed): give its space back
+        if up_to_date:
+            log(f"{name} {sha256[:12]} is already current; nothing to receive")
+            return self._info(frame.seq, 0, self.free_bytes(), up_to_date=True, **installed)
         received = path.stat().st_size if path.exists() else 0
         if received > size:
             path.unlink()
@@ -126,8 +142,12 @@ class Agent:
         fd = None if refusal else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.session = Session(sha256, size, path, received, refusal, fd, free)
         log(f"session for {sha256[:12]} ({size} bytes), resuming at {received}" + (f", refused: {refusal[0]}" if refusal else ""))
-        info = {"version": VERSION, "arch": self.arch, "free": free, "offset": received, "max_payload": MAX_PAYLOAD - OFFSET.size}
-        return FrameType.INFO, frame.seq, json.dumps(info).encode()
+        return self._info(frame.seq, received, free, up_to_date=False, **installed)
+
+    def _info(self, seq: int, offset: int, free: int, **state) -> Reply:
+        info = {"version": VERSION, "arch": self.arch, "free": free, "offset": offset,
+                "max_payload": MAX_PAYLOAD - OFFSET.size, **state}
+        return FrameType.INFO, seq, json.dumps(info).encode()
 
     def _data(self, frame: Frame) -> Reply:
         session = self.session
@@ -208,6 +228,17 @@ def _error(seq: int, code: str, message: str) -> Reply:
     return FrameType.ERROR, seq, json.dumps({"code": code, "message": message}).encode()
 
 
+def _migrate(root: Path) -> None:
+    for move in migrate(root):
+        log(f"moved into the one layout: {move}")
+
+
+def _installed(root: Path, name: str) -> dict:
+    """INFO's view of what the device runs for `name`, as paths under ROOT (like DONE's)."""
+    links = {key: link_target(root / name, key) for key in (CURRENT, PREVIOUS)}
+    return {key: f"{name}/{target}" if target else None for key, target in links.items()}
+
+
 def _tree_bytes(root: Path) -> int:
     return sum(path.lstat().st_size for path in root.rglob("*") if path.is_file() and not path.is_symlink())
 
@@ -231,8 +262,8 @@ def serve(agent: Agent, link: Link) -> None:
 def serve_serial(agent: Agent, url: str, baud: int, rtscts: bool) -> None:
     while True:
         try:
-            link = Link(SerialTransport(url, baud, rtscts))
-        except (serial.SerialException, OSError, ValueError) as err:
+            link = Link(open_port(url, baud, rtscts))
+        except OSError as err:  # a port that comes and goes (USB gadget, adapter); ValueError never heals
             log(f"cannot open {url} ({err}); retrying")
             time.sleep(REOPEN_SECONDS)
             continue
@@ -279,24 +310,33 @@ def build_parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="serial device path or pyserial URL")
     where.add_argument("--listen", type=_host_port, metavar="HOST:PORT", help="accept TCP connections instead")
-    p.add_argument("--dir", required=True, type=Path, help="install root: versions/, current, .partial/")
+    p.add_argument("--dir", type=Path, default=DEFAULT_ROOT, help=ROOT_HELP)
     p.add_argument("--baud", type=int, default=921600)
     p.add_argument("--rtscts", action="store_true", help="hardware flow control")
     p.add_argument("--arch", default=platform.machine(), help="architecture to report (default: uname -m)")
     p.add_argument("--max-bytes", type=int, default=None, help="act as if DIR may hold at most this many bytes")
+    listing = modes.add_parser("list", help="print what DIR holds as JSON: per name its current and previous version")
+    listing.add_argument("--dir", type=Path, default=DEFAULT_ROOT, help=ROOT_HELP)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    agent = Agent(args.dir, args.arch, args.max_bytes)
     try:
+        if args.mode == "list":
+            _migrate(args.dir)
+            print(json.dumps(list_installs(args.dir), indent=2, sort_keys=True))
+            return 0
+        agent = Agent(args.dir, args.arch, args.max_bytes)
         if args.listen:
             serve_tcp(agent, *args.listen)
         else:
             serve_serial(agent, args.port, args.baud, args.rtscts)
     except KeyboardInterrupt:
         return 0
+    except ValueError as err:  # the port can never work as asked (open_port says why)
+        print(f"edgeclip-agent: error: {err}", file=sys.stderr)
+        return 2
     except OSError as err:
         print(f"edgeclip-agent: error: {err}", file=sys.stderr)
         return 1

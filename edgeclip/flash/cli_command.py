@@ -1,4 +1,4 @@
-"""The `edgeclip flash` verb; the main CLI calls `add_flash_command(verbs)`."""
+"""The `edgeclip flash` and `edgeclip agent` verbs; the main CLI calls `add_flash_command(verbs)`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,17 @@ def add_flash_command(subparsers) -> None:
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help=f"data bytes per frame (default {DEFAULT_CHUNK})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_flash)
+    a = subparsers.add_parser(
+        "agent",
+        help="write the device agent as one file (edgeclip-agent.pyz) to copy to a board before its first flash",
+        description=(
+            "Write edgeclip-agent as a single-file Python zipapp: it needs only python3 on the board "
+            "(pyserial optional). Run it there with `python3 edgeclip-agent.pyz serial --port PORT "
+            "[--dir DIR]`. Every bundle carries the same file as bin/edgeclip-agent.pyz."
+        ),
+    )
+    a.add_argument("--out", required=True, help="where to write the zipapp, e.g. edgeclip-agent.pyz")
+    a.set_defaults(func=run_agent)
 
 
 def run_flash(args) -> None:
@@ -38,8 +49,21 @@ def run_flash(args) -> None:
         chunk=args.chunk,
         progress=not args.no_progress,
     )
+    previous = f", previous {result.previous} kept for rollback" if result.previous else ""
+    if result.already_current:
+        print(f"{result.name} (sha256 {result.sha256[:12]}) is already current on {args.port}: nothing sent; "
+              f"device runs {result.installed}{previous}")
+        return
     resumed = f", resumed at byte {result.resumed_from}" if result.resumed_from else ""
     print(
         f"flashed {result.name} ({result.size / 1e6:.2f} MB, sha256 {result.sha256[:12]}) to {args.port}: "
-        f"{result.throughput / 1e3:.1f} kB/s, {result.retries} retries{resumed}; device now runs {result.installed}"
+        f"{result.throughput / 1e3:.1f} kB/s, {result.retries} retries{resumed}; device now runs {result.installed}{previous}"
     )
+
+
+def run_agent(args) -> None:
+    # The builder sits in the bundle layer (bundles carry the agent); it is standard library only.
+    from edgeclip.bundle.agent_app import write_agent
+
+    path = write_agent(args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB); on the board: python3 {path.name} serial --port PORT")

@@ -14,12 +14,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import serial
-
 from edgeclip import console
 from edgeclip.errors import FlashError
-from edgeclip.flash.link import Link, SerialTransport
+from edgeclip.flash.link import Link, open_port
 from edgeclip.formats.bundle import read_manifest, sha256_file
+from edgeclip.formats.layout import manifest_sha256, name_problem
 from edgeclip.formats.serial import DEFAULT_CHUNK, OFFSET, SEQ_MASK, VERSION, Damaged, FrameType
 
 INSTALL_SECONDS = 120.0  # extra wait for DONE: the device hashes, fsyncs and extracts the bundle
@@ -35,7 +34,9 @@ class FlashResult:
     bytes_sent: int  # DATA payload bytes put on the wire, retransmissions included
     retries: int
     seconds: float
-    installed: str
+    installed: str  # `<name>/versions/<sha12>` under the device's install root
+    previous: str | None
+    already_current: bool = False  # the device ran this bundle already: nothing was sent
 
     @property
     def throughput(self) -> float:
@@ -59,9 +60,11 @@ def flash(
     arch = manifest.get("target", {}).get("arch")
     if not arch:
         raise FlashError(f"{bundle}: the manifest names no target arch; rebuild the bundle")
+    if problem := name_problem(manifest.get("name")):
+        raise FlashError(f"{bundle}: {problem}; rebuild it with another --name")
     try:
-        transport = SerialTransport(port, baud, rtscts, slack=timeout)
-    except (serial.SerialException, OSError, ValueError) as err:
+        transport = open_port(port, baud, rtscts, slack=timeout)
+    except (OSError, ValueError) as err:
         raise FlashError(f"cannot open {port} ({err}); check the device path or URL and that nothing else holds it") from err
     sender = _Sender(Link(transport), baud, timeout, retries)
     try:
@@ -81,9 +84,13 @@ class _Sender:
 
     def send_bundle(self, bundle: Path, manifest: dict, arch: str, chunk: int, progress: bool) -> FlashResult:
         size, sha256 = bundle.stat().st_size, sha256_file(bundle)
-        name = str(manifest.get("name", bundle.stem))
-        hello = {"sha256": sha256, "size": size, "name": name, "arch": arch}
-        info = _answer(self.exchange(FrameType.HELLO, json.dumps(hello).encode(), FrameType.INFO), "arch", "free", "offset", "max_payload")
+        name = manifest["name"]
+        hello = {"sha256": sha256, "size": size, "name": name, "arch": arch, "manifest_sha256": manifest_sha256(bundle)}
+        info = _answer(self.exchange(FrameType.HELLO, json.dumps(hello).encode(), FrameType.INFO),
+                       "arch", "free", "offset", "max_payload", "current", "previous", "up_to_date")
+        if info["up_to_date"] and info.get("arch") == arch:  # like deploy: the same version is current and whole
+            return FlashResult(name, sha256, size, info["arch"], 0, 0, self.retries, 0.0, info["current"],
+                               info["previous"], already_current=True)
         self._check_device(info, arch, size)
         chunk = max(1, min(chunk, int(info["max_payload"])))
         resumed_from = offset = int(info["offset"])
@@ -102,8 +109,9 @@ class _Sender:
                 offset = held
             seconds = time.monotonic() - started
         done = self.exchange(FrameType.END, json.dumps({"sha256": sha256}).encode(), FrameType.DONE, INSTALL_SECONDS)
-        installed = _answer(done, "installed")["installed"]
-        return FlashResult(name, sha256, size, info["arch"], resumed_from, self.bytes_sent, self.retries, seconds, installed)
+        installed = _answer(done, "installed", "previous")
+        return FlashResult(name, sha256, size, info["arch"], resumed_from, self.bytes_sent, self.retries, seconds,
+                           installed["installed"], installed["previous"])
 
     def _check_device(self, info: dict, arch: str, size: int) -> None:
         """Refuse before any data moves: wrong architecture or too little room on the device."""
@@ -133,7 +141,10 @@ class _Sender:
             if reply is None:
                 continue
             if reply.version != VERSION:
-                raise FlashError(f"the device speaks protocol version {reply.version}, this edgeclip {VERSION}; use one release on both")
+                raise FlashError(
+                    f"the device speaks protocol version {reply.version}, this edgeclip {VERSION}; run this release's "
+                    "agent there (`edgeclip agent --out edgeclip-agent.pyz`, then `python3 edgeclip-agent.pyz serial ...`)"
+                )
             if reply.type == FrameType.ERROR:
                 detail = _answer(reply, "code", "message")
                 raise FlashError(f"the device refused ({detail.get('code')}): {detail.get('message')}")

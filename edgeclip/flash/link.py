@@ -1,4 +1,5 @@
-"""A framed link over a serial port (any pyserial URL) or an accepted TCP connection.
+"""A framed link over a serial port (any pyserial URL, or a bare tty without pyserial) or an
+accepted TCP connection.
 
 Both ends only need `read_some`, `write` and `close`; a vanished port or peer raises
 `ConnectionError` so callers have one thing to catch.
@@ -6,11 +7,10 @@ Both ends only need `read_some`, `write` and `close`; a vanished port or peer ra
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import time
 from collections import deque
-
-import serial
 
 from edgeclip.formats.serial import MAX_PAYLOAD, Damaged, Frame, FrameDecoder, encode
 
@@ -20,23 +20,39 @@ STALE_FRAME_SECONDS = 0.2  # a frame is written in one go: a pause this long mid
 WRITE_SLACK_SECONDS = 1.0
 
 
+def open_port(url: str, baud: int, rtscts: bool = False, slack: float = WRITE_SLACK_SECONDS):
+    """The transport for a serial port: pyserial when it is installed (device paths and every URL
+    it opens), else a plain tty path through termios, so the zipapp agent runs on a bare python3.
+    Raises ValueError for a request that can never work (bad baud, a URL without pyserial) and
+    OSError for a port that cannot be opened now."""
+    # A write may wait for flow control, but never forever: the longest frame's wire time plus slack.
+    write_timeout = slack + 10 * (MAX_PAYLOAD + 64) / baud
+    if importlib.util.find_spec("serial") is None:  # pyserial is optional on the device
+        from edgeclip.flash.tty import TtyTransport
+
+        return TtyTransport(url, baud, rtscts, write_timeout)
+    return SerialTransport(url, baud, rtscts, write_timeout)
+
+
 class SerialTransport:
-    def __init__(self, url: str, baud: int, rtscts: bool = False, slack: float = WRITE_SLACK_SECONDS):
-        # A write may wait for flow control, but never forever: the longest frame's wire time plus slack.
-        write_timeout = slack + 10 * (MAX_PAYLOAD + 64) / baud
+    """pyserial (its SerialException is an OSError)."""
+
+    def __init__(self, url: str, baud: int, rtscts: bool, write_timeout: float):
+        import serial
+
         self.port = serial.serial_for_url(url, baudrate=baud, rtscts=rtscts, timeout=POLL_SECONDS, write_timeout=write_timeout)
         self.port.reset_input_buffer()  # bytes left from an earlier session are not ours
 
     def read_some(self) -> bytes:
         try:
             return self.port.read(min(self.port.in_waiting, READ_LIMIT) or 1)
-        except (serial.SerialException, OSError) as err:
+        except OSError as err:
             raise ConnectionError(f"serial port stopped answering: {err}") from err
 
     def write(self, data: bytes) -> None:
         try:
             self.port.write(data)
-        except (serial.SerialException, OSError) as err:
+        except OSError as err:
             raise ConnectionError(f"serial port stopped taking data ({err})") from err
 
     def close(self) -> None:

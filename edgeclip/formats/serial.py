@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass
 
 MAGIC = b"\xa5\xec"
-VERSION = 1
+VERSION = 2  # 2: one install layout; HELLO names the manifest, INFO says what the device runs
 HEADER = struct.Struct(">2sBBII")  # magic, version, type, seq, payload length
 CRC = struct.Struct(">I")
 OFFSET = struct.Struct(">Q")  # DATA payloads start with one; ACK and NAK payloads are one
@@ -26,8 +26,8 @@ SEQ_MASK = 0xFFFFFFFF
 
 
 class FrameType(enum.IntEnum):
-    HELLO = 1  # host -> device, JSON: sha256, size, name, arch
-    INFO = 2  # device -> host, JSON: version, arch, free, offset, max_payload
+    HELLO = 1  # host -> device, JSON: sha256, size, name, arch, manifest_sha256
+    INFO = 2  # device -> host, JSON: version, arch, free, offset, max_payload, current, previous, up_to_date
     DATA = 3  # host -> device, OFFSET + bytes
     ACK = 4  # device -> host, OFFSET: bytes of the bundle the device now holds
     NAK = 5  # device -> host, OFFSET: the frame was damaged or out of order; send again

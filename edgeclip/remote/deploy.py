@@ -3,11 +3,11 @@ the board, unpack into `versions/<sha12>`, then switch the `current` link atomic
 version stays installed and linked as `previous`, so a failed install changes nothing and
 `rollback` is one rename.
 
-Device layout (under the login user's home):
-    ~/.edgeclip/.staging/<sha256>.part
-    ~/.edgeclip/<name>/versions/<sha12>/...
-    ~/.edgeclip/<name>/current  -> versions/<sha12>
-    ~/.edgeclip/<name>/previous -> versions/<sha12 of the version before>
+The device layout is the one `edgeclip flash` installs into too, with ROOT = `~/.edgeclip` of the
+login user (`ROOT/.staging/`, `ROOT/<name>/versions/<sha12>/`, `current`, `previous`); it is
+documented once, in docs/bundle-format.md ("On the device"), and named in edgeclip.formats.layout.
+The install script below is its POSIX shell side (the board needs no Python for SSH);
+edgeclip/flash/install.py is the same rules in Python for the serial agent.
 """
 
 from __future__ import annotations
@@ -18,6 +18,15 @@ from pathlib import Path
 
 from edgeclip.errors import RemoteError
 from edgeclip.formats.bundle import sha256_file, verify_bundle
+from edgeclip.formats.layout import (
+    CURRENT,
+    SSH_ROOT,
+    STAGING,
+    VERSIONS,
+    name_problem,
+    partial_name,
+    version_of,
+)
 from edgeclip.remote.connect import Connection, Session, SshOptions
 from edgeclip.remote.diagnose import explain
 from edgeclip.remote.hosts import HostSpec
@@ -42,7 +51,7 @@ if [ -d "$dest" ] && ! (cd "$dest" && sha256sum -c --quiet --strict "$part.sums"
   rm -rf "$dest" || fail 25 "cannot replace the damaged copy in $dest"
 fi
 if [ ! -d "$dest" ]; then
-  tmp=$(mktemp -d "$app/versions/.incoming.XXXXXX") || fail 26 "cannot create a folder in $app/versions"
+  tmp=$(mktemp -d "$app/versions/.incoming.XXXXXX") && chmod 755 "$tmp" || fail 26 "cannot create a folder in $app/versions"
   tar -xf "$part" -C "$tmp" || { rm -rf "$tmp"; fail 27 "unpacking the bundle failed"; }
   (cd "$tmp" && sha256sum -c --quiet --strict "$part.sums") || { rm -rf "$tmp"; fail 28 "unpacked files do not match their sha256"; }
   mv "$tmp" "$dest" || { rm -rf "$tmp"; fail 29 "cannot move the new version into place"; }
@@ -57,8 +66,8 @@ if [ "$old" != "versions/$version" ]; then
 fi
 keep_current=$(readlink "$app/current" 2>/dev/null || true)
 keep_previous=$(readlink "$app/previous" 2>/dev/null || true)
-for dir in "$app"/versions/*; do
-  [ -d "$dir" ] || continue
+for dir in "$app"/versions/* "$app"/versions/.incoming.*; do
+  [ -e "$dir" ] || continue
   case "versions/${dir##*/}" in "$keep_current"|"$keep_previous") ;; *) rm -rf "$dir" ;; esac
 done
 rm -f "$part" "$part.sums"
@@ -115,11 +124,11 @@ class Layout:
 
     @property
     def base(self) -> str:
-        return f"{self.home.rstrip('/')}/.edgeclip"
+        return f"{self.home.rstrip('/')}/{SSH_ROOT}"
 
     @property
     def staging(self) -> str:
-        return f"{self.base}/.staging"
+        return f"{self.base}/{STAGING}"
 
     @property
     def app(self) -> str:
@@ -127,19 +136,16 @@ class Layout:
 
     @property
     def current(self) -> str:
-        return f"{self.app}/current"
+        return f"{self.app}/{CURRENT}"
 
     def part(self, sha256: str) -> str:
-        return f"{self.staging}/{sha256}.part"
+        return f"{self.staging}/{partial_name(sha256)}"
 
 
 def check_name(name: object, bundle) -> str:
     """A bundle name becomes one folder name on the board; anything else is refused, not rewritten."""
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or any(ord(c) < 32 for c in name):
-        raise RemoteError(
-            f"{bundle}: bundle name {name!r} cannot be a folder name on the board (empty, '.', '..', '/' "
-            "or control characters); rebuild it with another --name"
-        )
+    if problem := name_problem(name):
+        raise RemoteError(f"{bundle}: {problem}; rebuild it with another --name")
     return name
 
 
@@ -190,9 +196,9 @@ def deploy(bundle, host: HostSpec | str, options: SshOptions | None = None, prog
     return DeployResult(
         host=str(session.spec),
         name=name,
-        version=sha[:12],
-        previous=_version_of(installed.get("previous")),
-        install_dir=f"{layout.app}/versions/{sha[:12]}",
+        version=version_of(sha),
+        previous=_link_version(installed.get("previous")),
+        install_dir=f"{layout.app}/{VERSIONS}/{version_of(sha)}",
         bytes=size,
         uploaded=stats.sent > 0 or stats.total == 0,
         upload_seconds=stats.seconds,
@@ -214,7 +220,7 @@ def rollback(host: HostSpec | str, name: str, options: SshOptions | None = None)
         if not result.ok:
             raise explain(result, f"rolling back {name!r}", str(session.spec))
     switched = _key_values(result.out)
-    return {"host": str(session.spec), "name": name, **{k: _version_of(v) for k, v in switched.items()}}
+    return {"host": str(session.spec), "name": name, **{k: _link_version(v) for k, v in switched.items()}}
 
 
 def _make_dirs(conn: Connection, layout: Layout) -> None:
@@ -225,14 +231,14 @@ def _make_dirs(conn: Connection, layout: Layout) -> None:
 
 def _installed_already(conn: Connection, layout: Layout, sha: str, manifest: dict) -> dict | None:
     """The same version is current and intact: nothing to upload (profile runs redeploy freely)."""
-    result = conn.run_script(INSTALLED_SCRIPT, (layout.app, sha[:12]), stdin=checksum_list(manifest), timeout=120)
+    result = conn.run_script(INSTALLED_SCRIPT, (layout.app, version_of(sha)), stdin=checksum_list(manifest), timeout=120)
     return _key_values(result.out) if result.ok else None
 
 
 def _install(conn: Connection, layout: Layout, sha: str, manifest: dict) -> dict:
     started = time.monotonic()
     result = conn.run_script(
-        INSTALL_SCRIPT, (layout.app, layout.part(sha), sha, sha[:12]), stdin=checksum_list(manifest), timeout=600
+        INSTALL_SCRIPT, (layout.app, layout.part(sha), sha, version_of(sha)), stdin=checksum_list(manifest), timeout=600
     )
     if not result.ok:
         raise explain(result, f"installing {layout.name!r} (after {time.monotonic() - started:.0f} s)", str(conn.endpoint))
@@ -243,5 +249,5 @@ def _key_values(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def _version_of(link: str | None) -> str | None:
+def _link_version(link: str | None) -> str | None:
     return link.rsplit("/", 1)[-1] if link else None
