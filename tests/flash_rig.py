@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeclip.flash.cli_command import add_flash_command
+from edgeclip.cli.flash import add_flash_command
 from edgeclip.flash.host import flash
 from edgeclip.flash.link import Link
 from edgeclip.formats.bundle import write_bundle

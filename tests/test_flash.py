@@ -242,7 +242,7 @@ def test_unreachable_port_is_a_flash_error(small):
 
 def test_flash_package_and_agent_import_neither_torch_nor_tvm():
     code = (
-        "import sys, edgeclip.flash, edgeclip.flash.agent, edgeclip.flash.host, edgeclip.flash.cli_command;"
+        "import sys, edgeclip.flash, edgeclip.flash.agent, edgeclip.flash.host, edgeclip.cli.flash;"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'tvm', 'tvm_ffi', 'numpy', 'tqdm'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout

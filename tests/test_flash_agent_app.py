@@ -20,8 +20,8 @@ import pytest
 from flash_rig import assert_installed, listening_agent, sha256
 
 from edgeclip.bundle.agent_app import MEMBER, PACKAGE_DIR, agent_sources, agent_zipapp
+from edgeclip.cli.flash import add_flash_command
 from edgeclip.errors import BundleError
-from edgeclip.flash.cli_command import add_flash_command
 from edgeclip.flash.host import flash
 
 big, small, rigs = flash_rig.big, flash_rig.small, flash_rig.rigs
@@ -66,7 +66,7 @@ def test_the_zipapp_is_byte_identical_from_the_same_sources(tmp_path):
     assert names == sorted(names) and "__main__.py" in names
     assert {"edgeclip/flash/agent.py", "edgeclip/flash/tty.py", "edgeclip/formats/bundle.py", "edgeclip/errors.py",
             "edgeclip/__init__.py", "edgeclip/flash/__init__.py"} <= set(names)
-    assert not {"edgeclip/flash/host.py", "edgeclip/flash/cli_command.py", "edgeclip/bundle/build.py"} & set(names)
+    assert not {"edgeclip/flash/host.py", "edgeclip/cli/flash.py", "edgeclip/bundle/build.py"} & set(names)
 
 
 @pytest.mark.parametrize(

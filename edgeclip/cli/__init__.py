@@ -10,12 +10,12 @@ import argparse
 from edgeclip import __version__, console
 from edgeclip.cli.bundles import add_bundle_commands
 from edgeclip.cli.demo import add_demo_command
+from edgeclip.cli.flash import add_flash_command
 from edgeclip.cli.lowering import add_lower_commands
 from edgeclip.cli.models import add_model_commands
 from edgeclip.cli.remote import add_remote_commands
 from edgeclip.cli.training import add_training_commands
 from edgeclip.errors import EdgeclipError
-from edgeclip.flash.cli_command import add_flash_command
 
 
 def build_parser() -> argparse.ArgumentParser:

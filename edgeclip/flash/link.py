@@ -12,12 +12,8 @@ import socket
 import time
 from collections import deque
 
+from edgeclip.flash.timing import POLL_SECONDS, READ_LIMIT, STALE_FRAME_SECONDS, WRITE_SLACK_SECONDS
 from edgeclip.formats.serial import MAX_PAYLOAD, Damaged, Frame, FrameDecoder, encode
-
-POLL_SECONDS = 0.02
-READ_LIMIT = 1 << 16
-STALE_FRAME_SECONDS = 0.2  # a frame is written in one go: a pause this long mid-frame means its sender gave up
-WRITE_SLACK_SECONDS = 1.0
 
 
 def open_port(url: str, baud: int, rtscts: bool = False, slack: float = WRITE_SLACK_SECONDS):

@@ -15,7 +15,7 @@ import select
 import termios
 import time
 
-from edgeclip.flash.link import POLL_SECONDS, READ_LIMIT
+from edgeclip.flash.timing import POLL_SECONDS, READ_LIMIT
 
 RATES = {int(name[1:]): getattr(termios, name) for name in dir(termios) if re.fullmatch(r"B\d+", name)}
 NO_PYSERIAL = "pyserial is not installed (pip install pyserial)"

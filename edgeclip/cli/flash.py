@@ -1,4 +1,5 @@
-"""The `edgeclip flash` and `edgeclip agent` verbs; the main CLI calls `add_flash_command(verbs)`."""
+"""`edgeclip flash` and `edgeclip agent`: send a bundle over a serial line; write the device agent
+as one file (the work is in `edgeclip.flash` and `edgeclip.bundle.agent_app`)."""
 
 from __future__ import annotations
 
