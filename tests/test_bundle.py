@@ -195,6 +195,21 @@ def test_host_runner_sizes_its_pool_to_the_physical_cores(host_bundle):
 
 
 @needs_x86_host
+def test_a_non_finite_output_fails_the_runners_output_check(host_bundle):
+    """NaN never agrees with anything: a NaN reference (or output) is cosine -1, not the 1 a
+    NaN-swallowing minimum used to report."""
+    with local.extracted(host_bundle) as (folder, manifest):
+        command = local.runner_command(folder, manifest, emulate=False) + ["--module", "ternary", "--runs", "1"]
+        healthy = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+        expected = folder / manifest["reference"]["text"]["outputs"][0]["path"]
+        np.save(expected, np.full_like(np.load(expected), np.nan))
+        broken = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    assert healthy["cosine_to_reference"] >= 0.999
+    assert broken["towers"]["text"]["cosine_to_reference"] == -1 and broken["cosine_to_reference"] == -1
+    assert broken["towers"]["image"]["cosine_to_reference"] >= 0.999
+
+
+@needs_x86_host
 def test_run_verb_classifies_an_image_with_the_host_bundle(host_bundle, tmp_path, capsys):
     from PIL import Image
 

@@ -42,15 +42,18 @@ def default_schedule(family: ModelFamily) -> TrainConfig:
     return STUDENT_TRAINING if family.kind == CLIP else EMBEDDING_TRAINING
 
 
-def train_student(spec: StudentSpec, config: TrainConfig | dict, out, resume: bool = False, progress: bool = True,
-                  stop_after: int | None = None, time_budget_s: float | None = None, pace_by_budget: bool = False,
-                  eval_every: int | EvalEvery = 0) -> dict:
+def train_student(spec: StudentSpec, config: TrainConfig | dict, out, resume: bool = False, force: bool = False,
+                  progress: bool = True, stop_after: int | None = None, time_budget_s: float | None = None,
+                  pace_by_budget: bool = False, eval_every: int | EvalEvery = 0) -> dict:
     """QAT + distillation of `spec.teacher` into a ternary student saved at `out`.
 
     `config` is a whole schedule, or a dict of changes to the teacher family's default schedule.
     """
+    from edgeclip.models.checkpoint import check_writable
     from edgeclip.models.model_io import save_model
     from edgeclip.models.sources import load_source
+
+    check_writable(Path(out), replace=resume or force)  # before the training, not after it
 
     teacher, family, arch = load_source(spec.teacher)
     if isinstance(config, dict):
@@ -64,7 +67,7 @@ def train_student(spec: StudentSpec, config: TrainConfig | dict, out, resume: bo
     summary.update(teacher=spec.teacher, family=family.name, quantized_layers=len(report.quantized),
                    ternary_fraction_linear=model_stats(student)["ternary_fraction_linear"])
     if summary["rank"] == 0:
-        save_model(student.cpu(), out, family, arch, spec.quant)
+        save_model(student.cpu(), out, family, arch, spec.quant, replace=resume or force)
         (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

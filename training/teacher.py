@@ -43,5 +43,5 @@ def train_teacher(out=None, config: TrainConfig = TEACHER_TRAINING, force: bool 
     train_seconds = time.perf_counter() - began
     model = model.cpu().eval()
     accuracy = zero_shot_classification(DualEncoder(model), load_fashion_mnist("test"), limit=eval_limit)
-    save_model(model, out, family_of(model), model.config_dict(), None)
+    save_model(model, out, family_of(model), model.config_dict(), None, replace=force)
     return {"path": str(out), "cached": False, "train_seconds": train_seconds, **summary, **accuracy}

@@ -129,6 +129,10 @@ def _check_modules(modules: list[BundleModule], references: list[TowerReference]
     if not any(m.variant == "ternary" for m in modules):
         raise BundleError("a bundle needs at least one ternary module; compile the model first")
     refs = {r.tower for r in references}
+    for ref in references:
+        if not all(np.isfinite(array).all() for array in (*ref.inputs, *ref.outputs) if array.dtype.kind == "f"):
+            raise BundleError(f"the {ref.tower} tower's reference holds NaN or infinite values; the model cannot "
+                              "give meaningful embeddings: check its weights (edgeclip inspect) and retrain")
     for module in modules:
         if module.variant not in VARIANTS:
             raise BundleError(f"module variant {module.variant!r} unknown; use one of {VARIANTS}")
@@ -163,6 +167,8 @@ def build_bundle(checkpoint, target_name: str, out_dir, towers=TOWERS, baseline:
 
     target = load_target(target_name)
     toolchain.require_compiler(*target.compiler)  # fail before minutes of compiling
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise BundleError(f"{out_dir} exists and is not a directory; -o names the folder the bundle is written into")
     if baseline not in (None, "fp32"):
         raise BundleError(f"baseline {baseline!r} unknown; the only baseline is 'fp32'")
     try:

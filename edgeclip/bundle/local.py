@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeclip.bundle.model_info import manifest_family, read_image
 from edgeclip.errors import BundleError
-from edgeclip.formats.bundle import verify_bundle
+from edgeclip.formats.bundle import runner_member, verify_bundle
 from edgeclip.native import toolchain
 
 
@@ -37,7 +37,7 @@ def runner_command(folder: Path, manifest: dict, emulate: bool) -> list[str]:
     if arch != platform.machine() and not emulate:
         raise BundleError(f"this bundle is for {arch} but this machine is {platform.machine()}; "
                           "pass --emulate to run it under qemu-user, or run it on the device")
-    return toolchain.emulator_command(arch) + [str(folder / manifest["runner"])]
+    return toolchain.emulator_command(arch) + [str(folder / runner_member(manifest, folder))]
 
 
 def run_runner(folder: Path, manifest: dict, args: list[str], emulate: bool = False, timeout_s: float = 600) -> dict:
@@ -96,12 +96,14 @@ def _unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
-def classify(bundle, image_path, labels: list[str], emulate: bool = False) -> list[tuple[str, float]]:
+def classify(bundle, image_path, labels: list[str], emulate: bool = False,
+             module: str = "ternary") -> list[tuple[str, float]]:
     """Zero-shot classification: (label, probability) best first, CLIP's softmax over 100·cosine."""
-    return classify_images(bundle, [image_path], labels, emulate)[0]
+    return classify_images(bundle, [image_path], labels, emulate, module)[0]
 
 
-def classify_images(bundle, image_paths: list, labels: list[str], emulate: bool = False) -> list[list[tuple[str, float]]]:
+def classify_images(bundle, image_paths: list, labels: list[str], emulate: bool = False,
+                    module: str = "ternary") -> list[list[tuple[str, float]]]:
     """`classify` for several images against one label set: the labels are embedded once.
     Images go through the preprocessing and labels through the tokenizer of the bundle's model
     family (`edgeclip.models.families`), with the tokenizer file the bundle carries."""
@@ -109,7 +111,8 @@ def classify_images(bundle, image_paths: list, labels: list[str], emulate: bool 
         family = manifest_family(manifest)
         images = [(family.image.pixels(read_image(path), manifest["preprocessing"]),) for path in image_paths]
         tokenize = _tokenizer(folder, manifest)
-        out = _outputs(folder, manifest, {"image": images, "text": [tokenize(label) for label in labels]}, emulate)
+        out = _outputs(folder, manifest, {"image": images, "text": [tokenize(label) for label in labels]}, emulate,
+                       module)
     text_embeddings = _unit(np.concatenate([t.reshape(1, -1) for t in out["text"]]))
     rankings = []
     for image in out["image"]:
@@ -120,9 +123,9 @@ def classify_images(bundle, image_paths: list, labels: list[str], emulate: bool 
     return rankings
 
 
-def embed_text(bundle, text: str, emulate: bool = False) -> np.ndarray:
+def embed_text(bundle, text: str, emulate: bool = False, module: str = "ternary") -> np.ndarray:
     with extracted(bundle) as (folder, manifest):
-        return _outputs(folder, manifest, {"text": [_tokenizer(folder, manifest)(text)]}, emulate)["text"][0]
+        return _outputs(folder, manifest, {"text": [_tokenizer(folder, manifest)(text)]}, emulate, module)["text"][0]
 
 
 def _tokenizer(folder: Path, manifest: dict):

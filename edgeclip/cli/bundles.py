@@ -31,8 +31,9 @@ def add_bundle_commands(subparsers) -> None:
     p.add_argument("--labels", help='comma-separated labels, e.g. "a cat,a dog"')
     p.add_argument("--text", help="text to embed (prints the embedding as JSON)")
     p.add_argument("--emulate", action="store_true", help="run an aarch64 bundle under qemu-user (checking only)")
-    p.add_argument("--runs", type=int, default=10, help="timed runs when profiling (default 10)")
-    p.add_argument("--module", choices=["ternary", "fp32"], help="profile only this variant")
+    p.add_argument("--runs", type=int, default=None, help="timed runs when profiling (default 10)")
+    p.add_argument("--module", choices=["ternary", "fp32"],
+                   help="the variant to run (default: ternary for --image/--text; every variant when profiling)")
     p.set_defaults(func=run_run)
 
     p = subparsers.add_parser("verify", help="check a bundle's hashes, schema and architecture without running it")
@@ -67,16 +68,34 @@ def run_run(args) -> None:
     from edgeclip.bundle import local
     from edgeclip.errors import BundleError
 
+    _refuse_mixed_modes(args)
+    module = args.module or "ternary"
     if args.image:
-        if not args.labels:
-            raise BundleError("--image needs --labels \"a,b,c\" to classify against")
         labels = [label.strip() for label in args.labels.split(",") if label.strip()]
-        for label, prob in local.classify(args.bundle, args.image, labels, emulate=args.emulate):
+        if not labels:
+            raise BundleError(f"--labels {args.labels!r} names no label; pass e.g. --labels \"a cat,a dog\"")
+        for label, prob in local.classify(args.bundle, args.image, labels, emulate=args.emulate, module=module):
             print(f"{prob:7.2%}  {label}")
-    elif args.text:
-        print(json.dumps(local.embed_text(args.bundle, args.text, emulate=args.emulate).reshape(-1).tolist()))
+    elif args.text is not None:
+        embedding = local.embed_text(args.bundle, args.text, emulate=args.emulate, module=module)
+        print(json.dumps(embedding.reshape(-1).tolist()))
     else:
-        print(json.dumps(local.profile(args.bundle, runs=args.runs, module=args.module, emulate=args.emulate)))
+        runs = 10 if args.runs is None else args.runs
+        print(json.dumps(local.profile(args.bundle, runs=runs, module=args.module, emulate=args.emulate)))
+
+
+def _refuse_mixed_modes(args) -> None:
+    """`run` does one of three things; a flag that belongs to another is an error, never ignored."""
+    from edgeclip.errors import BundleError
+
+    if args.image and args.text is not None:
+        raise BundleError("--image classifies and --text embeds; give one of them")
+    if args.image and not args.labels:
+        raise BundleError("--image needs --labels \"a,b,c\" to classify against")
+    if args.labels and not args.image:
+        raise BundleError("--labels goes with --image (the image to classify); without --image, run profiles")
+    if args.runs is not None and (args.image or args.text is not None):
+        raise BundleError("--runs sets the timed runs of a profile; it does nothing with --image or --text")
 
 
 def run_verify(args) -> None:

@@ -17,6 +17,8 @@ def add_model_commands(verbs) -> None:
                    help="HF CLIPModel directory, open_clip folder, BERT/MiniLM directory, 'minilm' or 'demo'")
     add_quant_options(p, skip=True)
     p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--force", action="store_true",
+                   help="replace a model already in --out (never done without it: --out may be the teacher itself)")
     p.set_defaults(func=_ternarize)
 
     p = verbs.add_parser("inspect", help="show how much of a checkpoint is ternary and what it weighs")
@@ -28,7 +30,7 @@ def add_model_commands(verbs) -> None:
 def _ternarize(args) -> None:
     from edgeclip.pipeline import ternarize_source
 
-    report, path = ternarize_source(args.model, quant_config(args), args.out)
+    report, path = ternarize_source(args.model, quant_config(args), args.out, force=args.force)
     print(f"{report}\nwrote {path}")
 
 

@@ -105,6 +105,7 @@ def _add_train(verbs) -> None:
     add_quant_options(p)
     p.add_argument("--out", required=True, help="checkpoint directory to write (trainer state goes to OUT.train/)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.train/train_state.pt")
+    p.add_argument("--force", action="store_true", help="replace a model already in --out")
     for name, default in (("task", 1.0), ("crd", 1.0), ("icl", 1.0), ("fd", 2000.0)):
         p.add_argument(f"--{name}-weight", type=float, default=default, help=LOSS_HELP.format(name.upper(), default))
     p.add_argument("--tau", type=float, default=1.0, help="CRD temperature (default 1.0)")
@@ -168,7 +169,7 @@ def _train(args) -> None:
     paced = budget is not None and args.steps is None
     if paced:
         changes["steps"] = BUDGET_STEP_LIMIT
-    summary = train_student(spec, changes, args.out, resume=args.resume, progress=not args.no_progress,
+    summary = train_student(spec, changes, args.out, resume=args.resume, force=args.force, progress=not args.no_progress,
                             time_budget_s=budget, pace_by_budget=paced,
                             eval_every=0 if args.eval_every is None else parse_eval_every(args.eval_every))
     if summary["rank"] == 0:

@@ -36,13 +36,14 @@ from edgeclip.fsutil import fsync_dir, write_synced
 _OWN_FILES = {CONFIG_FILE, WEIGHTS_FILE}
 
 
-def write_checkpoint(directory, tensors: dict, config: dict) -> Path:
+def write_checkpoint(directory, tensors: dict, config: dict, replace: bool = False) -> Path:
     """Write `tensors` (numpy arrays or torch tensors) and the caller's `config` into `directory`.
 
-    An existing checkpoint there is replaced as a whole; a directory holding anything else is refused.
+    A directory that already holds a model (a checkpoint, or the model a checkpoint was made from)
+    is replaced as a whole only with `replace`; one holding anything else is always refused.
     """
     directory = Path(directory)
-    _check_replaceable(directory)
+    check_writable(directory, replace)
     if not isinstance(config, dict):
         raise CheckpointError(f"checkpoint config must be a dict, got {type(config).__name__}")
     prepared = _prepared_tensors(tensors)
@@ -90,9 +91,14 @@ def read_checkpoint(directory) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, document["model"]
 
 
-def _check_replaceable(directory: Path) -> None:
+def check_writable(directory: Path, replace: bool) -> None:
+    """Refuse to write a checkpoint over a file, a foreign folder, or (without `replace`) a model."""
     if directory.exists() and not directory.is_dir():
         raise CheckpointError(f"{directory}: exists and is not a directory; choose another checkpoint path")
+    held = sorted(p.name for p in directory.iterdir() if p.name in _OWN_FILES) if directory.is_dir() else []
+    if held and not replace:
+        raise CheckpointError(f"{directory}: already holds a model ({', '.join(held)}); write to a new directory, "
+                              "or pass --force to replace it")
     if directory.is_dir():
         foreign = sorted(p.name for p in directory.iterdir() if p.name not in _OWN_FILES)
         if foreign:

@@ -17,14 +17,16 @@ from edgeclip.errors import CheckpointError
 from edgeclip.models.checkpoint import read_checkpoint, write_checkpoint
 from edgeclip.models.families import family
 from edgeclip.models.families.base import ModelFamily
-from edgeclip.quant import TernaryConfig, freeze, quantize, ternary_layers
+from edgeclip.quant import TernaryConfig, freeze, non_finite, quantize, ternary_layers
 from edgeclip.quant.packing import pack_base3, unpack_base3
 
 TRITS, SCALE = ".weight.trits", ".weight.scale"
 
 
-def save_model(model: nn.Module, directory, family: ModelFamily, arch: dict, quant: TernaryConfig | None) -> Path:
-    """Write `model` (float, latent-ternary or frozen-ternary) as a packed checkpoint."""
+def save_model(model: nn.Module, directory, family: ModelFamily, arch: dict, quant: TernaryConfig | None,
+               replace: bool = False) -> Path:
+    """Write `model` (float, latent-ternary or frozen-ternary) as a packed checkpoint; a directory
+    already holding a model is replaced only with `replace`."""
     layers = ternary_layers(model)
     tensors = {}
     layer_meta = {}
@@ -42,7 +44,7 @@ def save_model(model: nn.Module, directory, family: ModelFamily, arch: dict, qua
         "arch": arch,
         "quant": None if quant is None else {**quant.to_dict(), "layers": layer_meta},
     }
-    return write_checkpoint(directory, tensors, config)
+    return write_checkpoint(directory, tensors, config, replace)
 
 
 def load_model(directory) -> tuple[nn.Module, dict]:
@@ -75,6 +77,10 @@ def load_model(directory) -> tuple[nn.Module, dict]:
         model.load_state_dict(tensors, strict=False)
     except RuntimeError as err:
         raise CheckpointError(f"{directory}: tensor shapes do not fit the {config['family']} model: {err}") from err
+    broken = non_finite(model)
+    if broken:
+        raise CheckpointError(f"{directory}: {len(broken)} tensors hold NaN or infinite values ({', '.join(broken[:3])}); "
+                              "the checkpoint is damaged or its training diverged: retrain or re-export it")
     return model.eval(), config
 
 

@@ -3,7 +3,7 @@ one model (`quantize`), and what it all weighs (`model_stats`)."""
 
 from edgeclip.quant.layers import TernaryConv2d, TernaryEmbedding, TernaryLinear, TernaryWeight
 from edgeclip.quant.policy import POLICIES, layer_role
-from edgeclip.quant.stats import model_stats
+from edgeclip.quant.stats import model_stats, non_finite
 from edgeclip.quant.surgery import QuantReport, TernaryConfig, freeze, quantize, ternary_layers
 from edgeclip.quant.ternarize import (
     DEFAULT_BETA,
@@ -27,6 +27,7 @@ __all__ = [
     "freeze",
     "layer_role",
     "model_stats",
+    "non_finite",
     "parse_granularity",
     "quantize",
     "ternarize_tensor",

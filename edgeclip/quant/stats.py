@@ -49,3 +49,10 @@ def _share(part: float, whole: float) -> float:
 
 def _is_scale(buffer_name: str) -> bool:
     return buffer_name.endswith(".scales")
+
+
+def non_finite(model: nn.Module) -> list[str]:
+    """Names of the parameters and buffers (ternary scales included) holding a NaN or an infinity:
+    such a model cannot give a meaningful embedding, and an all-NaN output would pass a cosine check."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return [name for name, tensor in tensors if tensor.is_floating_point() and not bool(tensor.isfinite().all())]

@@ -106,6 +106,9 @@ inline double Cosine(const std::vector<double>& a, const std::vector<double>& b)
     na += a[i] * a[i];
     nb += b[i] * b[i];
   }
+  // A NaN or infinite value agrees with nothing: -1, the lowest cosine there is, so the output
+  // check fails however the minimum over towers is taken.
+  if (!std::isfinite(dot) || !std::isfinite(na) || !std::isfinite(nb)) return -1.0;
   if (na == 0 || nb == 0) return na == nb ? 1.0 : 0.0;
   return dot / std::sqrt(na * nb);
 }
