@@ -103,3 +103,27 @@ def test_force_replaces_a_checkpoint_whole(world, tmp_path):
     assert done.returncode == 0, done.stderr
     assert _digest(out) != first and set(_digest(out)) == set(first)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again"], "no temporary folder is left beside it"
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
+    """A 30000x30000 PNG (a few KB on disk, 2.7 GB decoded) and a 9000x9000 one (over edgeclip's own
+    64-megapixel limit) are refused from their headers, before decoding."""
+    import zlib
+
+    from edgeclip.bundle.model_info import read_image
+    from edgeclip.errors import BundleError
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    def png(side: int) -> Path:
+        header = side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+        rows = zlib.compress(b"\0" * (1 + 3 * side) * 64)  # only the first rows: the rest is never read
+        path = tmp_path / f"{side}.png"
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+        return path
+
+    with pytest.raises(BundleError, match="is over the 64 megapixel limit"):
+        read_image(png(30000))
+    with pytest.raises(BundleError, match="9000x9000, over the 64 megapixel limit"):
+        read_image(png(9000))

@@ -15,6 +15,7 @@ from edgeclip.models.families import all_families, family
 from edgeclip.models.families.base import ModelFamily
 
 TEXT_INPUTS = ["input_ids", "attention_mask"]
+MAX_IMAGE_PIXELS = 64 * 10**6  # a 64-megapixel photo decodes to ~200 MB; anything larger is refused unread
 
 
 def bundle_family(name: str) -> ModelFamily:
@@ -58,11 +59,19 @@ def tokenizer_files(found: ModelFamily) -> dict[str, bytes]:
 
 
 def read_image(path) -> Image.Image:
+    """The decoded image; its header's pixel count is checked before anything is decoded."""
     from PIL import UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise BundleError(f"the image {path} is {width}x{height}, over the {MAX_IMAGE_PIXELS // 10**6} "
+                                  "megapixel limit; scale it down first")
             image.load()
             return image
+    except Image.DecompressionBombError as err:  # PIL's own, larger limit, met while opening
+        raise BundleError(f"the image {path} is over the {MAX_IMAGE_PIXELS // 10**6} megapixel limit; "
+                          "scale it down first") from err
     except (OSError, UnidentifiedImageError) as err:
         raise BundleError(f"cannot read the image {path} ({err}); pass a PNG or JPEG file") from err
