@@ -128,7 +128,7 @@ def test_tensors_sharing_memory_are_saved_separately(tmp_path):
 
 
 def test_rewrite_replaces_the_whole_checkpoint_and_leaves_no_temporaries(tmp_path, checkpoint):
-    write_checkpoint(checkpoint, {"only": np.ones(3, np.float32)}, {"family": "new"})
+    write_checkpoint(checkpoint, {"only": np.ones(3, np.float32)}, {"family": "new"}, replace=True)
     tensors, config = read_checkpoint(checkpoint)
     assert list(tensors) == ["only"] and config == {"family": "new"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
@@ -138,7 +138,7 @@ def test_rewrite_replaces_the_whole_checkpoint_and_leaves_no_temporaries(tmp_pat
 def test_failed_write_leaves_the_old_checkpoint_intact(tmp_path, checkpoint):
     before = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
     with pytest.raises(CheckpointError, match="not plain JSON"):
-        write_checkpoint(checkpoint, {"x": np.ones(2, np.float32)}, {"loss": float("nan")})
+        write_checkpoint(checkpoint, {"x": np.ones(2, np.float32)}, {"loss": float("nan")}, replace=True)
     assert {p.name: p.read_bytes() for p in checkpoint.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
@@ -279,3 +279,10 @@ def test_both_replace_strategies_swap_directories_whole(tmp_path, swap):
     assert read_checkpoint(old)[1] == {"v": "new"}
     assert read_checkpoint(new)[1] == {"v": "old"}
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt.tmp-x", "ckpt"]
+
+
+def test_a_checkpoint_is_not_replaced_without_asking(checkpoint):
+    before = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
+    with pytest.raises(CheckpointError, match="already holds a model.*--force"):
+        write_checkpoint(checkpoint, {"only": np.ones(3, np.float32)}, {"family": "new"})
+    assert {p.name: p.read_bytes() for p in checkpoint.iterdir()} == before
