@@ -217,7 +217,7 @@ def _count(value, name: str, path: Path, detect, arch: str, limit: int = MAX_COR
         return detect()
     if type(value) is not int or not 0 < value <= limit:
         auto = " or \"auto\" (host targets only)" if detect is not None else ""
-        raise _fail(path, name, f"is {str(value)[:40]!r}; give a positive integer up to {limit}{auto}")
+        raise _fail(path, name, f"is {repr(value)[:40]}; give a positive integer up to {limit}{auto}")
     return value
 
 

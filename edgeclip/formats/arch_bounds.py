@@ -36,13 +36,13 @@ _STACK_FIELDS = ("hidden_size", "num_hidden_layers", "intermediate_size")
 def arch_problem(arch: dict) -> str | None:
     """Why `arch` cannot be built safely (a size of the wrong type or out of range), or None."""
     if depth(arch, MAX_DEPTH) > MAX_DEPTH:
-        return f"is nested more than {MAX_DEPTH} levels deep"
-    for where, table in _tables(arch, "arch"):
+        return f"field `model.arch` is nested more than {MAX_DEPTH} levels deep"
+    for where, table in _tables(arch, "model.arch"):
         for key, limit in SIZE_LIMITS.items():
             if key in table:
                 value = table[key]
                 if type(value) is not int or not 1 <= value <= limit:
-                    return f"field `{where[:80]}.{key}` is {str(value)[:40]!r}; it must be an integer from 1 to {limit}"
+                    return f"field `{where[:80]}.{key}` is {repr(value)[:40]}; it must be an integer from 1 to {limit}"
         if any(key in table for key in _STACK_FIELDS):
             hidden = table.get("hidden_size", DEFAULTS["hidden_size"])
             heads = table.get("num_attention_heads", DEFAULTS["num_attention_heads"])
@@ -57,7 +57,7 @@ def parameter_estimate(arch: dict) -> int:
     """Roughly how many parameters `arch` builds: per transformer stack its attention and MLP
     weights, token/position/patch embeddings; a lower bound up to small terms (norms, biases)."""
     total = 0
-    for _, table in _tables(arch, "arch"):
+    for _, table in _tables(arch, "model.arch"):
         if not any(key in table for key in _STACK_FIELDS):
             continue
         hidden = table.get("hidden_size", DEFAULTS["hidden_size"])

@@ -110,7 +110,7 @@ def _model_problem(model: dict, tensors: dict) -> str | None:
         return None
     problem = arch_problem(model["arch"])
     if problem:
-        return f"'model.arch' {problem}"
+        return problem
     recorded = sum(math.prod(e["shape"]) for e in tensors.values()) + sum(math.prod(v["shape"]) for v in layers.values())
     estimate = parameter_estimate(model["arch"])
     if estimate > MAX_ESTIMATE_RATIO * max(recorded, 1):

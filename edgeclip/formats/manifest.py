@@ -101,7 +101,7 @@ class _Checker:
             check_member_name(name, self.where)
             field = f"members.{name}"
             if not isinstance(entry, dict):
-                raise self.fail(field, f"is a {type(entry).__name__}, not an object")
+                raise self.fail(field, f"is {_short(entry)}, not an object")
             if not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
                 raise self.fail(field + ".sha256", "is not 64 lowercase hex digits")
             size = entry.get("bytes")
@@ -115,7 +115,7 @@ class _Checker:
             return {}
         value = parent.get(key)
         if not isinstance(value, dict):
-            raise self.fail(prefix + key, "is missing" if value is None else f"is a {type(value).__name__}, not an object")
+            raise self.fail(prefix + key, "is missing" if key not in parent else f"is {_short(value)}, not an object")
         return value
 
     def text(self, parent: dict, key: str, limit: int, prefix: str = "") -> str:
