@@ -100,6 +100,9 @@ class _Checker:
         for name, entry in self.all_members.items():
             check_member_name(name, self.where)
             field = f"members.{name}"
+            folders = [name[:i] for i, c in enumerate(name) if c == "/"]
+            if any(folder in self.all_members for folder in folders):
+                raise self.fail(field, "lies inside another member, which would have to be a file and a folder")
             if not isinstance(entry, dict):
                 raise self.fail(field, f"is {_short(entry)}, not an object")
             if not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
