@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,20 @@ _TOP_FIELDS = {
 }
 _REQUIRED = ("name", "arch", "cores", "memory_mb", "kernel_family", "wheel_platform", "cross", "tvm")
 _CROSS_FIELDS = {"compiler": str, "debian_package": str}
+# [tvm.cpu] and [tvm.gpu]: the TVM target options a board may set, and their types.
+_CPU_FIELDS = {"kind": str, "mtriple": str, "mcpu": str, "mattr": list, "num-cores": int}
+_GPU_FIELDS = {"kind": str, "arch": str}
+MAX_CORES = 1024
+MAX_MEMORY_MB = 1 << 24  # 16 TiB
+# Patterns of the text fields: names the tools are run with, never a shell fragment.
+_PATTERNS = {
+    "wheel_platform": re.compile(r"[a-z0-9_]{1,64}"),
+    "cross.compiler": re.compile(r"[A-Za-z0-9_.+/-]{1,128}"),
+    "cross.debian_package": re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}"),
+    "tvm.cpu.mcpu": re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}"),
+    "tvm.gpu.arch": re.compile(r"sm_[0-9]{2,3}[a-z]?"),
+}
+_FEATURE = re.compile(r"[+-][a-z0-9][a-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -133,9 +148,12 @@ def _parse(data: dict, path: Path) -> Target:
     for key in ("compiler", "debian_package"):
         if key not in cross:
             raise _fail(path, f"cross.{key}", "is missing")
+    _check_text(data["wheel_platform"], "wheel_platform", path)
+    _check_text(cross["compiler"], "cross.compiler", path)
+    _check_text(cross["debian_package"], "cross.debian_package", path)
     tvm_cpu, tvm_gpu = _tvm_tables(data["tvm"], arch, path)
     cores = _count(data["cores"], "cores", path, physical_cores, arch)
-    memory = _count(data["memory_mb"], "memory_mb", path, _host_memory_mb, arch)
+    memory = _count(data["memory_mb"], "memory_mb", path, _host_memory_mb, arch, MAX_MEMORY_MB)
     family = data["kernel_family"]
     if family == AUTO or tvm_cpu.get("mcpu") == AUTO:
         _require_host(arch, "kernel_family", path)
@@ -166,22 +184,40 @@ def _tvm_tables(tvm: dict, arch: str, path: Path) -> tuple[dict, dict | None]:
     cpu = tvm.get("cpu")
     if not isinstance(cpu, dict):
         raise _fail(path, "tvm.cpu", "is missing (a TVM target table with kind = \"llvm\")")
+    _check_fields(cpu, _CPU_FIELDS, "tvm.cpu.", path)
     if cpu.get("kind") != "llvm":
         raise _fail(path, "tvm.cpu.kind", f"is {cpu.get('kind')!r}; the CPU target must be \"llvm\"")
     if cpu.get("mtriple") != ARCHES[arch]:
         raise _fail(path, "tvm.cpu.mtriple", f"is {cpu.get('mtriple')!r}; arch {arch} needs {ARCHES[arch]!r}")
+    if "mcpu" in cpu and cpu["mcpu"] != AUTO:
+        _check_text(cpu["mcpu"], "tvm.cpu.mcpu", path)  # whether LLVM knows it: lower.target, at build time
+    mattr = cpu.get("mattr", [])
+    if len(mattr) > 64 or not all(isinstance(f, str) and _FEATURE.fullmatch(f) for f in mattr):
+        raise _fail(path, "tvm.cpu.mattr", f"is {str(mattr)[:60]}; give a list of features such as [\"+neon\"]")
+    if "num-cores" in cpu:
+        _count(cpu["num-cores"], "tvm.cpu.num-cores", path, None, arch)
     gpu = tvm.get("gpu")
     if gpu is not None and (not isinstance(gpu, dict) or gpu.get("kind") != "cuda" or "arch" not in gpu):
         raise _fail(path, "tvm.gpu", "must be a table with kind = \"cuda\" and an `arch` such as \"sm_87\"")
+    if gpu is not None:
+        _check_fields(gpu, _GPU_FIELDS, "tvm.gpu.", path)
+        _check_text(gpu["arch"], "tvm.gpu.arch", path)
     return dict(cpu), None if gpu is None else dict(gpu)
 
 
-def _count(value, name: str, path: Path, detect, arch: str) -> int:
-    if value == AUTO:
+def _check_text(value: str, name: str, path: Path) -> None:
+    if not _PATTERNS[name].fullmatch(value):
+        raise _fail(path, name, f"is {value[:60]!r}, which does not look like one (expected {_PATTERNS[name].pattern})")
+
+
+def _count(value, name: str, path: Path, detect, arch: str, limit: int = MAX_CORES) -> int:
+    """A positive integer field up to `limit`, or (where `detect` is given) "auto" on its own host."""
+    if value == AUTO and detect is not None:
         _require_host(arch, name, path)
         return detect()
-    if isinstance(value, str) or value <= 0:
-        raise _fail(path, name, f"is {value!r}; give a positive integer or \"auto\" (host targets only)")
+    if type(value) is not int or not 0 < value <= limit:
+        auto = " or \"auto\" (host targets only)" if detect is not None else ""
+        raise _fail(path, name, f"is {repr(value)[:40]}; give a positive integer up to {limit}{auto}")
     return value
 
 

@@ -39,7 +39,8 @@ AGENT = (sys.executable, "-m", "edgeclip.flash.agent")  # the installed agent; a
 def make_bundle(path: Path, name: str, arch: str, sizes: dict[str, int]) -> tuple[Path, dict[str, bytes]]:
     files = {member: os.urandom(size) for member, size in sizes.items()}
     files["bin/run"] = b"#!/bin/sh\necho run\n"
-    write_bundle(path, {"name": name, "target": {"name": "test", "arch": arch}}, files, executables=frozenset({"bin/run"}))
+    manifest = {"name": name, "target": {"name": "test", "arch": arch}, "runner": "bin/run", "modules": {}}
+    write_bundle(path, manifest, files, executables=frozenset({"bin/run"}))
     return path, files
 
 

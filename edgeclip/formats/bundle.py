@@ -1,7 +1,9 @@
 """The `.edgeclip` bundle: a deterministic tar whose first member, `manifest.json`, lists every
-other member with its sha256. Reading it never trusts the tar: members that are not regular files,
-that escape the bundle folder, or that the manifest does not list are refused before anything is
-written. Standard library only, so `remote`, `flash` and the device agent read bundles without
+other member with its sha256 and size. Reading it never trusts the tar: the manifest is checked
+against its schema (`edgeclip.formats.manifest`), every tar header against the manifest, the
+limits and the file's real size before its data is read, and data is streamed in chunks. Members
+that are not regular files (sparse ones included), escape the bundle folder, or that the manifest
+does not list are refused before anything is written. Standard library only, so `remote`, `flash` and the device agent read bundles without
 torch or tvm.
 """
 
@@ -11,23 +13,42 @@ import hashlib
 import io
 import json
 import os
-import posixpath
 import shutil
 import tarfile
 import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgeclip.errors import BundleError
-from edgeclip.fsutil import write_synced
+from edgeclip.formats.manifest import (
+    MANIFEST,
+    MAX_MANIFEST_BYTES,
+    SCHEMA_VERSION,
+    check_manifest,
+    check_member_name,
+    parse_manifest,
+)
+from edgeclip.formats.manifest import VARIANTS as VARIANTS  # re-exported: bundle readers import it here
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 SUFFIX = ".edgeclip"
-# The module variants a bundle may carry, in the order runners and reports list them, and the
-# agreement each must reach with the PyTorch reference on the bundled input: the ternary modules
-# quantize activations to int8, the fp32 baseline only reorders float sums.
-VARIANTS = ("ternary", "fp32")
+CHUNK = 1 << 20  # members are hashed and extracted this many bytes at a time
+ELF_HEAD = 20  # bytes elf_arch needs
+# The agreement each module variant must reach with the PyTorch reference on the bundled input:
+# the ternary modules quantize activations to int8, the fp32 baseline only reorders float sums.
 MIN_COSINE = {"ternary": 0.995, "fp32": 0.999}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What verify_bundle accepts, checked against the manifest and each tar header before any
+    member is read: the largest member and the sum of all members, in bytes."""
+
+    member_bytes: int = 4 << 30
+    bundle_bytes: int = 16 << 30
+
+
+LIMITS = Limits()
 
 
 def output_floor(manifest: dict, variant: str) -> float:
@@ -63,13 +84,14 @@ def elf_arch(data: bytes) -> str | None:
 def write_bundle(path, manifest: dict, files: dict[str, bytes], executables: frozenset[str] = frozenset()) -> Path:
     """Write a bundle atomically. Same inputs give a byte-identical tar (fixed order, times, owners)."""
     for name in files:
-        _check_member_name(name, path)
+        check_member_name(name, path)
     members = {
         name: {"sha256": sha256_bytes(data), "bytes": len(data), "executable": name in executables}
         for name, data in sorted(files.items())
     }
     full_manifest = {**manifest, "schema_version": SCHEMA_VERSION, "members": members}
-    manifest_bytes = json.dumps(full_manifest, indent=2, sort_keys=True).encode() + b"\n"
+    check_manifest(full_manifest, path)  # never write what a reader would refuse
+    manifest_bytes = json.dumps(full_manifest, indent=2, sort_keys=True, allow_nan=False).encode() + b"\n"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
@@ -94,7 +116,7 @@ def payload_bytes(manifest: dict, variant: str) -> int:
     members = manifest["members"]
     total = 0
     for entry in manifest["modules"].get(variant, {}).values():
-        paths = [entry["path"], *entry["params"], *(w["path"] for w in entry.get("packed_weights", ()))]
+        paths = [entry["path"], *entry.get("params", ()), *(w["path"] for w in entry.get("packed_weights", ()))]
         total += sum(members[p]["bytes"] for p in paths)
     return total
 
@@ -107,49 +129,51 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, executable: bool) -> None
     tar.addfile(info, io.BytesIO(data))
 
 
-def _check_member_name(name: str, bundle) -> None:
-    normalized = posixpath.normpath(name)
-    if (
-        not name
-        or name.startswith("/")
-        or "\\" in name
-        or normalized != name
-        or normalized == ".."
-        or normalized.startswith("../")
-    ):
-        raise BundleError(f"{bundle}: member {name!r} escapes the bundle folder; refusing the bundle")
-
-
 def read_manifest(path) -> dict:
     """The manifest alone (first member), with its schema checked; members are not hashed."""
-    with _open_tar(path) as tar:
-        first = tar.next()
-        if first is None or first.name != MANIFEST or not first.isfile():
-            raise BundleError(f"{path}: first member is not {MANIFEST}; not an edgeclip bundle")
-        return _parse_manifest(tar.extractfile(first).read(), path)
+    return parse_manifest(read_manifest_bytes(path), path)
 
 
-def _parse_manifest(data: bytes, path) -> dict:
+def read_manifest_bytes(path) -> bytes:
+    """`manifest.json` exactly as the tar holds it, read only after its header proved it small."""
+    with _open_tar(path) as tar, _damage_is_bundle_error(path):
+        return tar.extractfile(_first_member(tar, path)).read()
+
+
+def _first_member(tar: tarfile.TarFile, path) -> tarfile.TarInfo:
+    first = tar.next()
+    if first is None or first.name != MANIFEST or not first.isfile():
+        raise BundleError(f"{path}: first member is not {MANIFEST}; not an edgeclip bundle")
+    if first.issparse():
+        raise BundleError(f"{path}: {MANIFEST} is a sparse tar member; edgeclip never writes one, refusing the bundle")
+    if first.size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path}: {MANIFEST} declares {first.size} bytes, over the limit of "
+                          f"{MAX_MANIFEST_BYTES}; refusing the bundle")
+    _check_in_file(first, path)
+    return first
+
+
+def _check_in_file(member: tarfile.TarInfo, path) -> None:
+    """A member's declared size must fit in what the file holds, checked before a byte is read."""
+    if member.offset_data + member.size > Path(path).stat().st_size:
+        raise BundleError(f"{path}: member {member.name!r} declares {member.size} bytes, more than the file "
+                          "holds; the tar is damaged or truncated, copy the bundle again")
+
+
+@contextmanager
+def _damage_is_bundle_error(path):
     try:
-        manifest = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BundleError(f"{path}: {MANIFEST} is not valid JSON ({err}); rebuild the bundle") from err
-    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-    if version != SCHEMA_VERSION:
-        raise BundleError(
-            f"{path}: bundle schema version {version!r} is not supported (this edgeclip reads {SCHEMA_VERSION}); "
-            "rebuild it with this edgeclip or upgrade edgeclip"
-        )
-    if not isinstance(manifest.get("members"), dict):
-        raise BundleError(f"{path}: {MANIFEST} has no member list; rebuild the bundle")
-    return manifest
+        yield
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise BundleError(f"{path}: the tar is damaged or truncated ({err}); copy the bundle again") from err
 
 
-def verify_bundle(path, arch: str | None = None, extract_to=None) -> dict:
-    """Check schema, member names, types and hashes (and `arch`, when given); return the manifest.
+def verify_bundle(path, arch: str | None = None, extract_to=None, limits: Limits = LIMITS) -> dict:
+    """Check schema, member names, types, sizes and hashes (and `arch`, when given); return the manifest.
 
-    With `extract_to`, members are written there as they are checked, into a temporary folder
-    that is renamed into place only once everything matched.
+    Members are streamed in chunks, never held whole. With `extract_to`, members are written there
+    as they are checked, into a temporary folder that is renamed into place only once everything
+    matched.
     """
     staging = None
     if extract_to is not None:
@@ -157,7 +181,7 @@ def verify_bundle(path, arch: str | None = None, extract_to=None) -> dict:
         extract_to.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=extract_to.parent, prefix=f".{extract_to.name}."))
     try:
-        manifest = _verify(path, arch, staging)
+        manifest = _verify(path, arch, staging, limits)
         if staging is not None:
             if extract_to.exists():
                 raise BundleError(f"{extract_to} already exists; remove it or extract elsewhere")
@@ -169,58 +193,117 @@ def verify_bundle(path, arch: str | None = None, extract_to=None) -> dict:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _verify(path, arch: str | None, staging: Path | None) -> dict:
+def _verify(path, arch: str | None, staging: Path | None, limits: Limits) -> dict:
     with _open_tar(path) as tar:
-        first = tar.next()
-        if first is None or first.name != MANIFEST or not first.isfile():
-            raise BundleError(f"{path}: first member is not {MANIFEST}; not an edgeclip bundle")
-        manifest = _parse_manifest(tar.extractfile(first).read(), path)
-        bundle_arch = manifest.get("target", {}).get("arch")
+        with _damage_is_bundle_error(path):
+            first = _first_member(tar, path)
+            manifest = parse_manifest(tar.extractfile(first).read(), path)
+        bundle_arch = manifest["target"]["arch"]
         if arch is not None and bundle_arch != arch:
             raise BundleError(
                 f"{path}: bundle is built for {bundle_arch!r} but this device is {arch!r}; "
                 f"build it with a target of that architecture"
             )
         expected = manifest["members"]
+        _check_sizes(expected, path, limits)
         seen = set()
-        try:
+        with _damage_is_bundle_error(path):
             for member in tar:
                 if member is first:
                     continue
-                _check_member_name(member.name, path)
-                if not member.isfile():
-                    kind = "symlink" if member.issym() else "link" if member.islnk() else "non-file"
-                    raise BundleError(f"{path}: member {member.name!r} is a {kind}; refusing the bundle")
-                if member.name not in expected or member.name in seen:
-                    raise BundleError(f"{path}: member {member.name!r} is not listed once in the manifest; refusing")
-                data = tar.extractfile(member).read()
-                if sha256_bytes(data) != expected[member.name]["sha256"]:
+                _check_header(member, expected, seen, path)
+                digest, head = _read_member(tar, member, expected[member.name]["executable"], staging)
+                if digest != expected[member.name]["sha256"]:
                     raise BundleError(
                         f"{path}: member {member.name!r} does not match its sha256 (tampered or corrupted); "
                         "copy the bundle again"
                     )
-                member_arch = elf_arch(data)
-                if member_arch is not None and bundle_arch is not None and member_arch != bundle_arch:
+                member_arch = elf_arch(head)
+                if member_arch is not None and member_arch != bundle_arch:
                     raise BundleError(
                         f"{path}: member {member.name!r} is {member_arch} code but the bundle says {bundle_arch!r}; "
                         "the bundle was assembled wrongly, rebuild it"
                     )
                 seen.add(member.name)
-                if staging is not None:
-                    _write_member(staging, member.name, data, expected[member.name].get("executable", False))
-        except (tarfile.TarError, EOFError, OSError) as err:
-            raise BundleError(f"{path}: the tar is damaged or truncated ({err}); copy the bundle again") from err
         missing = sorted(set(expected) - seen)
         if missing:
             raise BundleError(f"{path}: members {missing[:3]} are missing (truncated bundle?); copy it again")
         return manifest
 
 
-def _write_member(root: Path, name: str, data: bytes, executable: bool) -> None:
+def _check_sizes(expected: dict, path, limits: Limits) -> None:
+    """The manifest's byte counts against the limits and the file, before any member is read."""
+    for name, entry in expected.items():
+        if entry["bytes"] > limits.member_bytes:
+            raise BundleError(f"{path}: member {name!r} is listed as {entry['bytes']} bytes, over the limit of "
+                              f"{limits.member_bytes}; refusing the bundle")
+    total = sum(entry["bytes"] for entry in expected.values())
+    if total > limits.bundle_bytes:
+        raise BundleError(f"{path}: members add up to {total} bytes, over the limit of {limits.bundle_bytes}; "
+                          "refusing the bundle")
+    if total > Path(path).stat().st_size:
+        raise BundleError(f"{path}: the manifest lists {total} bytes of members but the file is smaller; "
+                          "the tar is damaged or truncated, copy the bundle again")
+
+
+def _check_header(member: tarfile.TarInfo, expected: dict, seen: set, path) -> None:
+    """Everything a member's tar header must satisfy before its data is read."""
+    check_member_name(member.name, path)
+    if not member.isfile() or member.issparse():
+        kind = ("symlink" if member.issym() else "link" if member.islnk()
+                else "sparse file" if member.isfile() else "non-file")
+        raise BundleError(f"{path}: member {member.name!r} is a {kind}; refusing the bundle")
+    if member.name not in expected or member.name in seen:
+        raise BundleError(f"{path}: member {member.name!r} is not listed once in the manifest; refusing")
+    if member.size != expected[member.name]["bytes"]:
+        raise BundleError(f"{path}: member {member.name!r} holds {member.size} bytes but the manifest lists "
+                          f"{expected[member.name]['bytes']} (tampered or corrupted); copy the bundle again")
+    _check_in_file(member, path)
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, executable: bool, staging: Path | None):
+    reader = tar.extractfile(member)
+    if staging is None:
+        return _stream(reader, None, None)
+    with _open_member(staging, member.name) as sink:
+        result = _stream(reader, sink, staging)
+        _finish_member(sink, executable, staging)
+    return result
+
+
+def _stream(reader, sink, staging) -> tuple[str, bytes]:
+    """(sha256, first bytes) of a member, read in chunks and copied into `sink` when given."""
+    digest, head = hashlib.sha256(), b""
+    while block := reader.read(CHUNK):
+        digest.update(block)
+        head = head or block[:ELF_HEAD]
+        if sink is not None:
+            with _write_errors(staging):
+                sink.write(block)
+    return digest.hexdigest(), head
+
+
+def _open_member(root: Path, name: str):
     target = root / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_synced(target, data)
-    target.chmod(0o755 if executable else 0o644)
+    with _write_errors(root):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return open(target, "wb")
+
+
+def _finish_member(sink, executable: bool, root: Path) -> None:
+    with _write_errors(root):
+        sink.flush()
+        os.fsync(sink.fileno())
+        os.fchmod(sink.fileno(), 0o755 if executable else 0o644)
+
+
+@contextmanager
+def _write_errors(root: Path):
+    try:
+        yield
+    except OSError as err:
+        raise BundleError(f"cannot extract the bundle into {root.parent} ({err}); free space there or "
+                          "extract elsewhere") from err
 
 
 def _open_tar(path) -> tarfile.TarFile:

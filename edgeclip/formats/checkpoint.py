@@ -1,31 +1,46 @@
 """The checkpoint directory's `config.json`: what it must hold before a byte of weights is read.
 
 The document vouches for the weights file (name, size, sha256) and every tensor's dtype and shape,
-and carries the model's own config under "model" (family, architecture, quantization). See
-docs/checkpoint-format.md. Standard library only.
+and carries the model's own config under "model" (family, architecture, quantization). Because a
+model is built from its architecture before the weights are loaded into it, the architecture's
+sizes are bounded here too (`edgeclip.formats.arch_bounds`), so a forged config cannot make
+`build(arch)` allocate more than its weights file could fill. See docs/checkpoint-format.md.
+Standard library only.
 """
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
 from edgeclip.errors import CheckpointError
+from edgeclip.formats.arch_bounds import arch_problem, parameter_estimate
+from edgeclip.formats.jsonbound import load_bounded
 
 FORMAT = "edgeclip-checkpoint"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+MAX_CONFIG_BYTES = 16 << 20
+MAX_TENSORS = 100_000
+MAX_DIMS, MAX_DIM = 8, 1 << 31
+# How far the architecture's parameter estimate may exceed the weights the checkpoint records.
+MAX_ESTIMATE_RATIO = 4
+# The dtypes a checkpoint may hold (torch names without the `torch.` prefix).
+DTYPES = ("bool", "int8", "uint8", "int16", "int32", "int64", "float16", "bfloat16", "float32", "float64")
 
 
 def read_config(path: Path) -> dict:
     """The parsed document of `path`, checked against the schema; CheckpointError says what is wrong."""
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; this directory is not an edgeclip checkpoint, re-export it")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{path}: {path.stat().st_size} bytes, over the limit of {MAX_CONFIG_BYTES} "
+                              "for a checkpoint config; re-export the checkpoint")
     try:
-        document = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({one_line(err)}); re-export the checkpoint") from err
+        document = load_bounded(path.read_bytes(), MAX_CONFIG_BYTES)
+    except ValueError as err:
+        raise CheckpointError(f"{path} {err}; re-export the checkpoint") from err
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         found = document.get("format") if isinstance(document, dict) else type(document).__name__
         raise CheckpointError(
@@ -49,13 +64,64 @@ def _schema_problem(document: dict) -> str | None:
         return "'weights' is not an object"
     if not isinstance(weights.get("file"), str) or weights["file"] in ("", ".", "..") or "/" in weights["file"]:
         return f"'weights.file' {weights.get('file')!r} is not a plain file name"
-    if not isinstance(weights.get("sha256"), str) or not isinstance(weights.get("bytes"), int):
+    if not isinstance(weights.get("sha256"), str) or type(weights.get("bytes")) is not int or weights["bytes"] < 0:
         return "'weights' lacks a sha256 string or a bytes count"
-    if not isinstance(document.get("tensors"), dict):
+    tensors = document.get("tensors")
+    if not isinstance(tensors, dict):
         return "'tensors' is not an object"
-    if not isinstance(document.get("model"), dict):
+    model = document.get("model")
+    if not isinstance(model, dict):
         return "'model' is missing or not an object"
+    return _tensors_problem(tensors) or _model_problem(model, tensors)
+
+
+def _tensors_problem(tensors: dict) -> str | None:
+    """Every recorded tensor is well formed. That the weights file holds exactly these tensors is
+    proven by reading it (read_checkpoint, steps 4-8 of docs/checkpoint-format.md), before any model
+    is built, so the parameter bound below rests on tensors that exist."""
+    if len(tensors) > MAX_TENSORS:
+        return f"'tensors' lists {len(tensors)} tensors, over the limit of {MAX_TENSORS}"
+    for name, entry in tensors.items():
+        if not isinstance(entry, dict) or entry.get("dtype") not in DTYPES:
+            return f"tensor {name[:80]!r} has no known dtype (known: {', '.join(DTYPES)})"
+        if not _is_shape(entry.get("shape")):
+            return f"tensor {name[:80]!r} has shape {str(entry.get('shape'))[:60]}, not a list of at most {MAX_DIMS} sizes"
     return None
+
+
+def _model_problem(model: dict, tensors: dict) -> str | None:
+    """The model config's sizes, bounded before `build(arch)` allocates anything. The checkpoint
+    layer takes any caller config, so each field is checked where present: `family`, `arch` and
+    `quant.layers` are what edgeclip.models.model_io writes."""
+    if "family" in model and not isinstance(model["family"], str):
+        return "'model.family' is not a family name"
+    if "arch" in model and not isinstance(model["arch"], dict):
+        return "'model.arch' is not an object"
+    quant = model.get("quant")
+    if quant is not None and not (isinstance(quant, dict) and isinstance(quant.get("layers", {}), dict)):
+        return "'model.quant' is neither null nor an object with a 'layers' table"
+    layers = (quant or {}).get("layers", {})
+    for name, layer in layers.items():
+        if not isinstance(layer, dict) or not _is_shape(layer.get("shape")) or not layer["shape"]:
+            return f"'model.quant.layers.{name[:80]}.shape' is not a list of 1 to {MAX_DIMS} sizes"
+        if type(layer.get("rows_per_scale")) is not int or not 1 <= layer["rows_per_scale"] <= layer["shape"][0]:
+            return f"'model.quant.layers.{name[:80]}.rows_per_scale' is not a count from 1 to its rows"
+    if "arch" not in model:
+        return None
+    problem = arch_problem(model["arch"])
+    if problem:
+        return problem
+    recorded = sum(math.prod(e["shape"]) for e in tensors.values()) + sum(math.prod(v["shape"]) for v in layers.values())
+    estimate = parameter_estimate(model["arch"])
+    if estimate > MAX_ESTIMATE_RATIO * max(recorded, 1):
+        return (f"'model.arch' describes about {estimate} parameters but the checkpoint records {recorded} "
+                f"weights (more than {MAX_ESTIMATE_RATIO}x fewer); the architecture does not match its weights")
+    return None
+
+
+def _is_shape(shape) -> bool:
+    return (isinstance(shape, list) and len(shape) <= MAX_DIMS
+            and all(type(d) is int and 0 <= d <= MAX_DIM for d in shape))
 
 
 def one_line(err: Exception) -> str:

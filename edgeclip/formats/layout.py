@@ -13,10 +13,8 @@ Standard library only: the device agent imports it.
 from __future__ import annotations
 
 import hashlib
-import tarfile
 
-from edgeclip.errors import BundleError
-from edgeclip.formats.bundle import MANIFEST
+from edgeclip.formats.bundle import read_manifest_bytes
 
 SSH_ROOT = ".edgeclip"  # ROOT for SSH deploys, under the login user's home
 STAGING = ".staging"
@@ -48,14 +46,7 @@ def name_problem(name: object) -> str | None:
 def manifest_bytes(bundle) -> bytes:
     """The bundle's `manifest.json` exactly as the tar holds it: what an installed version keeps,
     and whose sha256 (`manifest_sha256`) says which bundle a version folder came from."""
-    try:
-        with tarfile.open(bundle, mode="r:") as tar:
-            first = tar.next()
-            if first is None or first.name != MANIFEST or not first.isfile():
-                raise BundleError(f"{bundle}: first member is not {MANIFEST}; not an edgeclip bundle")
-            return tar.extractfile(first).read()
-    except (tarfile.TarError, OSError) as err:
-        raise BundleError(f"{bundle} is not a readable bundle tar ({err}); copy it again or rebuild it") from err
+    return read_manifest_bytes(bundle)
 
 
 def manifest_sha256(bundle) -> str:

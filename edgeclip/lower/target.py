@@ -7,8 +7,11 @@ the thread count, and the board itself.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
+from functools import cache
 
+from edgeclip.errors import TargetError
 from edgeclip.lower.thread_pool import size_for_host
 from edgeclip.targets import Target, load_target
 
@@ -38,6 +41,32 @@ def resolve_target(target: str | Target, threads: int | None = None) -> LowerTar
     is sized (`thread_pool.size_for_host`) before anything runs."""
     size_for_host()
     board = target if isinstance(target, Target) else load_target(target)
+    check_mcpu(board)
     threads = board.cores if threads is None else threads  # `x86-64`: cores = "auto", this host's
     tvm_target = {**board.tvm_cpu, "num-cores": threads}
     return LowerTarget(board.name, board.kernel_family, tvm_target, threads, board)
+
+
+def check_mcpu(board: Target) -> None:
+    """Refuse a board whose `mcpu` this TVM's LLVM does not know for its triple: LLVM would only log
+    an error and compile for a generic CPU, so a typo would silently cost the board its kernels."""
+    mcpu, triple = board.tvm_cpu.get("mcpu"), board.tvm_cpu["mtriple"]
+    if mcpu is not None and not _llvm_knows(mcpu, triple):
+        cpus = _llvm_cpus(triple)
+        near = difflib.get_close_matches(mcpu, cpus, n=5, cutoff=0.6) or cpus[:8]
+        raise TargetError(f"{board.source or board.name}: field `tvm.cpu.mcpu` is {mcpu!r}, which LLVM does not "
+                          f"know for {triple}; use one it knows, e.g. {', '.join(near)} ({len(cpus)} in all)")
+
+
+@cache
+def _llvm_knows(mcpu: str, triple: str) -> bool:
+    from tvm.target import codegen
+
+    return bool(codegen.llvm_is_valid_cpu(mcpu, triple))
+
+
+def _llvm_cpus(triple: str) -> list[str]:
+    import tvm
+    from tvm.target import codegen
+
+    return sorted(str(cpu) for cpu in codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm", "mtriple": triple})))
