@@ -6,16 +6,15 @@ its one-line error, and what must still hold on disk afterwards.
 """
 
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from hostile import manifest_of, small_bundle, with_manifest
 from model_fixtures import make_tiny_clip_dir
 
-from edgeclip.formats.bundle import write_bundle
 from edgeclip.models.families import family_of
 from edgeclip.models.model_io import load_model, save_model
 from edgeclip.pipeline import ternarize_source
@@ -52,8 +51,8 @@ def world(tmp_path_factory):
     evil = root / "evil.sh"
     evil.write_text(f"#!/bin/sh\ntouch {marker}\n")
     evil.chmod(0o755)
-    hostile = write_bundle(root / "hostile.edgeclip", {"name": "hostile", "target": {"arch": os.uname().machine},
-                                                      "runner": str(evil), "modules": {}}, {"README": b"x"})
+    honest = small_bundle(root / "honest.edgeclip")
+    hostile = with_manifest(honest, root / "hostile.edgeclip", {**manifest_of(honest), "runner": str(evil)})
     (root / "a-file").write_text("not a folder")
     return {"root": root, "teacher": teacher, "checkpoint": checkpoint, "nan_checkpoint": nan_checkpoint,
             "nan_teacher": nan_teacher, "hostile": hostile, "marker": marker}
@@ -72,7 +71,7 @@ CASES = [
     ("a checkpoint with NaN scales", ["inspect", "{nan_checkpoint}"], "hold NaN or infinite values", "nan_checkpoint"),
     ("a teacher with an infinite weight", ["ternarize", "--model", "{nan_teacher}", "--out", "{root}/out-nan"],
      "hold NaN or infinite values", "nan_teacher"),
-    ("a manifest naming a runner outside the bundle", ["run", "{hostile}"], "names no runner that the bundle carries",
+    ("a manifest naming a runner outside the bundle", ["run", "{hostile}"], "not a member the bundle lists",
      None),
     ("--labels with no label", ["run", "{hostile}", "--image", "x.png", "--labels", " , ,"], "names no label", None),
     ("--labels without --image", ["run", "{hostile}", "--labels", "a,b"], "--labels goes with --image", None),
