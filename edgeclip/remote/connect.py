@@ -12,6 +12,7 @@ import errno
 import os
 import shlex
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import paramiko
 from edgeclip.errors import RemoteError
 from edgeclip.remote.hostkeys import check_host_key, load_known_hosts, preferred_key_types
 from edgeclip.remote.hosts import Endpoint, HostSpec, load_ssh_config, resolve
+from edgeclip.remote.proxy import ProxyProcess
 
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
@@ -74,10 +76,12 @@ def quote_command(argv: list[str]) -> str:
 class Connection:
     """One authenticated SSH session to a device (and the jump hosts it goes through)."""
 
-    def __init__(self, transport: paramiko.Transport, endpoint: Endpoint, jumps: list[Connection]):
+    def __init__(self, transport: paramiko.Transport, endpoint: Endpoint, jumps: list[Connection],
+                 proxy: ProxyProcess | None = None):
         self.transport = transport
         self.endpoint = endpoint
         self._jumps = jumps
+        self._proxy = proxy
         self._sftp: paramiko.SFTPClient | None = None
 
     def __enter__(self) -> Connection:
@@ -95,6 +99,8 @@ class Connection:
                 pass
             self._sftp = None
         self.transport.close()
+        if self._proxy is not None:
+            self._proxy.close()
         for jump in reversed(self._jumps):
             jump.close()
 
@@ -237,28 +243,38 @@ def with_retries(action: Callable, attempts: int, first_delay: float = 0.5, on_r
 
 def connect_once(spec: HostSpec, options: SshOptions, via: Connection | None = None) -> Connection:
     endpoint = resolve(spec, load_ssh_config(options.ssh_config))
+    if endpoint.proxy_command and via is not None:
+        raise RemoteError(f"{endpoint} is a ProxyJump hop and has a ProxyCommand; reach it one way only in your ssh config")
     jumps: list[Connection] = []
+    proxy = None
     try:
         for hop in endpoint.proxy_jump:
             jumps.append(connect_once(hop, options, via=jumps[-1] if jumps else via))
-        transport = _open_transport(endpoint, options, jumps[-1] if jumps else via)
+        if endpoint.proxy_command:
+            proxy = ProxyProcess(endpoint.proxy_command, endpoint)
+        transport = _open_transport(endpoint, options, jumps[-1] if jumps else via, proxy)
         try:
             _verify_host_key(transport, endpoint, options)
             _authenticate(transport, endpoint, options)
         except BaseException:
             transport.close()
             raise
-        return Connection(transport, endpoint, jumps)
+        return Connection(transport, endpoint, jumps, proxy)
     except BaseException:
+        if proxy is not None:
+            proxy.close()
         for jump in reversed(jumps):
             jump.close()
         raise
 
 
-def _open_transport(endpoint: Endpoint, options: SshOptions, via: Connection | None) -> paramiko.Transport:
+def _open_transport(endpoint: Endpoint, options: SshOptions, via: Connection | None,
+                    proxy: ProxyProcess | None = None) -> paramiko.Transport:
     where = f"{endpoint.hostname}:{endpoint.port}"
     try:
-        if via is None:
+        if proxy is not None:
+            sock = proxy.sock
+        elif via is None:
             sock = open_socket(endpoint.hostname, endpoint.port, options.connect_timeout, options.link_timeout)
         else:
             sock = via.transport.open_channel(
@@ -286,9 +302,21 @@ def _open_transport(endpoint: Endpoint, options: SshOptions, via: Connection | N
         transport.start_client(timeout=options.connect_timeout)
     except (paramiko.SSHException, OSError, EOFError) as err:
         transport.close()
+        if proxy is not None:
+            _wait_for_exit(proxy)
+            kind = LinkError if proxy.proc.poll() is None else RemoteError  # an exited proxy said why
+            raise kind(f"SSH handshake with {where} through its ProxyCommand failed ({err}); {proxy.failure()}") from err
         raise LinkError(f"SSH handshake with {where} failed ({err}); is it an SSH server, and is the link stable?") from err
     transport.set_keepalive(max(1, int(options.link_timeout / 4)))
     return transport
+
+
+def _wait_for_exit(proxy: ProxyProcess, seconds: float = 1.0) -> None:
+    """A proxy that closed its end is usually exiting: give it a moment, so its status is known."""
+    try:
+        proxy.proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _verify_host_key(transport: paramiko.Transport, endpoint: Endpoint, options: SshOptions) -> None:
