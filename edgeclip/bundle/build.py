@@ -145,7 +145,7 @@ def tokenizer_plan_line(fields: dict) -> str:
 def _plan(modules: list[BundleModule], module_manifest: dict, references: dict, tokenizer: dict | None) -> str:
     """The runner's plan (format in runner/edgeclip_runner.cc): the tokenizer, ternary towers, then fp32."""
     lines = ["# edgeclip runner plan 1"]
-    if tokenizer is not None:
+    if tokenizer is not None and "vocab" in tokenizer:  # the runner tokenizes only with a bundled vocabulary
         lines.append(tokenizer_plan_line(tokenizer))
     for module in sorted(modules, key=lambda m: (VARIANTS.index(m.variant), m.tower)):
         entry = module_manifest[module.variant][module.tower]
