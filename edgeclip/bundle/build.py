@@ -108,7 +108,7 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
             module_manifest.setdefault(module.variant, {})[module.tower] = {
                 "path": member, "function": module.function, "params": params, "packed_weights": packed,
             }
-    files[PLAN] = _plan(modules, module_manifest, reference_manifest).encode()
+    files[PLAN] = _plan(modules, module_manifest, reference_manifest, (model_info or {}).get("tokenizer")).encode()
 
     manifest = {
         **(model_info or {}),
@@ -140,9 +140,17 @@ def _check_modules(modules: list[BundleModule], references: list[TowerReference]
             raise BundleError(f"tower {module.tower!r} has no reference input/output; pass a TowerReference")
 
 
-def _plan(modules: list[BundleModule], module_manifest: dict, references: dict) -> str:
-    """The runner's plan (format in runner/edgeclip_runner.cc): ternary towers first, then fp32."""
+def tokenizer_plan_line(fields: dict) -> str:
+    """The plan's `tokenizer` line, from the manifest's "tokenizer" fields (the runner reads no JSON)."""
+    casing = " lowercase" if fields.get("lowercase") else ""
+    return f"tokenizer {fields['kind']} {fields['vocab']} {fields['context_length']} {','.join(fields['inputs'])}{casing}"
+
+
+def _plan(modules: list[BundleModule], module_manifest: dict, references: dict, tokenizer: dict | None) -> str:
+    """The runner's plan (format in runner/edgeclip_runner.cc): the tokenizer, ternary towers, then fp32."""
     lines = ["# edgeclip runner plan 1"]
+    if tokenizer is not None and "vocab" in tokenizer:  # the runner tokenizes only with a bundled vocabulary
+        lines.append(tokenizer_plan_line(tokenizer))
     for module in sorted(modules, key=lambda m: (VARIANTS.index(m.variant), m.tower)):
         entry = module_manifest[module.variant][module.tower]
         lines.append(f"module {module.variant} {module.tower} {entry['path']} {module.function}")

@@ -21,7 +21,8 @@ from edgeclip.fsutil import cache_root
 from edgeclip.native import runtime_libs
 
 RUNNER_DIR = Path(__file__).with_name("runner")
-RUNNER_SOURCES = ("edgeclip_runner.cc", "host.h", "npy.h", "plan.h", "report.h", "tensors.h")
+RUNNER_SOURCES = ("edgeclip_runner.cc", "host.h", "npy.h", "plan.h", "report.h", "tensors.h", "tokenize.h", "bpe.h",
+                  "wordpiece.h", "html.h", "inflate.h", "unicode.h", "unicode_tables.h")
 # qemu-user binary, the Debian cross libc it loads target libraries from, and that libc's package.
 EMULATORS = {"aarch64": ("qemu-aarch64", "/usr/aarch64-linux-gnu", "libc6-arm64-cross")}
 # Flags that keep a binary reproducible: no build paths or times leak into it.

@@ -4,6 +4,7 @@
 // usage: edgeclip-runner [--bundle DIR] [--module ternary|fp32] [--runs N] [--warmup N]
 //                        [--threads N] [--tower NAME] [--input TOWER=A.npy[,B.npy]]...
 //                        [--save-outputs DIR]
+//        edgeclip-runner tokenize [--bundle DIR] (--text TEXT | --text-file FILE)...
 //
 // The bundle folder defaults to the parent of this binary's folder (the binary is bin/ in the
 // bundle; the runtime libraries are found through its RUNPATH, $ORIGIN/../lib). What to run is
@@ -15,6 +16,7 @@
 //   packed FILE.npy D0,D1,...                 2-bit packed ternary weights of that uint8 shape,
 //                                             stored base-3 (5 trits a byte), after the params
 //   expected FILE.npy                         the reference output for the bundled data
+//   tokenizer KIND VOCAB CONTEXT INPUTS [lowercase]  the text tower's tokenizer (tokenize.h)
 //
 // Every tower of the chosen variant (or only --tower) is loaded, run `--warmup` times, then timed over `--runs`
 // runs. Reported: load time, latency percentiles, peak RSS (VmHWM, else getrusage), the thread count
@@ -57,6 +59,7 @@
 #include "plan.h"
 #include "report.h"
 #include "tensors.h"
+#include "tokenize.h"
 
 namespace {
 
@@ -274,11 +277,14 @@ Options ParseArgs(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "tokenize") == 0) {
+    return TokenizeMain(argc - 1, argv + 1, [&] { return DefaultBundle(argv[0]); });
+  }
   Options opt;
   std::vector<Tower> plan;
   try {
     opt = ParseArgs(argc, argv);
-    plan = ReadPlan(opt.bundle);
+    plan = ReadPlan(opt.bundle).towers;
   } catch (const std::exception& e) {
     std::fprintf(stderr,
                  "edgeclip-runner: %s\nusage: %s [--bundle DIR] [--module ternary|fp32] [--runs N] "

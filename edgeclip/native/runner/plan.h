@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -19,6 +20,37 @@ struct Tower {
   std::vector<std::pair<std::string, std::vector<int64_t>>> packed;  // file, uint8 shape
 };
 
+// `tokenizer KIND VOCAB CONTEXT INPUT[,INPUT] [lowercase]`: what `edgeclip-runner tokenize` runs.
+struct TokenizerSpec {
+  std::string kind, vocab;
+  size_t context = 0;
+  std::vector<std::string> inputs;
+  bool lowercase = false;
+};
+
+struct Plan {
+  std::vector<Tower> towers;
+  std::optional<TokenizerSpec> tokenizer;
+};
+
+inline TokenizerSpec ParseTokenizer(std::istringstream& words, const std::string& bundle, const std::string& line) {
+  TokenizerSpec spec;
+  std::string inputs, flag;
+  long long context = 0;
+  if (!(words >> spec.kind >> spec.vocab >> context >> inputs) || context < 2) {
+    throw std::runtime_error("runner.plan: bad tokenizer line: " + line);
+  }
+  spec.vocab = bundle + "/" + spec.vocab;
+  spec.context = static_cast<size_t>(context);
+  std::stringstream names(inputs);
+  for (std::string name; std::getline(names, name, ',');) spec.inputs.push_back(name);
+  while (words >> flag) {
+    if (flag != "lowercase") throw std::runtime_error("runner.plan: unknown tokenizer flag '" + flag + "'");
+    spec.lowercase = true;
+  }
+  return spec;
+}
+
 inline std::vector<int64_t> ParseShape(std::istringstream& words, const std::string& line) {
   std::string text;
   std::vector<int64_t> shape;
@@ -30,10 +62,11 @@ inline std::vector<int64_t> ParseShape(std::istringstream& words, const std::str
   return shape;
 }
 
-inline std::vector<Tower> ReadPlan(const std::string& bundle) {
+inline Plan ReadPlan(const std::string& bundle) {
   std::ifstream in(bundle + "/runner.plan");
   if (!in) throw std::runtime_error("cannot read " + bundle + "/runner.plan; is this an extracted bundle?");
-  std::vector<Tower> towers;
+  Plan plan;
+  std::vector<Tower>& towers = plan.towers;
   std::string line;
   while (std::getline(in, line)) {
     std::istringstream words(line);
@@ -46,6 +79,10 @@ inline std::vector<Tower> ReadPlan(const std::string& bundle) {
       towers.push_back(t);
       continue;
     }
+    if (kind == "tokenizer") {
+      plan.tokenizer = ParseTokenizer(words, bundle, line);
+      continue;
+    }
     if (towers.empty() || !(words >> path)) throw std::runtime_error("runner.plan: bad line: " + line);
     path = bundle + "/" + path;
     if (kind == "packed") towers.back().packed.emplace_back(path, ParseShape(words, line));
@@ -54,7 +91,7 @@ inline std::vector<Tower> ReadPlan(const std::string& bundle) {
     else if (kind == "expected") towers.back().expected.push_back(path);
     else throw std::runtime_error("runner.plan: unknown line kind '" + kind + "'");
   }
-  return towers;
+  return plan;
 }
 
 }  // namespace edgeclip
