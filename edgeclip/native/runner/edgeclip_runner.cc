@@ -4,6 +4,8 @@
 // usage: edgeclip-runner [--bundle DIR] [--module ternary|fp32] [--runs N] [--warmup N]
 //                        [--threads N] [--tower NAME] [--input TOWER=A.npy[,B.npy]]...
 //                        [--save-outputs DIR]
+//        edgeclip-runner preprocess [--bundle DIR] --image FILE --out FILE.npy [--uint8-out FILE.npy]
+//                        (preprocess_command.h: an image to the image tower's input)
 //
 // The bundle folder defaults to the parent of this binary's folder (the binary is bin/ in the
 // bundle; the runtime libraries are found through its RUNPATH, $ORIGIN/../lib). What to run is
@@ -55,6 +57,7 @@
 #include "host.h"
 #include "npy.h"
 #include "plan.h"
+#include "preprocess_command.h"
 #include "report.h"
 #include "tensors.h"
 
@@ -274,6 +277,7 @@ Options ParseArgs(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "preprocess") == 0) return PreprocessCommand(argc, argv, DefaultBundle);
   Options opt;
   std::vector<Tower> plan;
   try {
