@@ -67,6 +67,14 @@ inline Image DecodeImage(const std::string& path) {
   if (!jpeg && !png) throw std::runtime_error(path + " is not a JPEG or PNG image");
   const int size = static_cast<int>(data.size());
   int width = 0, height = 0, stored_channels = 0;
+  auto be32 = [&](size_t at) { return int64_t{data[at]} << 24 | data[at + 1] << 16 | data[at + 2] << 8 | data[at + 3]; };
+  // A PNG's size is read from IHDR here: stb refuses a huge one with a vague "unknown image type".
+  const int64_t png_pixels = png && data.size() >= 24 ? be32(16) * be32(20) : 0;
+  if (png_pixels > kMaxImagePixels) {
+    throw std::runtime_error(path + " is " + std::to_string(be32(16)) + "x" + std::to_string(be32(20)) + " = " +
+                             std::to_string(png_pixels) + " pixels, over the limit of " +
+                             std::to_string(kMaxImagePixels) + "; shrink it first");
+  }
   if (!stbi_info_from_memory(data.data(), size, &width, &height, &stored_channels)) {
     throw std::runtime_error("cannot read the " + std::string(jpeg ? "JPEG" : "PNG") + " header of " + path + " (" +
                              stbi_failure_reason() + ")");
