@@ -21,8 +21,12 @@ from edgeclip.fsutil import cache_root
 from edgeclip.native import runtime_libs
 
 RUNNER_DIR = Path(__file__).with_name("runner")
-RUNNER_SOURCES = ("edgeclip_runner.cc", "host.h", "npy.h", "plan.h", "report.h", "tensors.h", "tokenize.h", "bpe.h",
-                  "wordpiece.h", "html.h", "inflate.h", "unicode.h", "unicode_tables.h")
+RUNNER_SOURCES = ("edgeclip_runner.cc", "bpe.h", "exif.h", "host.h", "html.h", "image.h", "image_decode.h", "inflate.h",
+                  "json.h", "npy.h", "plan.h", "preprocess.h", "preprocess_command.h", "report.h", "resample.h",
+                  "tensors.h", "tokenize.h", "unicode.h", "unicode_tables.h", "wordpiece.h")
+# The runner decodes JPEG/PNG with stb_image, header-only: its folder is an include directory of the
+# runner and its bytes part of the cache key. Only that folder, so a cross build sees no host headers.
+STB_IMAGE = (Path("/usr/include/stb/stb_image.h"), "libstb-dev")
 # qemu-user binary, the Debian cross libc it loads target libraries from, and that libc's package.
 EMULATORS = {"aarch64": ("qemu-aarch64", "/usr/aarch64-linux-gnu", "libc6-arm64-cross")}
 # Flags that keep a binary reproducible: no build paths or times leak into it.
@@ -72,8 +76,11 @@ def runner_binary(compiler: str, package: str, wheel_platform: str) -> Path:
     """The bundle runner for a target: RUNPATH `$ORIGIN/../lib`, so on the device it finds the
     bundled libtvm_runtime.so / libtvm_ffi.so without LD_LIBRARY_PATH."""
     main, *headers = (RUNNER_DIR / name for name in RUNNER_SOURCES)
+    stb, stb_package = STB_IMAGE
+    if not stb.is_file():
+        raise ToolchainError(f"the runner's image decoder {stb} is missing; install it with `apt-get install {stb_package}`")
     arch = runtime_libs.platform_arch(wheel_platform)
-    return tvm_program(f"edgeclip-runner-{arch}", compiler, package, wheel_platform, main, tuple(headers),
+    return tvm_program(f"edgeclip-runner-{arch}", compiler, package, wheel_platform, main, (*headers, stb),
                        rpath="$ORIGIN/../lib")
 
 

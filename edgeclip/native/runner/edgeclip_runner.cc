@@ -5,6 +5,8 @@
 //                        [--threads N] [--tower NAME] [--input TOWER=A.npy[,B.npy]]...
 //                        [--save-outputs DIR]
 //        edgeclip-runner tokenize [--bundle DIR] (--text TEXT | --text-file FILE)...
+//        edgeclip-runner preprocess [--bundle DIR] --image FILE --out FILE.npy [--uint8-out FILE.npy]
+//                        (preprocess_command.h: an image to the image tower's input)
 //
 // The bundle folder defaults to the parent of this binary's folder (the binary is bin/ in the
 // bundle; the runtime libraries are found through its RUNPATH, $ORIGIN/../lib). What to run is
@@ -57,6 +59,7 @@
 #include "host.h"
 #include "npy.h"
 #include "plan.h"
+#include "preprocess_command.h"
 #include "report.h"
 #include "tensors.h"
 #include "tokenize.h"
@@ -280,6 +283,7 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "tokenize") == 0) {
     return TokenizeMain(argc - 1, argv + 1, [&] { return DefaultBundle(argv[0]); });
   }
+  if (argc > 1 && std::strcmp(argv[1], "preprocess") == 0) return PreprocessCommand(argc, argv, DefaultBundle);
   Options opt;
   std::vector<Tower> plan;
   try {
