@@ -28,6 +28,8 @@ def extracted(bundle):
     with tempfile.TemporaryDirectory(prefix="edgeclip-run-") as tmp:
         folder = Path(tmp) / "bundle"
         manifest = verify_bundle(bundle, extract_to=folder)
+        # The runner's subcommands read the manifest, as they do in a device install (which keeps it).
+        (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
         yield folder, manifest
 
 
