@@ -8,7 +8,7 @@ Every table is probed from the implementation it must agree with, not from a sta
 - WordPiece: the BertNormalizer and BertPreTokenizer of the Rust `tokenizers` library that
   transformers' BertTokenizer runs (its own Unicode data again).
 
-Run `python -m edgeclip.native.runner.gen_unicode_tables` after upgrading Python, regex or
+Run `.venv/bin/python scripts/gen_unicode_tables.py` after upgrading Python, regex or
 tokenizers; tests/test_device_tokenizers.py fails while the checked-in header differs.
 """
 
@@ -25,7 +25,7 @@ import regex
 
 from edgeclip.models import tokenizer as clip_tokenizer
 
-HEADER = Path(__file__).with_name("unicode_tables.h")
+HEADER = Path(__file__).resolve().parents[1] / "edgeclip" / "native" / "runner" / "unicode_tables.h"
 CODE_POINTS = [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF]  # UTF-8 cannot carry surrogates
 HANGUL = range(0xAC00, 0xD7A4)
 SEPARATOR = "\u4e2d"  # a CJK ideograph: the BERT normalizer turns it into " \u4e2d "
