@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeclip.bundle.model_info import manifest_family, read_image
 from edgeclip.errors import BundleError
-from edgeclip.formats.bundle import runner_member, verify_bundle
+from edgeclip.formats.bundle import verify_bundle
 from edgeclip.native import toolchain
 
 
@@ -39,7 +39,8 @@ def runner_command(folder: Path, manifest: dict, emulate: bool) -> list[str]:
     if arch != platform.machine() and not emulate:
         raise BundleError(f"this bundle is for {arch} but this machine is {platform.machine()}; "
                           "pass --emulate to run it under qemu-user, or run it on the device")
-    return toolchain.emulator_command(arch) + [str(folder / runner_member(manifest, folder))]
+    # verify_bundle's schema made `runner` an executable member: nothing else is ever run.
+    return toolchain.emulator_command(arch) + [str(folder / manifest["runner"])]
 
 
 def run_runner(folder: Path, manifest: dict, args: list[str], emulate: bool = False, timeout_s: float = 600) -> dict:

@@ -314,14 +314,3 @@ def _open_tar(path) -> tarfile.TarFile:
     except (tarfile.TarError, OSError) as err:
         raise BundleError(f"{path} is not a readable bundle tar ({err}); copy it again or rebuild it") from err
 
-
-def runner_member(manifest: dict, where) -> str:
-    """The runner a verified bundle names, if the bundle carries it as an executable member:
-    nothing else is ever run, whatever path the manifest writes."""
-    runner = manifest.get("runner")
-    members = manifest.get("members")
-    entry = members.get(runner) if isinstance(runner, str) and isinstance(members, dict) else None
-    if not isinstance(entry, dict) or entry.get("executable") is not True:
-        raise BundleError(f"{where}: the manifest names no runner that the bundle carries as an executable member "
-                          f"(runner: {runner!r}); rebuild the bundle with `edgeclip build`")
-    return runner

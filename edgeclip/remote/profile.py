@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from edgeclip.errors import BundleError, RemoteError
-from edgeclip.formats.bundle import VARIANTS, output_floor, read_manifest, runner_member
+from edgeclip.errors import RemoteError
+from edgeclip.formats.bundle import VARIANTS, output_floor, read_manifest
 from edgeclip.remote.connect import Connection, Session, SshOptions
 from edgeclip.remote.deploy import DeployResult, Layout, deploy
 from edgeclip.remote.diagnose import explain
@@ -100,10 +100,7 @@ def profile(
     if runs < 1:
         raise RemoteError(f"--runs must be at least 1, not {runs}")
     manifest = read_manifest(bundle)
-    try:
-        runner = runner_member(manifest, bundle)
-    except BundleError as err:
-        raise RemoteError(str(err)) from err
+    runner = manifest["runner"]  # read_manifest's schema made it an executable member
     carried = manifest.get("modules", {})
     modules = modules or tuple(m for m in VARIANTS if m in carried)
     missing = [m for m in modules if m not in carried]
