@@ -501,6 +501,41 @@ def test_run_image_on_fashion_mnist_gives_pytorchs_top1(demo_clip_host_bundle, d
     assert float(_cosine(ours, text[0:1].numpy())) >= 0.99
 
 
+@pytest.mark.slow
+@needs_x86_host
+@needs_fashion_mnist
+def test_device_preprocessing_of_the_grayscale_family_matches_the_models_own(demo_clip_host_bundle, tmp_path):
+    """The runner's `preprocess` on a demo-clip bundle (luminance, whole frame squashed to a square,
+    bilinear): Fashion-MNIST frames give the model's own pixels exactly, resized colour photos
+    (PNG and JPEG) stay within 1 on the 0-255 scale, and the normalised tensor follows."""
+    from PIL import Image
+
+    from edgeclip.models.families import family
+    from edgeclip.models.preprocess import grayscale_square
+    from edgeclip.training.data import load_fashion_mnist
+
+    skimage_data = pytest.importorskip("skimage.data")
+    images = {f"fashion-{i}.png": load_fashion_mnist("test").images[i] for i in (0, 1, 2)}
+    images.update({"astronaut.png": skimage_data.astronaut(), "coffee.jpg": skimage_data.coffee(),
+                   "camera.png": skimage_data.camera(), "wide.png": np.asarray(skimage_data.rocket())[:100]})
+    with local.extracted(demo_clip_host_bundle) as (folder, manifest):
+        runner = local.runner_command(folder, manifest, emulate=False)
+        for name, array in images.items():
+            path = tmp_path / name
+            Image.fromarray(np.asarray(array)).save(path, quality=90)
+            out, raw = tmp_path / "out.npy", tmp_path / "raw.npy"
+            done = subprocess.run([*runner, "preprocess", "--bundle", str(folder), "--image", str(path),
+                                   "--out", str(out), "--uint8-out", str(raw)], capture_output=True, text=True,
+                                  timeout=60)
+            assert done.returncode == 0, done.stderr
+            host = grayscale_square(Image.open(path), 28)
+            difference = np.abs(np.load(raw).reshape(host.shape).astype(int) - host).max()
+            assert difference <= (0 if name.startswith("fashion") else 1), name
+            expected = family("demo-clip").image.pixels(Image.open(path), manifest["preprocessing"])
+            std = manifest["preprocessing"]["std"][0]
+            np.testing.assert_allclose(np.load(out), expected, atol=1.001 / 255 / std, err_msg=name)
+
+
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
     return a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
