@@ -29,6 +29,7 @@ from edgeclip.errors import BundleError
 from edgeclip.flash.install import install_bundle, is_current, link_target, list_installs
 from edgeclip.flash.link import Link, SocketTransport, open_port
 from edgeclip.flash.old_layout import migrate
+from edgeclip.flash.timing import IDLE_CLIENT_SECONDS
 from edgeclip.formats.bundle import sha256_file
 from edgeclip.formats.layout import CURRENT, PREVIOUS, SSH_ROOT, STAGING, name_problem, partial_name
 from edgeclip.formats.serial import MAX_PAYLOAD, OFFSET, VERSION, Damaged, Frame, FrameType
@@ -243,12 +244,19 @@ def _tree_bytes(root: Path) -> int:
     return sum(path.lstat().st_size for path in root.rglob("*") if path.is_file() and not path.is_symlink())
 
 
-def serve(agent: Agent, link: Link) -> None:
-    """Answer frames until the link drops (ConnectionError); a bug in one reply never ends the agent."""
+def serve(agent: Agent, link: Link, idle_seconds: float | None = None) -> None:
+    """Answer frames until the link drops (ConnectionError) or, with `idle_seconds`, until the peer
+    sent no frame for that long (bytes that never make a frame do not count); a bug in one reply
+    never ends the agent."""
+    quiet_since = time.monotonic()
     while True:
         event = link.receive(IDLE_POLL_SECONDS)
-        if event is None:
-            continue
+        if not isinstance(event, Frame):
+            if idle_seconds is not None and time.monotonic() - quiet_since > idle_seconds:
+                log(f"no frame for {idle_seconds:g} s; dropping the client so the next one is served")
+                return
+            if event is None:
+                continue
         try:
             reply = agent.handle(event)
         except Exception:  # a device daemon logs and keeps serving
@@ -257,6 +265,8 @@ def serve(agent: Agent, link: Link) -> None:
             reply = _error(event.seq, "internal", "the agent hit an internal error; see its log and flash again")
         if reply is not None:
             link.send(*reply)
+        if isinstance(event, Frame):
+            quiet_since = time.monotonic()  # after the reply: a long install is not the peer's silence
 
 
 def serve_serial(agent: Agent, url: str, baud: int, rtscts: bool) -> None:
@@ -278,8 +288,9 @@ def serve_serial(agent: Agent, url: str, baud: int, rtscts: bool) -> None:
         time.sleep(REOPEN_SECONDS)
 
 
-def serve_tcp(agent: Agent, host: str, port: int) -> None:
-    """One connection at a time, for `edgeclip flash --port socket://HOST:PORT`."""
+def serve_tcp(agent: Agent, host: str, port: int, idle_seconds: float = IDLE_CLIENT_SECONDS) -> None:
+    """One connection at a time, for `edgeclip flash --port socket://HOST:PORT`; one that sends no
+    frame for `idle_seconds` is closed, so an idle client cannot lock every flash out."""
     with socket.create_server((host, port)) as server:
         bound_host, bound_port = server.getsockname()[:2]
         print(f"listening on {bound_host}:{bound_port}", flush=True)
@@ -288,7 +299,7 @@ def serve_tcp(agent: Agent, host: str, port: int) -> None:
             log(f"connection from {peer[0]}:{peer[1]}, arch {agent.arch}")
             link = Link(SocketTransport(conn))
             try:
-                serve(agent, link)
+                serve(agent, link, idle_seconds)
             except ConnectionError as err:
                 log(f"connection ended ({err})")
             finally:
@@ -303,6 +314,16 @@ def _host_port(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeclip-agent", description="Receive edgeclip bundles on a device.")
     modes = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
@@ -315,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtscts", action="store_true", help="hardware flow control")
     p.add_argument("--arch", default=platform.machine(), help="architecture to report (default: uname -m)")
     p.add_argument("--max-bytes", type=int, default=None, help="act as if DIR may hold at most this many bytes")
+    p.add_argument("--idle-timeout", type=_positive_seconds, default=IDLE_CLIENT_SECONDS, metavar="S",
+                   help=f"with --listen, close a connection that sends no frame for S seconds (default {IDLE_CLIENT_SECONDS:g})")
     listing = modes.add_parser("list", help="print what DIR holds as JSON: per name its current and previous version")
     listing.add_argument("--dir", type=Path, default=DEFAULT_ROOT, help=ROOT_HELP)
     return parser
@@ -329,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         agent = Agent(args.dir, args.arch, args.max_bytes)
         if args.listen:
-            serve_tcp(agent, *args.listen)
+            serve_tcp(agent, *args.listen, args.idle_timeout)
         else:
             serve_serial(agent, args.port, args.baud, args.rtscts)
     except KeyboardInterrupt:
