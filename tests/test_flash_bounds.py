@@ -5,17 +5,33 @@ extracting) and memory (the agent's VmHWM on hostile and large bundles)."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
+import subprocess
+import threading
 import time
 
 import flash_rig
 import pytest
-from flash_rig import agent_server, assert_installed, open_pty, parse_flash_args
+from flash_rig import (
+    agent_server,
+    assert_installed,
+    linked_version,
+    make_bundle,
+    open_pty,
+    parse_flash_args,
+    sha256,
+    wait_for,
+)
 
-from edgeclip.errors import FlashError
+from edgeclip.errors import BundleError, FlashError
 from edgeclip.flash.host import flash
+from edgeclip.formats.bundle import verify_bundle
 
-small = flash_rig.small
+small, rigs = flash_rig.small, flash_rig.rigs
+NO_SPACE = re.compile(r"^the device refused \(space\): no space left on the device \(need (\d+\.\d) MB, "
+                      r"have (\d+\.\d) MB\); nothing was installed, free space on the device and flash again$")
 
 
 def _flash_seconds(bundle, port: str, **options) -> tuple[float, FlashError]:
@@ -61,3 +77,103 @@ def test_a_port_where_nothing_answers_ends_in_one_line_within_the_bound(small, c
         url = f"socket://127.0.0.1:{deaf.getsockname()[1]}"
         seconds, refusal = _flash_seconds(small[0], url, timeout=0.3, hello_timeout=1.0)
         assert 1.0 <= seconds < 2.5 and f"no edgeclip-agent answered on {url} within 1 s" in str(refusal)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A real 2 MB filesystem to fill up (list it before `rigs`, so the agent stops before the unmount)."""
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"mounting a 2 MB tmpfs needs CAP_SYS_ADMIN ({done.stderr.decode().strip()}); "
+                    "test_flash.py::test_too_little_space_is_refused_before_any_data still covers the refusal")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def _fill(path, leave: int = 0) -> None:
+    """Another program takes the disk: write zeros to `path` until only `leave` bytes are free."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while (room := shutil.disk_usage(path).free - leave) > 0:
+            os.write(fd, b"\0" * min(room, 1 << 16))
+    except OSError as err:
+        assert err.errno == 28, err  # ENOSPC: full
+    finally:
+        os.close(fd)
+
+
+def _no_space(refusal: FlashError, device) -> tuple[float, float]:
+    """(need, have) in MB from the one-line refusal; `have` is what the device now has free."""
+    found = NO_SPACE.match(str(refusal))
+    assert found, str(refusal)
+    need, have = float(found[1]), float(found[2])
+    assert need > have and abs(have - shutil.disk_usage(device).free / 1e6) <= 0.1
+    return need, have
+
+
+def _only_the_old_version_is_there(device, old, old_files) -> None:
+    """The previous install is current and whole; no partial, staging or .incoming folder is left."""
+    assert_installed(device, old, old_files, "smallmodel")
+    assert sorted(p.name for p in (device / "smallmodel" / "versions").iterdir()) == [sha256(old)[:12]]
+    assert not [p for p in device.rglob("*") if p.name.startswith(".") and p.name != ".staging"]
+
+
+def test_a_disk_that_fills_while_receiving_is_one_line_and_keeps_the_old_install(tmpfs, rigs, small, tmp_path):
+    rig = rigs(device_dir=tmpfs / "device")
+    rig.start_relay()
+    old, old_files = small
+    rig.flash(old)
+    newer, newer_files = make_bundle(tmp_path / "newer.edgeclip", "smallmodel", "x86_64", {"weights.bin": 400_000})
+    partial = rig.dir / ".staging" / f"{sha256(newer)}.part"
+
+    def fill_once_data_flows():
+        wait_for(lambda: partial.exists() and partial.stat().st_size > 40_000, 20, "the transfer to start")
+        _fill(tmpfs / "filler")
+
+    filler = threading.Thread(target=fill_once_data_flows)
+    filler.start()
+    with pytest.raises(FlashError) as refusal:
+        rig.flash(newer)
+    filler.join(20)
+    need, _ = _no_space(refusal.value, tmpfs)
+    assert need == round(2 * newer.stat().st_size / 1e6, 1)  # the bundle and its extracted copy
+    assert not partial.exists()
+    _only_the_old_version_is_there(rig.dir, old, old_files)
+
+    (tmpfs / "filler").unlink()
+    rig.flash(newer)
+    assert_installed(rig.dir, newer, newer_files, "smallmodel")
+    assert linked_version(rig.dir, "smallmodel", "previous") == sha256(old)[:12]
+
+
+def test_a_disk_too_full_to_extract_is_one_line_and_keeps_the_old_install(tmpfs, rigs, small, tmp_path):
+    rig = rigs(device_dir=tmpfs / "device")
+    rig.start_relay()
+    old, old_files = small
+    rig.flash(old)
+    # 300 one-byte members: about 0.35 MB of tar, but each takes a whole 4 KiB page once extracted,
+    # so the HELLO estimate (twice the tar) passes and the disk fills during extraction.
+    tiles, tile_files = make_bundle(tmp_path / "tiles.edgeclip", "smallmodel", "x86_64",
+                                    {f"tiles/{i:03}.bin": 1 for i in range(300)})
+    _fill(tmpfs / "filler", leave=1_000_000)
+    assert 2 * tiles.stat().st_size < shutil.disk_usage(tmpfs).free
+    with pytest.raises(FlashError) as refusal:
+        rig.flash(tiles)
+    need, _ = _no_space(refusal.value, tmpfs)
+    assert need == round((tiles.stat().st_size + 301 * 4096) / 1e6, 1)  # the tar, then 301 members in pages
+    assert not (rig.dir / ".staging" / f"{sha256(tiles)}.part").exists()
+    _only_the_old_version_is_there(rig.dir, old, old_files)
+
+    (tmpfs / "filler").unlink()
+    rig.flash(tiles)
+    assert_installed(rig.dir, tiles, tile_files, "smallmodel")
+
+
+def test_extracting_into_a_full_disk_names_the_disk_not_the_tar(tmpfs, tmp_path):
+    tiles, _ = make_bundle(tmp_path / "tiles.edgeclip", "tiles", "x86_64", {f"tiles/{i:03}.bin": 1 for i in range(600)})
+    with pytest.raises(BundleError, match=rf"^cannot extract the bundle into {tmpfs} \(\[Errno 28\] No space left on "
+                                          "device\\); free space there or extract elsewhere$"):
+        verify_bundle(tiles, extract_to=tmpfs / "out")
+    assert list(tmpfs.iterdir()) == []  # the partial extraction is gone

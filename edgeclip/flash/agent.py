@@ -29,8 +29,9 @@ from edgeclip.errors import BundleError
 from edgeclip.flash.install import install_bundle, is_current, link_target, list_installs
 from edgeclip.flash.link import Link, SocketTransport, open_port
 from edgeclip.flash.old_layout import migrate
+from edgeclip.flash.space import extracted_bytes, needed_bytes, no_space, out_of_space
 from edgeclip.flash.timing import IDLE_CLIENT_SECONDS
-from edgeclip.formats.bundle import sha256_file
+from edgeclip.formats.bundle import read_manifest, sha256_file
 from edgeclip.formats.layout import CURRENT, PREVIOUS, SSH_ROOT, STAGING, name_problem, partial_name
 from edgeclip.formats.serial import MAX_PAYLOAD, OFFSET, VERSION, Damaged, Frame, FrameType
 
@@ -133,13 +134,8 @@ class Agent:
             path.unlink()
             received = 0
         free = self.free_bytes()
-        needed = (size - received) + size  # the rest of the partial, then its extracted copy
-        if refusal is None and free < needed:
-            refusal = (
-                "space",
-                f"the device has {free} bytes free in {self.root} but needs {needed} (the bundle and its "
-                "extracted copy); free some space on the device",
-            )
+        if refusal is None and free < needed_bytes(size, received):
+            refusal = ("space", no_space(needed_bytes(size, received), free))
         fd = None if refusal else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.session = Session(sha256, size, path, received, refusal, fd, free)
         log(f"session for {sha256[:12]} ({size} bytes), resuming at {received}" + (f", refused: {refusal[0]}" if refusal else ""))
@@ -166,9 +162,7 @@ class Agent:
             try:
                 self._append(session, data)
             except OSError as err:
-                self._drop_partial()
-                code = "space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "io"
-                return _error(frame.seq, code, f"writing the bundle failed ({err}); the partial file was removed")
+                return self._write_failed(frame.seq, err)
         # Out of place (a duplicate, or ahead of a gap): the ACK's count tells the host where to go on.
         return FrameType.ACK, frame.seq, OFFSET.pack(session.received)
 
@@ -195,21 +189,41 @@ class Agent:
             return _error(frame.seq, *session.refusal)
         if session.received != session.size:
             return _error(frame.seq, "short", f"only {session.received} of {session.size} bytes arrived; flash again to resume")
-        os.fsync(session.fd)
+        try:
+            os.fsync(session.fd)  # where delayed allocation reports a full disk
+        except OSError as err:
+            return self._write_failed(frame.seq, err)
         if sha256_file(session.path) != sha256:
             self._drop_partial()
             return _error(frame.seq, "hash", "the received bundle does not match its sha256 and was deleted; flash again")
         try:
             result = install_bundle(self.root, session.path, sha256, self.arch)
         except (BundleError, OSError) as err:
-            self._drop_partial()
-            code = "space" if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) else "bundle"
-            return _error(frame.seq, code, f"the bundle was not installed: {err}")
+            need = self._install_need(session) if out_of_space(err) else None
+            self._drop_partial()  # install_bundle removed what it had extracted
+            if need is not None:
+                return _error(frame.seq, "space", no_space(need, self.free_bytes()))
+            return _error(frame.seq, "bundle", f"the bundle was not installed: {err}")
         self._drop_partial()
         payload = json.dumps(result).encode()
         self.last_done = (sha256, payload)
         log(f"installed {result['installed']}")
         return FrameType.DONE, frame.seq, payload
+
+    def _write_failed(self, seq: int, err: OSError) -> Reply:
+        """A failed write into the partial: it is removed, and a full disk says how much is missing."""
+        size = self.session.size
+        self._drop_partial()
+        if out_of_space(err):
+            return _error(seq, "space", no_space(needed_bytes(size), self.free_bytes()))
+        return _error(seq, "io", f"writing the bundle failed ({err}); the partial file was removed")
+
+    def _install_need(self, session: Session) -> int:
+        """The received bundle plus its members as extracted here, in whole filesystem blocks."""
+        try:
+            return session.size + extracted_bytes(read_manifest(session.path), os.statvfs(self.root).f_frsize)
+        except (BundleError, OSError):
+            return needed_bytes(session.size)
 
     def _abort(self, frame: Frame) -> None:
         self.close_session()  # the partial stays for a later resume

@@ -20,6 +20,7 @@ from pathlib import Path
 from edgeclip import console
 from edgeclip.errors import FlashError
 from edgeclip.flash.link import Link, open_port
+from edgeclip.flash.space import needed_bytes, no_space
 from edgeclip.flash.timing import HELLO_SECONDS
 from edgeclip.formats.bundle import read_manifest, sha256_file
 from edgeclip.formats.layout import manifest_sha256, name_problem
@@ -124,13 +125,8 @@ class _Sender:
         problem = None
         if info.get("arch") != arch:
             problem = f"the device is {info.get('arch')} but the bundle is built for {arch}; build it for a {info.get('arch')} target"
-        else:
-            needed = (size - int(info["offset"])) + size
-            if int(info["free"]) < needed:
-                problem = (
-                    f"the device has {int(info['free']) / 1e6:.1f} MB free but needs {needed / 1e6:.1f} MB "
-                    "(the bundle plus its extracted copy); free space on the device"
-                )
+        elif int(info["free"]) < needed_bytes(size, int(info["offset"])):
+            problem = no_space(needed_bytes(size, int(info["offset"])), int(info["free"]))
         if problem:
             self._send(FrameType.ABORT, b"")
             raise FlashError(f"refused before sending: {problem}")

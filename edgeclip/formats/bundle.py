@@ -279,7 +279,9 @@ def _stream(reader, sink, staging) -> tuple[str, bytes]:
         head = head or block[:ELF_HEAD]
         if sink is not None:
             with _write_errors(staging):
-                sink.write(block)
+                view = memoryview(block)
+                while view:
+                    view = view[sink.write(view) :]
     return digest.hexdigest(), head
 
 
@@ -287,12 +289,12 @@ def _open_member(root: Path, name: str):
     target = root / name
     with _write_errors(root):
         target.parent.mkdir(parents=True, exist_ok=True)
-        return open(target, "wb")
+        # Unbuffered: a full disk fails the write itself, not a later close that would hide why.
+        return open(target, "wb", buffering=0)
 
 
 def _finish_member(sink, executable: bool, root: Path) -> None:
     with _write_errors(root):
-        sink.flush()
         os.fsync(sink.fileno())
         os.fchmod(sink.fileno(), 0o755 if executable else 0o644)
 
