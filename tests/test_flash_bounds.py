@@ -4,6 +4,7 @@ extracting) and memory (the agent's VmHWM on hostile and large bundles)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,7 +17,10 @@ import flash_rig
 import pytest
 from flash_rig import (
     agent_server,
+    ask,
     assert_installed,
+    data,
+    hello,
     linked_version,
     make_bundle,
     open_pty,
@@ -27,9 +31,12 @@ from flash_rig import (
 
 from edgeclip.errors import BundleError, FlashError
 from edgeclip.flash.host import flash
-from edgeclip.formats.bundle import verify_bundle
+from edgeclip.flash.link import Link, SocketTransport
+from edgeclip.formats.bundle import sha256_file, verify_bundle
+from edgeclip.formats.serial import MAX_PAYLOAD, OFFSET, FrameType, encode
 
 small, rigs = flash_rig.small, flash_rig.rigs
+AGENT_RSS_MB = 300
 NO_SPACE = re.compile(r"^the device refused \(space\): no space left on the device \(need (\d+\.\d) MB, "
                       r"have (\d+\.\d) MB\); nothing was installed, free space on the device and flash again$")
 
@@ -177,3 +184,54 @@ def test_extracting_into_a_full_disk_names_the_disk_not_the_tar(tmpfs, tmp_path)
                                           "device\\); free space there or extract elsewhere$"):
         verify_bundle(tiles, extract_to=tmpfs / "out")
     assert list(tmpfs.iterdir()) == []  # the partial extraction is gone
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The process's high-water resident set (VmHWM), in MB."""
+    status = open(f"/proc/{pid}/status").read()
+    return int(re.search(r"^VmHWM:\s+(\d+) kB$", status, re.M)[1]) / 1024
+
+
+def _send_unchecked(url: str, path, name: str = "hostile") -> dict:
+    """Send any file to the agent as a bundle, as a hostile host would (none of the host's own
+    checks); returns the agent's answer to END."""
+    link = Link(SocketTransport(socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))))
+    try:
+        assert ask(link, hello(1, sha256_file(path), path.stat().st_size, name=name), 1)[0] == FrameType.INFO
+        seq, offset = 2, 0
+        with open(path, "rb") as handle:
+            while chunk := handle.read(MAX_PAYLOAD - OFFSET.size):
+                assert ask(link, data(seq, offset, chunk), seq) == (FrameType.ACK, offset + len(chunk))
+                seq, offset = seq + 1, offset + len(chunk)
+        kind, answer = ask(link, encode(FrameType.END, seq, json.dumps({"sha256": sha256_file(path)}).encode()), seq)
+        assert kind == FrameType.ERROR
+        return answer
+    finally:
+        link.close()
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory):
+    """A real 128 MB bundle: an agent that held it whole would grow by at least that much."""
+    return make_bundle(tmp_path_factory.mktemp("large") / "large.edgeclip", "largemodel", "x86_64",
+                       {"weights.bin": 128 << 20})
+
+
+def test_agent_memory_stays_bounded_on_hostile_headers_and_a_large_bundle(tmp_path, large):
+    from hostile import sparse_manifest_bundle
+
+    device = tmp_path / "device"
+    with agent_server(device) as (url, agent):
+        started = _peak_rss_mb(agent.pid)
+        for declared in (4 << 30, 1 << 40):  # 9 MB on the wire, a manifest expanding to 4 GiB / 1 TiB
+            bomb = sparse_manifest_bundle(tmp_path / f"sparse-{declared}.edgeclip", declared)
+            answer = _send_unchecked(url, bomb)
+            assert answer["code"] == "bundle" and "manifest.json is a sparse tar member" in answer["message"]
+        assert _peak_rss_mb(agent.pid) < AGENT_RSS_MB
+
+        large_path, large_files = large
+        flash(large_path, url, progress=False, chunk=MAX_PAYLOAD)
+        assert_installed(device, large_path, large_files, "largemodel")
+        peak = _peak_rss_mb(agent.pid)
+        assert peak < AGENT_RSS_MB and peak - started < 32, (started, peak)  # streamed, never held whole
+        assert agent.poll() is None
