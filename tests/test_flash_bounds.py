@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tarfile
 import threading
 import time
 
@@ -28,11 +29,12 @@ from flash_rig import (
     sha256,
     wait_for,
 )
+from hostile import extension_header, members, small_bundle, sparse_manifest_bundle, with_extensions
 
 from edgeclip.errors import BundleError, FlashError
 from edgeclip.flash.host import flash
 from edgeclip.flash.link import Link, SocketTransport
-from edgeclip.formats.bundle import sha256_file, verify_bundle
+from edgeclip.formats.bundle import MANIFEST, sha256_file, verify_bundle
 from edgeclip.formats.serial import MAX_PAYLOAD, OFFSET, FrameType, encode
 
 small, rigs = flash_rig.small, flash_rig.rigs
@@ -218,8 +220,6 @@ def large(tmp_path_factory):
 
 
 def test_agent_memory_stays_bounded_on_hostile_headers_and_a_large_bundle(tmp_path, large):
-    from hostile import sparse_manifest_bundle
-
     device = tmp_path / "device"
     with agent_server(device) as (url, agent):
         started = _peak_rss_mb(agent.pid)
@@ -227,6 +227,10 @@ def test_agent_memory_stays_bounded_on_hostile_headers_and_a_large_bundle(tmp_pa
             bomb = sparse_manifest_bundle(tmp_path / f"sparse-{declared}.edgeclip", declared)
             answer = _send_unchecked(url, bomb)
             assert answer["code"] == "bundle" and "manifest.json is a sparse tar member" in answer["message"]
+        files = members(small_bundle(tmp_path / "good.edgeclip"))
+        pax = with_extensions(tmp_path / "pax.edgeclip", files, MANIFEST, extension_header(tarfile.XHDTYPE, 1 << 40))
+        answer = _send_unchecked(url, pax)
+        assert answer["code"] == "bundle" and f"a PAX extended header in the tar declares {1 << 40} bytes" in answer["message"]
         assert _peak_rss_mb(agent.pid) < AGENT_RSS_MB
 
         large_path, large_files = large
