@@ -239,3 +239,15 @@ def test_agent_memory_stays_bounded_on_hostile_headers_and_a_large_bundle(tmp_pa
         peak = _peak_rss_mb(agent.pid)
         assert peak < AGENT_RSS_MB and peak - started < 32, (started, peak)  # streamed, never held whole
         assert agent.poll() is None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_time_bounds_must_be_positive_seconds(value, capsys):
+    from edgeclip.flash.agent import build_parser
+
+    with pytest.raises(SystemExit) as flash_exit:
+        parse_flash_args(["b.edgeclip", "--port", "/dev/null", "--hello-timeout", value])
+    with pytest.raises(SystemExit) as agent_exit:
+        build_parser().parse_args(["serial", "--listen", ":0", "--idle-timeout", value])
+    assert flash_exit.value.code == agent_exit.value.code == 2
+    assert capsys.readouterr().err.count(f"{value!r} is not a positive number of seconds") == 2

@@ -30,7 +30,7 @@ from edgeclip.flash.install import install_bundle, is_current, link_target, list
 from edgeclip.flash.link import Link, SocketTransport, open_port
 from edgeclip.flash.old_layout import migrate
 from edgeclip.flash.space import extracted_bytes, needed_bytes, no_space, out_of_space
-from edgeclip.flash.timing import IDLE_CLIENT_SECONDS
+from edgeclip.flash.timing import IDLE_CLIENT_SECONDS, seconds_argument
 from edgeclip.formats.bundle import read_manifest, sha256_file
 from edgeclip.formats.layout import CURRENT, PREVIOUS, SSH_ROOT, STAGING, name_problem, partial_name
 from edgeclip.formats.serial import MAX_PAYLOAD, OFFSET, VERSION, Damaged, Frame, FrameType
@@ -328,16 +328,6 @@ def _host_port(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
-    return seconds
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeclip-agent", description="Receive edgeclip bundles on a device.")
     modes = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
@@ -350,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtscts", action="store_true", help="hardware flow control")
     p.add_argument("--arch", default=platform.machine(), help="architecture to report (default: uname -m)")
     p.add_argument("--max-bytes", type=int, default=None, help="act as if DIR may hold at most this many bytes")
-    p.add_argument("--idle-timeout", type=_positive_seconds, default=IDLE_CLIENT_SECONDS, metavar="S",
+    p.add_argument("--idle-timeout", type=seconds_argument, default=IDLE_CLIENT_SECONDS, metavar="S",
                    help=f"with --listen, close a connection that sends no frame for S seconds (default {IDLE_CLIENT_SECONDS:g})")
     listing = modes.add_parser("list", help="print what DIR holds as JSON: per name its current and previous version")
     listing.add_argument("--dir", type=Path, default=DEFAULT_ROOT, help=ROOT_HELP)
