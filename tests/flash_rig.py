@@ -162,13 +162,20 @@ def assert_installed(root: Path, bundle: Path, files: dict[str, bytes], name: st
 
 
 @contextlib.contextmanager
-def listening_agent(device: Path, agent=AGENT, cwd: Path | None = None):
+def listening_agent(device: Path, agent=AGENT, cwd: Path | None = None, args=()):
     """An agent serving `--listen 127.0.0.1:0` into `device`; yields its socket:// URL."""
-    proc = subprocess.Popen([*agent, "serial", "--listen", "127.0.0.1:0", "--dir", str(device)],
+    with agent_server(device, agent, cwd, args) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def agent_server(device: Path, agent=AGENT, cwd: Path | None = None, args=()):
+    """Like listening_agent, with more agent `args`; yields (socket:// URL, the agent process)."""
+    proc = subprocess.Popen([*agent, "serial", "--listen", "127.0.0.1:0", "--dir", str(device), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd or device.parent)
     try:
         port = int(proc.stdout.readline().rsplit(":", 1)[1])
-        yield f"socket://127.0.0.1:{port}"
+        yield f"socket://127.0.0.1:{port}", proc
     finally:
         proc.terminate()
         proc.wait(10)

@@ -99,6 +99,37 @@ def with_sparse_member(path: Path, files: dict[str, bytes], sparse: str) -> Path
     return path
 
 
+def extension_header(kind: bytes, declared: int, stored: bytes = b"") -> bytes:
+    """A PAX (`x`, `g`) or GNU long-name (`L`, `K`) header block declaring `declared` bytes of
+    extension data, followed by `stored` bytes of it (padded to a block): a reader that trusts the
+    declaration reads that many bytes whole."""
+    info = tarfile.TarInfo("././@LongLink" if kind in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK) else "PaxHeader")
+    info.type, info.size = kind, declared
+    return info.tobuf(format=tarfile.GNU_FORMAT) + stored + b"\0" * (-len(stored) % 512)
+
+
+def pax_record(key: str, value: str) -> bytes:
+    """One `LEN key=value\n` PAX record (LEN counts the whole record, itself included)."""
+    body = f" {key}={value}\n".encode()
+    length = len(body) + 1
+    while len(str(length)) + len(body) != length:
+        length += 1
+    return str(length).encode() + body
+
+
+def with_extensions(path: Path, files: dict[str, bytes], before: str, headers: bytes) -> Path:
+    """A ustar tar of `files` with raw extension `headers` written just before member `before`."""
+    with open(path, "wb") as out:
+        for name, data in files.items():
+            if name == before:
+                out.write(headers)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.write(info.tobuf(format=tarfile.USTAR_FORMAT) + data + b"\0" * (-len(data) % 512))
+        out.write(b"\0" * 1024)
+    return path
+
+
 def run_measured(args: list[str], env: dict | None = None, cwd: Path | None = None):
     """(exit status, stdout, stderr, peak RSS of the edgeclip process in MB) of `edgeclip ARGS`."""
     done = subprocess.run([sys.executable, "-c", _MEASURE, EDGECLIP, *args], capture_output=True, text=True,

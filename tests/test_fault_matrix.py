@@ -11,22 +11,27 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from hostile import (
+    extension_header,
     manifest_of,
     members,
+    pax_record,
     run_measured,
     small_bundle,
     sparse_manifest_bundle,
     tree_state,
+    with_extensions,
     with_manifest,
     with_sparse_member,
 )
 
+from edgeclip.formats.bundle import MANIFEST, MAX_EXTENSION_BYTES
 from edgeclip.targets.loader import SHIPPED_DIR
 
 NO_HOST = "nobody@192.0.2.1"  # TEST-NET-1: never answers, so a deploy that got past verifying would hang
@@ -81,6 +86,17 @@ def _cut_in_manifest(tmp: Path, given: Inputs) -> list[str]:
 
 def _sparse_member(tmp: Path, given: Inputs) -> list[str]:
     return ["verify", str(with_sparse_member(tmp / "sparse.edgeclip", members(given.bundle), "model/fp32.bin"))]
+
+
+def _extensions(before: str, headers: Callable[[], bytes]):
+    """The good bundle with raw tar extension headers (PAX, GNU long names) before member `before`."""
+    def make(tmp: Path, given: Inputs) -> list[str]:
+        return ["verify", str(with_extensions(tmp / "ext.edgeclip", members(given.bundle), before, headers()))]
+    return make
+
+
+BIG_PAX = pax_record("comment", "x" * 65_000)
+SPARSE_MAP = pax_record("GNU.sparse.map", "0,x")
 
 
 def _arch(edit: Callable[[dict], object]):
@@ -146,6 +162,27 @@ FAULTS = [
           "field `members.model/fp32.bin.sha256` is not 64 lowercase hex digits"),
     Fault("deeply nested JSON", _raw_manifest(_nested(100_000)), "nested more than 32 levels deep"),
     Fault("deeply nested JSON, deploy", _raw_manifest(_nested(100_000), "deploy"), "nested more than 32 levels"),
+    Fault("PAX header declaring 1 TiB, before the manifest",
+          _extensions(MANIFEST, lambda: extension_header(tarfile.XHDTYPE, 1 << 40)),
+          f"a PAX extended header in the tar declares {1 << 40} bytes, over the limit of {MAX_EXTENSION_BYTES}"),
+    Fault("global PAX header declaring 4 GiB, before a member",
+          _extensions("model/fp32.bin", lambda: extension_header(tarfile.XGLTYPE, 4 << 30)),
+          f"a PAX global header in the tar declares {4 << 30} bytes"),
+    Fault("PAX header holding 64 KB, before a member",
+          _extensions("model/fp32.bin", lambda: extension_header(tarfile.XHDTYPE, len(BIG_PAX), BIG_PAX)),
+          f"a PAX extended header in the tar declares {len(BIG_PAX)} bytes, over the limit"),
+    Fault("GNU long name declaring 1 TiB, before a member",
+          _extensions("model/fp32.bin", lambda: extension_header(tarfile.GNUTYPE_LONGNAME, 1 << 40)),
+          f"a GNU long name in the tar declares {1 << 40} bytes"),
+    Fault("GNU long name of 20000 bytes, before the manifest",
+          _extensions(MANIFEST, lambda: extension_header(tarfile.GNUTYPE_LONGNAME, 20_000, b"m" * 20_000)),
+          "a GNU long name in the tar declares 20000 bytes"),
+    Fault("PAX GNU.sparse.map not numbers",
+          _extensions("model/fp32.bin", lambda: extension_header(tarfile.XHDTYPE, len(SPARSE_MAP), SPARSE_MAP)),
+          "the tar is damaged (a header does not parse: invalid literal for int()"),
+    Fault("5000 GNU long names in a row",
+          _extensions(MANIFEST, lambda: 5000 * extension_header(tarfile.GNUTYPE_LONGNAME, 100, b"n" * 100)),
+          "more than 4 extension headers (PAX, GNU long names) in a row"),
     Fault("tar cut inside the manifest", _cut_in_manifest, "the tar is damaged or truncated"),
     Fault("no runner", _edit_manifest(_set("runner", KeyError)), "field `runner` is None, not a member"),
     Fault("no runner, run", _edit_manifest(_set("runner", KeyError), "run"), "field `runner` is None"),
@@ -208,6 +245,15 @@ def test_the_good_inputs_pass(inputs, tmp_path):
     args = make(tmp_path, inputs)
     status, out, err, _ = run_measured(args, env={**os.environ, "EDGECLIP_TARGETS_DIR": str(tmp_path / "boards")})
     assert status == 0 and "cortex-a72" in out, err
+
+
+def test_small_extension_headers_from_other_tar_tools_still_verify(inputs, tmp_path):
+    """The bound refuses large or long runs of extension headers, not the small ones tar tools add."""
+    headers = (extension_header(tarfile.XHDTYPE, len(record := pax_record("mtime", "1700000000.5")), record)
+               + extension_header(tarfile.GNUTYPE_LONGNAME, 15, b"model/fp32.bin\0"))
+    repacked = with_extensions(tmp_path / "repacked.edgeclip", members(inputs.bundle), "model/fp32.bin", headers)
+    status, out, err, _ = run_measured(["verify", str(repacked)])
+    assert status == 0 and "OK" in out, err
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -123,7 +122,7 @@ def test_architecture_mismatch_is_refused_before_any_data(rigs, big):
 def test_too_little_space_is_refused_before_any_data(rigs, big):
     rig = rigs(agent_args=("--max-bytes", "3000000"))  # the bundle and its extracted copy need ~4.2 MB
     rig.start_relay()
-    with pytest.raises(FlashError, match=r"MB free but needs 4\.2 MB"):
+    with pytest.raises(FlashError, match=r"refused before sending: no space left on the device \(need 4\.2 MB, have 3\.0 MB\)"):
         rig.flash(big[0])
     sent = wait_for(lambda: [kind for kind, _ in rig.relayed("h2d")][1:] and rig.relayed("h2d"), 5, "the ABORT")
     assert [kind for kind, _ in sent] == [FrameType.HELLO, FrameType.ABORT]
@@ -187,38 +186,6 @@ def test_a_different_bundle_never_resumes_a_stale_partial(rigs, small, tmp_path)
     answer = ask(link, hello(4, sha256(small_path), small_path.stat().st_size), 4)[1]
     assert answer["offset"] == 0
     assert [p.name for p in (rig.dir / ".staging").iterdir()] == [f"{sha256(small_path)}.part"]
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"mounting a 1 MB tmpfs needs CAP_SYS_ADMIN ({done.stderr.decode().strip()}); "
-                    "test_too_little_space_is_refused_before_any_data still covers the refusal")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=True)
-
-
-def test_real_disk_full_mid_transfer_removes_the_partial(rigs, small, tmpfs):
-    rig = rigs(device_dir=tmpfs / "device")
-    link = Link(FdTransport(rig.dev_master))
-    small_path, small_files = small
-    blob = small_path.read_bytes()
-    info = ask(link, hello(1, sha256(small_path), len(blob)), 1)[1]
-    assert info["free"] > 2 * len(blob)
-    filler = tmpfs / "filler"
-    filler.write_bytes(b"\0" * (shutil.disk_usage(tmpfs).free - 40_000))  # the disk fills up under the agent
-    answers = [ask(link, data(2 + i, at, blob[at : at + 4096]), 2 + i) for i, at in enumerate(range(0, len(blob), 4096))]
-    refusal = next(a for kind, a in answers if kind == FrameType.ERROR)
-    assert refusal["code"] == "space" and "partial file was removed" in refusal["message"]
-    assert not list((rig.dir / ".staging").iterdir())
-
-    filler.unlink()
-    rig.start_relay()
-    rig.flash(small_path)
-    assert_installed(rig.dir, small_path, small_files, "smallmodel")
 
 
 def test_flash_command_over_a_socket_url_to_a_listening_agent(tmp_path, small, capsys):

@@ -12,13 +12,29 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from hostile import manifest_of, small_bundle, with_manifest
+from hostile import (
+    extension_header,
+    manifest_of,
+    members,
+    pax_record,
+    small_bundle,
+    with_extensions,
+    with_manifest,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeclip.errors import BundleError, CheckpointError
 from edgeclip.formats.arch_bounds import SIZE_LIMITS
-from edgeclip.formats.bundle import VARIANTS, output_floor, payload_bytes, read_manifest, verify_bundle
+from edgeclip.formats.bundle import (
+    EXTENSIONS,
+    MAX_EXTENSION_BYTES,
+    VARIANTS,
+    output_floor,
+    payload_bytes,
+    read_manifest,
+    verify_bundle,
+)
 from edgeclip.formats.checkpoint import CONFIG_FILE, read_config
 from edgeclip.formats.serial import CRC, HEADER_SIZE, MAGIC, Damaged, Frame, FrameDecoder, encode
 
@@ -125,6 +141,33 @@ def test_verify_survives_any_manifest_field(bundle, data, value, delete):
     edited = replaced(manifest, path, value, delete)
     with tempfile.TemporaryDirectory() as tmp:
         _check_bundle(with_manifest(bundle, Path(tmp) / "b.edgeclip", edited))
+
+
+extension_data = st.one_of(
+    st.binary(max_size=600),
+    st.builds(pax_record, st.sampled_from(["mtime", "path", "size", "comment", "linkpath", "GNU.sparse.map"]),
+              st.text(max_size=40)),
+    st.builds(lambda n: b"x" * n, st.integers(MAX_EXTENSION_BYTES - 2, MAX_EXTENSION_BYTES + 2)),
+)
+
+
+@FUZZ
+@given(data=st.data(), headers=st.lists(st.tuples(st.sampled_from(sorted(EXTENSIONS)), extension_data,
+                                                  st.none() | st.integers(0, 2**40)), min_size=1, max_size=7))
+def test_verify_bounds_tar_extension_headers(bundle, data, headers):
+    """PAX and GNU long-name headers of any kind, content, declared size (None: their true size)
+    and number, before any member: refused or accepted, never read past the bound."""
+    files = members(bundle)
+    before = data.draw(st.sampled_from(list(files)))
+    raw = b"".join(extension_header(kind, len(stored) if declared is None else declared, stored)
+                   for kind, stored, declared in headers)
+    kind, stored, declared = headers[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = with_extensions(Path(tmp) / "b.edgeclip", files, before, raw)
+        if (len(stored) if declared is None else declared) > MAX_EXTENSION_BYTES:
+            with pytest.raises(BundleError, match=f"a {EXTENSIONS[kind]} in the tar declares .* over the limit"):
+                verify_bundle(path)
+        _check_bundle(path)
 
 
 def _read(document_or_bytes, checkpoint: Path):

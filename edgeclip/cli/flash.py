@@ -3,6 +3,7 @@ as one file (the work is in `edgeclip.flash` and `edgeclip.bundle.agent_app`).""
 
 from __future__ import annotations
 
+from edgeclip.flash.timing import HELLO_SECONDS, seconds_argument
 from edgeclip.formats.serial import DEFAULT_CHUNK
 
 
@@ -21,6 +22,8 @@ def add_flash_command(subparsers) -> None:
     p.add_argument("--rtscts", action="store_true", help="use RTS/CTS hardware flow control")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each answer beyond wire time (default 1)")
     p.add_argument("--retries", type=int, default=8, help="tries per frame after the first before giving up (default 8)")
+    p.add_argument("--hello-timeout", type=seconds_argument, default=HELLO_SECONDS, metavar="S",
+                   help=f"give up when no agent answers HELLO within S seconds (default {HELLO_SECONDS:g})")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help=f"data bytes per frame (default {DEFAULT_CHUNK})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_flash)
@@ -49,6 +52,7 @@ def run_flash(args) -> None:
         retries=args.retries,
         chunk=args.chunk,
         progress=not args.no_progress,
+        hello_timeout=args.hello_timeout,
     )
     previous = f", previous {result.previous} kept for rollback" if result.previous else ""
     if result.already_current:

@@ -29,7 +29,9 @@ from edgeclip.errors import BundleError
 from edgeclip.flash.install import install_bundle, is_current, link_target, list_installs
 from edgeclip.flash.link import Link, SocketTransport, open_port
 from edgeclip.flash.old_layout import migrate
-from edgeclip.formats.bundle import sha256_file
+from edgeclip.flash.space import extracted_bytes, needed_bytes, no_space, out_of_space
+from edgeclip.flash.timing import IDLE_CLIENT_SECONDS, seconds_argument
+from edgeclip.formats.bundle import read_manifest, sha256_file
 from edgeclip.formats.layout import CURRENT, PREVIOUS, SSH_ROOT, STAGING, name_problem, partial_name
 from edgeclip.formats.serial import MAX_PAYLOAD, OFFSET, VERSION, Damaged, Frame, FrameType
 
@@ -132,13 +134,8 @@ class Agent:
             path.unlink()
             received = 0
         free = self.free_bytes()
-        needed = (size - received) + size  # the rest of the partial, then its extracted copy
-        if refusal is None and free < needed:
-            refusal = (
-                "space",
-                f"the device has {free} bytes free in {self.root} but needs {needed} (the bundle and its "
-                "extracted copy); free some space on the device",
-            )
+        if refusal is None and free < needed_bytes(size, received):
+            refusal = ("space", no_space(needed_bytes(size, received), free))
         fd = None if refusal else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.session = Session(sha256, size, path, received, refusal, fd, free)
         log(f"session for {sha256[:12]} ({size} bytes), resuming at {received}" + (f", refused: {refusal[0]}" if refusal else ""))
@@ -165,9 +162,7 @@ class Agent:
             try:
                 self._append(session, data)
             except OSError as err:
-                self._drop_partial()
-                code = "space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "io"
-                return _error(frame.seq, code, f"writing the bundle failed ({err}); the partial file was removed")
+                return self._write_failed(frame.seq, err)
         # Out of place (a duplicate, or ahead of a gap): the ACK's count tells the host where to go on.
         return FrameType.ACK, frame.seq, OFFSET.pack(session.received)
 
@@ -194,21 +189,41 @@ class Agent:
             return _error(frame.seq, *session.refusal)
         if session.received != session.size:
             return _error(frame.seq, "short", f"only {session.received} of {session.size} bytes arrived; flash again to resume")
-        os.fsync(session.fd)
+        try:
+            os.fsync(session.fd)  # where delayed allocation reports a full disk
+        except OSError as err:
+            return self._write_failed(frame.seq, err)
         if sha256_file(session.path) != sha256:
             self._drop_partial()
             return _error(frame.seq, "hash", "the received bundle does not match its sha256 and was deleted; flash again")
         try:
             result = install_bundle(self.root, session.path, sha256, self.arch)
         except (BundleError, OSError) as err:
-            self._drop_partial()
-            code = "space" if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) else "bundle"
-            return _error(frame.seq, code, f"the bundle was not installed: {err}")
+            need = self._install_need(session) if out_of_space(err) else None
+            self._drop_partial()  # install_bundle removed what it had extracted
+            if need is not None:
+                return _error(frame.seq, "space", no_space(need, self.free_bytes()))
+            return _error(frame.seq, "bundle", f"the bundle was not installed: {err}")
         self._drop_partial()
         payload = json.dumps(result).encode()
         self.last_done = (sha256, payload)
         log(f"installed {result['installed']}")
         return FrameType.DONE, frame.seq, payload
+
+    def _write_failed(self, seq: int, err: OSError) -> Reply:
+        """A failed write into the partial: it is removed, and a full disk says how much is missing."""
+        size = self.session.size
+        self._drop_partial()
+        if out_of_space(err):
+            return _error(seq, "space", no_space(needed_bytes(size), self.free_bytes()))
+        return _error(seq, "io", f"writing the bundle failed ({err}); the partial file was removed")
+
+    def _install_need(self, session: Session) -> int:
+        """The received bundle plus its members as extracted here, in whole filesystem blocks."""
+        try:
+            return session.size + extracted_bytes(read_manifest(session.path), os.statvfs(self.root).f_frsize)
+        except (BundleError, OSError):
+            return needed_bytes(session.size)
 
     def _abort(self, frame: Frame) -> None:
         self.close_session()  # the partial stays for a later resume
@@ -243,12 +258,19 @@ def _tree_bytes(root: Path) -> int:
     return sum(path.lstat().st_size for path in root.rglob("*") if path.is_file() and not path.is_symlink())
 
 
-def serve(agent: Agent, link: Link) -> None:
-    """Answer frames until the link drops (ConnectionError); a bug in one reply never ends the agent."""
+def serve(agent: Agent, link: Link, idle_seconds: float | None = None) -> None:
+    """Answer frames until the link drops (ConnectionError) or, with `idle_seconds`, until the peer
+    sent no frame for that long (bytes that never make a frame do not count); a bug in one reply
+    never ends the agent."""
+    quiet_since = time.monotonic()
     while True:
         event = link.receive(IDLE_POLL_SECONDS)
-        if event is None:
-            continue
+        if not isinstance(event, Frame):
+            if idle_seconds is not None and time.monotonic() - quiet_since > idle_seconds:
+                log(f"no frame for {idle_seconds:g} s; dropping the client so the next one is served")
+                return
+            if event is None:
+                continue
         try:
             reply = agent.handle(event)
         except Exception:  # a device daemon logs and keeps serving
@@ -257,6 +279,8 @@ def serve(agent: Agent, link: Link) -> None:
             reply = _error(event.seq, "internal", "the agent hit an internal error; see its log and flash again")
         if reply is not None:
             link.send(*reply)
+        if isinstance(event, Frame):
+            quiet_since = time.monotonic()  # after the reply: a long install is not the peer's silence
 
 
 def serve_serial(agent: Agent, url: str, baud: int, rtscts: bool) -> None:
@@ -278,8 +302,9 @@ def serve_serial(agent: Agent, url: str, baud: int, rtscts: bool) -> None:
         time.sleep(REOPEN_SECONDS)
 
 
-def serve_tcp(agent: Agent, host: str, port: int) -> None:
-    """One connection at a time, for `edgeclip flash --port socket://HOST:PORT`."""
+def serve_tcp(agent: Agent, host: str, port: int, idle_seconds: float = IDLE_CLIENT_SECONDS) -> None:
+    """One connection at a time, for `edgeclip flash --port socket://HOST:PORT`; one that sends no
+    frame for `idle_seconds` is closed, so an idle client cannot lock every flash out."""
     with socket.create_server((host, port)) as server:
         bound_host, bound_port = server.getsockname()[:2]
         print(f"listening on {bound_host}:{bound_port}", flush=True)
@@ -288,7 +313,7 @@ def serve_tcp(agent: Agent, host: str, port: int) -> None:
             log(f"connection from {peer[0]}:{peer[1]}, arch {agent.arch}")
             link = Link(SocketTransport(conn))
             try:
-                serve(agent, link)
+                serve(agent, link, idle_seconds)
             except ConnectionError as err:
                 log(f"connection ended ({err})")
             finally:
@@ -315,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtscts", action="store_true", help="hardware flow control")
     p.add_argument("--arch", default=platform.machine(), help="architecture to report (default: uname -m)")
     p.add_argument("--max-bytes", type=int, default=None, help="act as if DIR may hold at most this many bytes")
+    p.add_argument("--idle-timeout", type=seconds_argument, default=IDLE_CLIENT_SECONDS, metavar="S",
+                   help=f"with --listen, close a connection that sends no frame for S seconds (default {IDLE_CLIENT_SECONDS:g})")
     listing = modes.add_parser("list", help="print what DIR holds as JSON: per name its current and previous version")
     listing.add_argument("--dir", type=Path, default=DEFAULT_ROOT, help=ROOT_HELP)
     return parser
@@ -329,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         agent = Agent(args.dir, args.arch, args.max_bytes)
         if args.listen:
-            serve_tcp(agent, *args.listen)
+            serve_tcp(agent, *args.listen, args.idle_timeout)
         else:
             serve_serial(agent, args.port, args.baud, args.rtscts)
     except KeyboardInterrupt:

@@ -2,12 +2,15 @@
 
 Every frame waits for its answer (matched by sequence number) for `timeout` seconds plus the time
 the frame needs on the wire at `baud`; a damaged, refused or missing answer sends it again, at most
-`retries` times in a row. The agent's ACK says how many bytes it holds, so the host always continues
-from the device's count, never its own.
+`retries` times in a row. HELLO is sent again until `hello_timeout` seconds have passed instead, so
+a port where nothing answers, or an agent busy with another client, ends in one line naming what
+to check. The agent's ACK says how many bytes it holds, so the host always continues from the
+device's count, never its own.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import time
@@ -17,6 +20,8 @@ from pathlib import Path
 from edgeclip import console
 from edgeclip.errors import FlashError
 from edgeclip.flash.link import Link, open_port
+from edgeclip.flash.space import needed_bytes, no_space
+from edgeclip.flash.timing import HELLO_SECONDS
 from edgeclip.formats.bundle import read_manifest, sha256_file
 from edgeclip.formats.layout import manifest_sha256, name_problem
 from edgeclip.formats.serial import DEFAULT_CHUNK, OFFSET, SEQ_MASK, VERSION, Damaged, FrameType
@@ -53,6 +58,7 @@ def flash(
     retries: int = 8,
     chunk: int = DEFAULT_CHUNK,
     progress: bool = True,
+    hello_timeout: float = HELLO_SECONDS,
 ) -> FlashResult:
     """Send `bundle` to the agent on `port` (device path or pyserial URL) and have it installed."""
     bundle = Path(bundle)
@@ -66,7 +72,7 @@ def flash(
         transport = open_port(port, baud, rtscts, slack=timeout)
     except (OSError, ValueError) as err:
         raise FlashError(f"cannot open {port} ({err}); check the device path or URL and that nothing else holds it") from err
-    sender = _Sender(Link(transport), baud, timeout, retries)
+    sender = _Sender(Link(transport), port, baud, timeout, retries, hello_timeout)
     try:
         return sender.send_bundle(bundle, manifest, arch, chunk, progress)
     except ConnectionError as err:
@@ -76,8 +82,9 @@ def flash(
 
 
 class _Sender:
-    def __init__(self, link: Link, baud: int, timeout: float, retries: int):
-        self.link, self.baud, self.timeout, self.max_retries = link, baud, timeout, retries
+    def __init__(self, link: Link, port: str, baud: int, timeout: float, retries: int, hello_timeout: float):
+        self.link, self.port, self.baud, self.timeout, self.max_retries = link, port, baud, timeout, retries
+        self.hello_timeout = hello_timeout
         self.seq = random.getrandbits(32)  # answers to an earlier session can never match ours
         self.retries = 0
         self.bytes_sent = 0
@@ -86,8 +93,8 @@ class _Sender:
         size, sha256 = bundle.stat().st_size, sha256_file(bundle)
         name = manifest["name"]
         hello = {"sha256": sha256, "size": size, "name": name, "arch": arch, "manifest_sha256": manifest_sha256(bundle)}
-        info = _answer(self.exchange(FrameType.HELLO, json.dumps(hello).encode(), FrameType.INFO),
-                       "arch", "free", "offset", "max_payload", "current", "previous", "up_to_date")
+        answer = self.exchange(FrameType.HELLO, json.dumps(hello).encode(), FrameType.INFO, total=self.hello_timeout)
+        info = _answer(answer, "arch", "free", "offset", "max_payload", "current", "previous", "up_to_date")
         if info["up_to_date"] and info.get("arch") == arch:  # like deploy: the same version is current and whole
             return FlashResult(name, sha256, size, info["arch"], 0, 0, self.retries, 0.0, info["current"],
                                info["previous"], already_current=True)
@@ -118,26 +125,27 @@ class _Sender:
         problem = None
         if info.get("arch") != arch:
             problem = f"the device is {info.get('arch')} but the bundle is built for {arch}; build it for a {info.get('arch')} target"
-        else:
-            needed = (size - int(info["offset"])) + size
-            if int(info["free"]) < needed:
-                problem = (
-                    f"the device has {int(info['free']) / 1e6:.1f} MB free but needs {needed / 1e6:.1f} MB "
-                    "(the bundle plus its extracted copy); free space on the device"
-                )
+        elif int(info["free"]) < needed_bytes(size, int(info["offset"])):
+            problem = no_space(needed_bytes(size, int(info["offset"])), int(info["free"]))
         if problem:
             self._send(FrameType.ABORT, b"")
             raise FlashError(f"refused before sending: {problem}")
 
-    def exchange(self, frame_type: int, payload: bytes, answer: int, extra_wait: float = 0.0):
-        """Send one frame until its answer arrives; an ERROR answer or too many tries raise FlashError."""
+    def exchange(self, frame_type: int, payload: bytes, answer: int, extra_wait: float = 0.0,
+                 total: float | None = None):
+        """Send one frame until its answer arrives: at most `retries` more times, or with `total`,
+        until that many seconds have passed. An ERROR answer or giving up raise FlashError."""
         seq = self.seq = (self.seq + 1) & SEQ_MASK
         wait = self.timeout + extra_wait + 10 * (len(payload) + 64) / self.baud
-        for attempt in range(self.max_retries + 1):
+        give_up = None if total is None else time.monotonic() + total
+        for attempt in range(self.max_retries + 1) if give_up is None else itertools.count():
+            left = wait if give_up is None else min(wait, give_up - time.monotonic())
+            if left <= 0:
+                break
             if attempt:
                 self.retries += 1
             self._send(frame_type, payload, seq)
-            reply = self._await(seq, wait)
+            reply = self._await(seq, left)
             if reply is None:
                 continue
             if reply.version != VERSION:
@@ -150,6 +158,12 @@ class _Sender:
                 raise FlashError(f"the device refused ({detail.get('code')}): {detail.get('message')}")
             if reply.type == answer:
                 return reply
+        if total is not None:
+            raise FlashError(
+                f"no edgeclip-agent answered on {self.port} within {total:g} s; check the cable and port, that "
+                "`edgeclip-agent serial` runs on the device at the same --baud, and that no other client holds "
+                "its --listen port, then flash again"
+            )
         raise FlashError(
             f"no valid answer to {FrameType(frame_type).name} after {self.max_retries + 1} tries; check the port, "
             "baud rate and that edgeclip-agent runs on the device, then flash again to resume"

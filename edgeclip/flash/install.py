@@ -41,8 +41,12 @@ def install_bundle(root: Path, bundle: Path, sha256: str, arch: str) -> dict:
     else:
         incoming = app / VERSIONS / f".incoming.{version}"
         _remove(incoming)
-        verify_bundle(bundle, arch=arch, extract_to=incoming)
-        write_synced(incoming / MANIFEST, raw)
+        try:
+            verify_bundle(bundle, arch=arch, extract_to=incoming)
+            write_synced(incoming / MANIFEST, raw)
+        except BaseException:
+            _remove(incoming)  # a failed install (a full disk, say) leaves nothing half-written
+            raise
         incoming.chmod(0o755)  # extracted from a private temporary folder; the runner may be another user
         _remove(target)  # a damaged copy
         os.replace(incoming, target)

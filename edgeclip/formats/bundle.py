@@ -3,7 +3,8 @@ other member with its sha256 and size. Reading it never trusts the tar: the mani
 against its schema (`edgeclip.formats.manifest`), every tar header against the manifest, the
 limits and the file's real size before its data is read, and data is streamed in chunks. Members
 that are not regular files (sparse ones included), escape the bundle folder, or that the manifest
-does not list are refused before anything is written. Standard library only, so `remote`, `flash` and the device agent read bundles without
+does not list are refused before anything is written, and so are tar extension headers (PAX, GNU
+long names) that are large or come in long runs, before tarfile reads them. Standard library only, so `remote`, `flash` and the device agent read bundles without
 torch or tvm.
 """
 
@@ -37,6 +38,17 @@ ELF_HEAD = 20  # bytes elf_arch needs
 # The agreement each module variant must reach with the PyTorch reference on the bundled input:
 # the ternary modules quantize activations to int8, the fp32 baseline only reorders float sums.
 MIN_COSINE = {"ternary": 0.995, "fp32": 0.999}
+# edgeclip writes plain ustar, but other tar tools may add PAX records (times, a long path) or GNU
+# long names: a few hundred bytes each, and PATH_MAX is 4096. tarfile would read any size whole.
+MAX_EXTENSION_BYTES = 16 << 10
+MAX_EXTENSIONS_IN_A_ROW = 4  # tarfile follows a run of them by recursion
+EXTENSIONS = {
+    tarfile.XHDTYPE: "PAX extended header",
+    tarfile.XGLTYPE: "PAX global header",
+    tarfile.SOLARIS_XHDTYPE: "Solaris extended header",
+    tarfile.GNUTYPE_LONGNAME: "GNU long name",
+    tarfile.GNUTYPE_LONGLINK: "GNU long link name",
+}
 
 
 @dataclass(frozen=True)
@@ -163,7 +175,8 @@ def _check_in_file(member: tarfile.TarInfo, path) -> None:
 @contextmanager
 def _damage_is_bundle_error(path):
     try:
-        yield
+        with _extensions_are_bundle_errors(path):
+            yield
     except (tarfile.TarError, EOFError, OSError) as err:
         raise BundleError(f"{path}: the tar is damaged or truncated ({err}); copy the bundle again") from err
 
@@ -279,7 +292,9 @@ def _stream(reader, sink, staging) -> tuple[str, bytes]:
         head = head or block[:ELF_HEAD]
         if sink is not None:
             with _write_errors(staging):
-                sink.write(block)
+                view = memoryview(block)
+                while view:
+                    view = view[sink.write(view) :]
     return digest.hexdigest(), head
 
 
@@ -287,12 +302,12 @@ def _open_member(root: Path, name: str):
     target = root / name
     with _write_errors(root):
         target.parent.mkdir(parents=True, exist_ok=True)
-        return open(target, "wb")
+        # Unbuffered: a full disk fails the write itself, not a later close that would hide why.
+        return open(target, "wb", buffering=0)
 
 
 def _finish_member(sink, executable: bool, root: Path) -> None:
     with _write_errors(root):
-        sink.flush()
         os.fsync(sink.fileno())
         os.fchmod(sink.fileno(), 0o755 if executable else 0o644)
 
@@ -306,9 +321,42 @@ def _write_errors(root: Path):
                           "extract elsewhere") from err
 
 
+class _HeaderRefused(Exception):
+    """An extension header out of bounds or unparsable, raised from inside tarfile."""
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile reads a PAX header or GNU long name whole, and each one makes it read the next
+    header recursively: both are checked here, from the header block alone. tarfile's parsing of
+    PAX values (a GNU sparse map, say) raises plain ValueError; that becomes one message too."""
+
+    def _proc_member(self, tar):
+        kind = EXTENSIONS.get(self.type)
+        run = tar.edgeclip_extension_run = getattr(tar, "edgeclip_extension_run", 0) + 1 if kind else 0
+        if kind and self.size > MAX_EXTENSION_BYTES:
+            raise _HeaderRefused(f"a {kind} in the tar declares {self.size} bytes, over the limit of "
+                                 f"{MAX_EXTENSION_BYTES}; refusing the bundle")
+        if run > MAX_EXTENSIONS_IN_A_ROW:
+            raise _HeaderRefused(f"the tar has more than {MAX_EXTENSIONS_IN_A_ROW} extension headers (PAX, GNU long "
+                                 "names) in a row; refusing the bundle")
+        try:
+            return super()._proc_member(tar)
+        except (ValueError, OverflowError) as err:
+            raise _HeaderRefused(f"the tar is damaged (a header does not parse: {err}); copy the bundle again") from None
+
+
+@contextmanager
+def _extensions_are_bundle_errors(path):
+    try:
+        yield
+    except _HeaderRefused as err:
+        raise BundleError(f"{path}: {err}") from None
+
+
 def _open_tar(path) -> tarfile.TarFile:
     try:
-        return tarfile.open(path, mode="r:")
+        with _extensions_are_bundle_errors(path):
+            return tarfile.open(path, mode="r:", tarinfo=_BoundedTarInfo)
     except FileNotFoundError as err:
         raise BundleError(f"bundle {path} does not exist; build one with `edgeclip build`") from err
     except (tarfile.TarError, OSError) as err:
