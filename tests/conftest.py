@@ -35,3 +35,39 @@ def tiny_clip_rpi4_bundle(tmp_path_factory):
     teacher = make_tiny_clip_dir(root / "teacher")
     _, checkpoint = ternarize_source(str(teacher), TernaryConfig(policy="q-all"), root / "tiny-clip")
     return build_bundle(checkpoint, "rpi4", root / "bundles", baseline="fp32")
+
+
+BAKED_LABELS = ["a cat", "a dog", "a red car", "an airplane", "ein Fahrrad 🚲"]
+BAKED_PROMPT = "a photo of {}, seen from afar"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_ternary(tmp_path_factory):
+    """The tiny CLIP of model_fixtures, ternarized (q-all): a checkpoint that builds in seconds."""
+    from model_fixtures import make_tiny_clip_dir
+
+    from edgeclip.pipeline import ternarize_source
+    from edgeclip.quant import TernaryConfig
+
+    root = tmp_path_factory.mktemp("tiny-clip-ternary")
+    return ternarize_source(str(make_tiny_clip_dir(root / "teacher")), TernaryConfig(policy="q-all"), root / "tiny")[1]
+
+
+@pytest.fixture(scope="session")
+def baked_labels_bundle(tiny_clip_ternary, tmp_path_factory):
+    """`edgeclip build --towers image --labels FILE --prompt P` for this host: labels baked in from a
+    file (with blank lines and padding to skip), no text tower bundled: .path, .labels, .prompt."""
+    import platform
+    from types import SimpleNamespace
+
+    from edgeclip.cli import main
+
+    if platform.machine() != "x86_64":
+        pytest.skip("the baked-labels bundle is built for x86-64 hosts")
+    root = tmp_path_factory.mktemp("baked-labels")
+    labels = root / "labels.txt"
+    labels.write_text("\n".join(f"  {label} \n" for label in BAKED_LABELS) + "\n\n", encoding="utf-8")
+    assert main(["build", "--model", str(tiny_clip_ternary), "--target", "x86-64", "--towers", "image",
+                 "--labels", str(labels), "--prompt", BAKED_PROMPT, "-o", str(root / "out")]) == 0
+    (bundle,) = (root / "out").iterdir()
+    return SimpleNamespace(path=bundle, labels=BAKED_LABELS, prompt=BAKED_PROMPT)
