@@ -210,7 +210,7 @@ def test_a_non_finite_output_fails_the_runners_output_check(host_bundle):
 
 
 @needs_x86_host
-def test_run_verb_classifies_an_image_with_the_host_bundle(host_bundle, tmp_path, capsys):
+def test_the_host_bundle_classifies_an_image_and_verifies(host_bundle, tmp_path, capsys):
     from PIL import Image
 
     from edgeclip.cli.bundles import add_bundle_commands
@@ -223,10 +223,6 @@ def test_run_verb_classifies_an_image_with_the_host_bundle(host_bundle, tmp_path
 
     parser = __import__("argparse").ArgumentParser()
     add_bundle_commands(parser.add_subparsers(dest="verb"))
-    args = parser.parse_args(["run", str(host_bundle), "--image", str(image), "--labels", "a cat,a dog,a car"])
-    args.func(args)
-    printed = capsys.readouterr().out.strip().splitlines()
-    assert [line.split(maxsplit=1)[1] for line in printed] == [label for label, _ in ranked]
     args = parser.parse_args(["verify", str(host_bundle), "--arch", "x86_64"])
     args.func(args)
     assert "OK" in capsys.readouterr().out
@@ -471,12 +467,12 @@ def test_demo_clip_host_bundle_carries_its_family_and_reproduces_reference(demo_
 @pytest.mark.slow
 @needs_x86_host
 @needs_fashion_mnist
-def test_run_image_on_fashion_mnist_gives_pytorchs_top1(demo_clip_host_bundle, demo_clip_checkpoint, tmp_path, capsys):
-    """`edgeclip run --image` on real Fashion-MNIST test images: the top-1 of the PyTorch model,
-    and image / text embeddings that agree with PyTorch's (so preprocessing and tokenizer are the model's)."""
+def test_classify_on_fashion_mnist_gives_pytorchs_top1(demo_clip_host_bundle, demo_clip_checkpoint, tmp_path):
+    """The bundle with host preprocessing (`local.classify`) on real Fashion-MNIST test images: the
+    top-1 of the PyTorch model, and image / text embeddings that agree with PyTorch's (so
+    preprocessing and tokenizer are the model's)."""
     from PIL import Image
 
-    from edgeclip.cli import main
     from edgeclip.models.families import family
     from edgeclip.training.data import FASHION_CLASSES, load_fashion_mnist
 
@@ -487,13 +483,12 @@ def test_run_image_on_fashion_mnist_gives_pytorchs_top1(demo_clip_host_bundle, d
     for index in (0, 1, 2):
         path = tmp_path / f"fashion-{index}.png"
         Image.fromarray(data.images[index]).save(path)
-        assert main(["run", str(demo_clip_host_bundle), "--image", str(path), "--labels", ",".join(labels)]) == 0
-        printed = capsys.readouterr().out.strip().splitlines()
+        ranked = local.classify(demo_clip_host_bundle, path, labels)
         with torch.no_grad():
             image = dual.encode_image(dual.preprocess([data.images[index]]))
             tokens = dual.tokenize(labels)
             text = dual.encode_text(tokens["input_ids"], tokens["attention_mask"])
-        assert printed[0].split(maxsplit=1)[1] == labels[int((image @ text.t()).argmax())]
+        assert ranked[0][0] == labels[int((image @ text.t()).argmax())]
         pixels = family("demo-clip").image.pixels(Image.open(path), manifest["preprocessing"])
         ours = local.tower_outputs(demo_clip_host_bundle, {"image": [(pixels,)]})["image"][0]
         assert float(_cosine(ours, image.numpy())) >= 0.99
