@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import subprocess
 import sys
 
@@ -167,3 +168,15 @@ def test_run_refuses_image_and_points_to_classify(bundle, capsys):
     assert main(["run", str(bundle), "--image", "x.png"]) == 1
     line = capsys.readouterr().err.strip()
     assert "`edgeclip run` only profiles" in line and "edgeclip classify BUNDLE --image" in line, line
+
+
+@pytest.mark.skipif(shutil.which("qemu-aarch64") is None, reason="emulating rpi4 needs qemu-aarch64 (apt: qemu-user)")
+def test_an_aarch64_bundle_classifies_under_emulate_only(tiny_clip_rpi4_bundle, images, capsys):
+    labels = ["a cat", "a tree"]
+    argv = ["classify", str(tiny_clip_rpi4_bundle), "--image", str(images[0]), "--labels", ",".join(labels)]
+    assert main(argv) == 1
+    assert "pass --emulate to run it under qemu-user" in capsys.readouterr().err
+    (row,) = _lines(capsys, [*argv, "--emulate"])
+    (host,) = local.classify_images(tiny_clip_rpi4_bundle, images[:1], labels, emulate=True)
+    assert [item["label"] for item in row["top"]] == [label for label, _ in host]
+    np.testing.assert_allclose([item["p"] for item in row["top"]], [p for _, p in host], atol=1e-3)
