@@ -117,8 +117,9 @@ def test_rpi4_bundle_is_self_contained_aarch64(rpi4_bundle):
     assert manifest["runner"] == "bin/edgeclip-runner" and manifest["target"]["arch"] == "aarch64"
     assert set(manifest["modules"]) == {"ternary", "fp32"} and manifest["min_cosine"]["ternary"] == 0.995
     binaries = {name for name, data in members.items() if data[:4] == b"\x7fELF"}
-    assert {"bin/edgeclip-runner", "lib/libtvm_runtime.so", "lib/libtvm_ffi.so",
+    assert {"bin/edgeclip-runner", "lib/libedgeclip.so", "lib/libtvm_runtime.so", "lib/libtvm_ffi.so",
             "modules/ternary/image.so", "modules/fp32/text.so"} <= binaries
+    assert members["include/edgeclip.h"].startswith(b"/* edgeclip.h")
     assert {elf_arch(members[name]) for name in binaries} == {"aarch64"}
     assert manifest["members"]["bin/edgeclip-runner"]["executable"] is True
 
@@ -183,7 +184,7 @@ def test_host_runner_sizes_its_pool_to_the_physical_cores(host_bundle):
     takes half the CPUs on x86); --threads and the user's TVM_NUM_THREADS win over that."""
     clean = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
     with local.extracted(host_bundle) as (folder, manifest):
-        command = local.runner_command(folder, manifest, emulate=False) + ["--module", "ternary", "--runs", "1"]
+        command = local.runner_command(folder, manifest, emulate=False) + ["bench", "--module", "ternary", "--runs", "1"]
 
         def threads(*args, **env):
             done = subprocess.run([*command, *args], env=clean | env, capture_output=True, text=True, check=True)
@@ -199,7 +200,7 @@ def test_a_non_finite_output_fails_the_runners_output_check(host_bundle):
     """NaN never agrees with anything: a NaN reference (or output) is cosine -1, not the 1 a
     NaN-swallowing minimum used to report."""
     with local.extracted(host_bundle) as (folder, manifest):
-        command = local.runner_command(folder, manifest, emulate=False) + ["--module", "ternary", "--runs", "1"]
+        command = local.runner_command(folder, manifest, emulate=False) + ["bench", "--module", "ternary", "--runs", "1"]
         healthy = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
         expected = folder / manifest["reference"]["text"]["outputs"][0]["path"]
         np.save(expected, np.full_like(np.load(expected), np.nan))
@@ -338,7 +339,7 @@ def tiny_clip_checkpoint(tmp_path_factory):
 
 def _check_tiny_clip_bundle(bundle, arch: str, emulate: bool) -> None:
     binaries = [data for data in _members(bundle).values() if data[:4] == b"\x7fELF"]
-    assert len(binaries) == 3 + 4 and {elf_arch(data) for data in binaries} == {arch}  # runner, 2 libs, 4 towers
+    assert len(binaries) == 4 + 4 and {elf_arch(data) for data in binaries} == {arch}  # runner, 3 libs, 4 towers
     manifest = read_manifest(bundle)
     for entry in manifest["modules"]["ternary"].values():  # weights ship 5 trits a byte
         assert entry["packed_weights"]
@@ -372,7 +373,7 @@ def test_tiny_clip_host_bundle_reproduces_reference_and_classifies(tiny_clip_che
         stored[len(stored) // 2] = 255
         np.save(damaged, stored)
         with pytest.raises(BundleError, match="no 5 trits encode"):
-            local.run_runner(folder, manifest, ["--module", "ternary", "--tower", "text", "--runs", "1"])
+            local.run_runner(folder, manifest, ["bench", "--module", "ternary", "--tower", "text", "--runs", "1"])
 
 
 @pytest.mark.slow

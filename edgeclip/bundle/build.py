@@ -1,4 +1,4 @@
-"""`edgeclip build`: compiled tower modules + target runtime + native runner -> one `.edgeclip` tar.
+"""`edgeclip build`: compiled towers + TVM runtime + libedgeclip + runner -> one `.edgeclip` tar.
 
 Two steps, so each can be used (and tested) alone:
 - `write_model_bundle` packs already compiled modules and their reference data for a target;
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from edgeclip.models.families.base import ModelFamily
 
 RUNNER = "bin/edgeclip-runner"
+LIBRARY = f"lib/{toolchain.LIBRARY_NAME}"
+HEADER = "include/edgeclip.h"
 PLAN = "runner.plan"
 TOWERS = ("image", "text")
 REFERENCE_TEXT = "a photo of a cat"
@@ -78,6 +80,9 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
     for lib in runtime_libs.LIBRARIES.values():
         files[lib] = (runtime / lib).read_bytes()
     files[RUNNER] = toolchain.runner_binary(*target.compiler, target.wheel_platform).read_bytes()
+    # The C API for applications on the board (docs/device-runtime.md); the runner is linked to it.
+    files[LIBRARY] = toolchain.runtime_library(*target.compiler, target.wheel_platform).read_bytes()
+    files[HEADER] = toolchain.PUBLIC_HEADER.read_bytes()
     files[agent_app.MEMBER] = agent_app.agent_zipapp()  # the serial agent: a board needs only python3
 
     reference_manifest = {}
