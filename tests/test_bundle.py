@@ -117,8 +117,9 @@ def test_rpi4_bundle_is_self_contained_aarch64(rpi4_bundle):
     assert manifest["runner"] == "bin/edgeclip-runner" and manifest["target"]["arch"] == "aarch64"
     assert set(manifest["modules"]) == {"ternary", "fp32"} and manifest["min_cosine"]["ternary"] == 0.995
     binaries = {name for name, data in members.items() if data[:4] == b"\x7fELF"}
-    assert {"bin/edgeclip-runner", "lib/libtvm_runtime.so", "lib/libtvm_ffi.so",
+    assert {"bin/edgeclip-runner", "lib/libedgeclip.so", "lib/libtvm_runtime.so", "lib/libtvm_ffi.so",
             "modules/ternary/image.so", "modules/fp32/text.so"} <= binaries
+    assert members["include/edgeclip.h"].startswith(b"/* edgeclip.h")
     assert {elf_arch(members[name]) for name in binaries} == {"aarch64"}
     assert manifest["members"]["bin/edgeclip-runner"]["executable"] is True
 
@@ -183,7 +184,7 @@ def test_host_runner_sizes_its_pool_to_the_physical_cores(host_bundle):
     takes half the CPUs on x86); --threads and the user's TVM_NUM_THREADS win over that."""
     clean = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
     with local.extracted(host_bundle) as (folder, manifest):
-        command = local.runner_command(folder, manifest, emulate=False) + ["--module", "ternary", "--runs", "1"]
+        command = local.runner_command(folder, manifest, emulate=False) + ["bench", "--module", "ternary", "--runs", "1"]
 
         def threads(*args, **env):
             done = subprocess.run([*command, *args], env=clean | env, capture_output=True, text=True, check=True)
@@ -199,7 +200,7 @@ def test_a_non_finite_output_fails_the_runners_output_check(host_bundle):
     """NaN never agrees with anything: a NaN reference (or output) is cosine -1, not the 1 a
     NaN-swallowing minimum used to report."""
     with local.extracted(host_bundle) as (folder, manifest):
-        command = local.runner_command(folder, manifest, emulate=False) + ["--module", "ternary", "--runs", "1"]
+        command = local.runner_command(folder, manifest, emulate=False) + ["bench", "--module", "ternary", "--runs", "1"]
         healthy = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
         expected = folder / manifest["reference"]["text"]["outputs"][0]["path"]
         np.save(expected, np.full_like(np.load(expected), np.nan))
@@ -210,7 +211,7 @@ def test_a_non_finite_output_fails_the_runners_output_check(host_bundle):
 
 
 @needs_x86_host
-def test_run_verb_classifies_an_image_with_the_host_bundle(host_bundle, tmp_path, capsys):
+def test_the_host_bundle_classifies_an_image_and_verifies(host_bundle, tmp_path, capsys):
     from PIL import Image
 
     from edgeclip.cli.bundles import add_bundle_commands
@@ -223,10 +224,6 @@ def test_run_verb_classifies_an_image_with_the_host_bundle(host_bundle, tmp_path
 
     parser = __import__("argparse").ArgumentParser()
     add_bundle_commands(parser.add_subparsers(dest="verb"))
-    args = parser.parse_args(["run", str(host_bundle), "--image", str(image), "--labels", "a cat,a dog,a car"])
-    args.func(args)
-    printed = capsys.readouterr().out.strip().splitlines()
-    assert [line.split(maxsplit=1)[1] for line in printed] == [label for label, _ in ranked]
     args = parser.parse_args(["verify", str(host_bundle), "--arch", "x86_64"])
     args.func(args)
     assert "OK" in capsys.readouterr().out
@@ -342,7 +339,7 @@ def tiny_clip_checkpoint(tmp_path_factory):
 
 def _check_tiny_clip_bundle(bundle, arch: str, emulate: bool) -> None:
     binaries = [data for data in _members(bundle).values() if data[:4] == b"\x7fELF"]
-    assert len(binaries) == 3 + 4 and {elf_arch(data) for data in binaries} == {arch}  # runner, 2 libs, 4 towers
+    assert len(binaries) == 4 + 4 and {elf_arch(data) for data in binaries} == {arch}  # runner, 3 libs, 4 towers
     manifest = read_manifest(bundle)
     for entry in manifest["modules"]["ternary"].values():  # weights ship 5 trits a byte
         assert entry["packed_weights"]
@@ -376,7 +373,7 @@ def test_tiny_clip_host_bundle_reproduces_reference_and_classifies(tiny_clip_che
         stored[len(stored) // 2] = 255
         np.save(damaged, stored)
         with pytest.raises(BundleError, match="no 5 trits encode"):
-            local.run_runner(folder, manifest, ["--module", "ternary", "--tower", "text", "--runs", "1"])
+            local.run_runner(folder, manifest, ["bench", "--module", "ternary", "--tower", "text", "--runs", "1"])
 
 
 @pytest.mark.slow
@@ -471,12 +468,12 @@ def test_demo_clip_host_bundle_carries_its_family_and_reproduces_reference(demo_
 @pytest.mark.slow
 @needs_x86_host
 @needs_fashion_mnist
-def test_run_image_on_fashion_mnist_gives_pytorchs_top1(demo_clip_host_bundle, demo_clip_checkpoint, tmp_path, capsys):
-    """`edgeclip run --image` on real Fashion-MNIST test images: the top-1 of the PyTorch model,
-    and image / text embeddings that agree with PyTorch's (so preprocessing and tokenizer are the model's)."""
+def test_classify_on_fashion_mnist_gives_pytorchs_top1(demo_clip_host_bundle, demo_clip_checkpoint, tmp_path):
+    """The bundle with host preprocessing (`local.classify`) on real Fashion-MNIST test images: the
+    top-1 of the PyTorch model, and image / text embeddings that agree with PyTorch's (so
+    preprocessing and tokenizer are the model's)."""
     from PIL import Image
 
-    from edgeclip.cli import main
     from edgeclip.models.families import family
     from edgeclip.training.data import FASHION_CLASSES, load_fashion_mnist
 
@@ -487,13 +484,12 @@ def test_run_image_on_fashion_mnist_gives_pytorchs_top1(demo_clip_host_bundle, d
     for index in (0, 1, 2):
         path = tmp_path / f"fashion-{index}.png"
         Image.fromarray(data.images[index]).save(path)
-        assert main(["run", str(demo_clip_host_bundle), "--image", str(path), "--labels", ",".join(labels)]) == 0
-        printed = capsys.readouterr().out.strip().splitlines()
+        ranked = local.classify(demo_clip_host_bundle, path, labels)
         with torch.no_grad():
             image = dual.encode_image(dual.preprocess([data.images[index]]))
             tokens = dual.tokenize(labels)
             text = dual.encode_text(tokens["input_ids"], tokens["attention_mask"])
-        assert printed[0].split(maxsplit=1)[1] == labels[int((image @ text.t()).argmax())]
+        assert ranked[0][0] == labels[int((image @ text.t()).argmax())]
         pixels = family("demo-clip").image.pixels(Image.open(path), manifest["preprocessing"])
         ours = local.tower_outputs(demo_clip_host_bundle, {"image": [(pixels,)]})["image"][0]
         assert float(_cosine(ours, image.numpy())) >= 0.99

@@ -67,7 +67,7 @@ def _torch_towers(checkpoint):
 
 
 def test_classify_on_the_board_agrees_with_host_preprocessing(device, images, tiny_clip_rpi4_bundle,
-                                                              tiny_clip_rpi4_checkpoint, record_property):
+                                                              tiny_clip_ternary, record_property):
     command, folder, manifest = device
     answers = _run(command, "classify", "--bundle", str(folder), "--image", *map(str, images),
                    "--labels", ",".join(LABELS), "--top", "3")
@@ -78,7 +78,7 @@ def test_classify_on_the_board_agrees_with_host_preprocessing(device, images, ti
     agree = sum(a == b for a, b in zip(on_board, host, strict=True))
     assert agree >= 11, list(zip(on_board, host, strict=True))
 
-    towers, family = _torch_towers(tiny_clip_rpi4_checkpoint), manifest_family(manifest)
+    towers, family = _torch_towers(tiny_clip_ternary), manifest_family(manifest)
     tokenize = family.text.tokenizer(family.text.installed_vocab(), manifest["tokenizer"])
     with torch.no_grad():
         texts = torch.cat([towers["text"].module(*map(torch.from_numpy, tokenize(label))) for label in LABELS])
@@ -102,7 +102,7 @@ def test_device_preprocessing_is_within_1_of_the_host(device, images, tmp_path):
         assert int(np.abs(np.load(raw).astype(int) - host).max()) <= (0 if path.suffix == ".png" else 1), path.name
 
 
-def test_embed_a_folder_of_100_images_matches_the_pytorch_tower(device, tiny_clip_rpi4_checkpoint, tmp_path):
+def test_embed_a_folder_of_100_images_matches_the_pytorch_tower(device, tiny_clip_ternary, tmp_path):
     command, folder, manifest = device
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -120,7 +120,7 @@ def test_embed_a_folder_of_100_images_matches_the_pytorch_tower(device, tiny_cli
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
 
     names = sorted(p.name for p in photos.iterdir() if p.suffix != ".txt")
-    family, tower = manifest_family(manifest), _torch_towers(tiny_clip_rpi4_checkpoint)["image"]
+    family, tower = manifest_family(manifest), _torch_towers(tiny_clip_ternary)["image"]
     with torch.no_grad():
         expected = torch.cat([tower.module(torch.from_numpy(family.image.pixels(read_image(photos / name),
                                                                                  manifest["preprocessing"])))

@@ -39,7 +39,7 @@ CRAFTED = [
     "&#1; &#x0B; &#xFFFE; &#65; &#x41 &#65x &#; &#x; &#xZ; &; & amp; &ampx; &amp &AMP; &AMP",
     "&unknown; &zzz &ampersand &nbsp;&nbsp;x &NotEqualTilde; &acE; &ThickSpace; &#x2028;",
     "&amp;eacute; &amp;#x41; &amp;amp;amp; &&amp;&", "&" + "a" * 40 + ";", "&frac12; &frac34 &sup2 &times;",
-    "control \x00 \x01 \x07 \x1b \x7f \x85 \x9f chars \u200b\u200d\u2060\ufeff\u00ad \ufffd \ue000 \U000f0000",
+    "control \x01 \x07 \x1b \x7f \x85 \x9f chars \u200b\u200d\u2060\ufeff\u00ad \ufffd \ue000 \U000f0000",
     "\x1c\x1d\x1e\x1f file separators \x1f", "\u3000ideographic\u3000space\u2003em\u00a0nbsp\u2028ls\u2029ps",
     "!!! ??? ... --- ___ *** ### @@@ $$$ %%% ^^^ ~~~ ``` ''' \"\"\" ((( ))) [[[ ]]] {{{ }}} <<< >>> ||| \\\\",
     "it's don't we're they've I'm you'll he'd IT'S DON'T WE'RE 's 't 'RE", "'ſ 'ſtart <|ſtartoftext|> <|ſt",
@@ -63,7 +63,8 @@ def _texts(sample: int | None = None) -> list[str]:
 
 
 def _bundle_folder(root, runner, wheel_platform: str, kind: str, context: int):
-    """A bundle folder with what `tokenize` reads: bin/, lib/, the vocabulary file and runner.plan,
+    """A bundle folder with what `tokenize` reads: bin/, lib/ (libedgeclip, which tokenizes, and the
+    TVM runtime), the vocabulary file and runner.plan,
     the plan line written by the bundle writer; and the host tokenizer of the same manifest fields."""
     found = family(FAMILIES[kind])
     fields = {**found.text.fields, "vocab": found.text.vocab_member, "context_length": context, "inputs": TEXT_INPUTS}
@@ -74,10 +75,15 @@ def _bundle_folder(root, runner, wheel_platform: str, kind: str, context: int):
     (folder / "bin").mkdir()
     shutil.copy(runner, folder / "bin" / "edgeclip-runner")
     (folder / "lib").mkdir()
+    shutil.copy(toolchain.runtime_library(*_compiler_of(wheel_platform)), folder / "lib" / toolchain.LIBRARY_NAME)
     for name in runtime_libs.LIBRARIES.values():
         shutil.copy(runtime_libs.runtime_dir(wheel_platform) / name, folder / name)
     (folder / "runner.plan").write_text(f"# edgeclip runner plan 1\n{tokenizer_plan_line(fields)}\n")
     return folder, found.text.tokenizer(found.text.installed_vocab(), fields)
+
+
+def _compiler_of(wheel_platform: str) -> tuple[str, str, str]:
+    return HOST if wheel_platform == HOST[2] else (*load_target("rpi4").compiler, wheel_platform)
 
 
 def _tokenize(prefix: list[str], folder, texts: list[str], tmp_path) -> list[dict]:

@@ -1,5 +1,6 @@
 """Hostile or mistaken input to the local verbs: inputs are never overwritten, only a verified
-bundle member is ever run, non-finite models are refused, and `run` honours or refuses each flag.
+bundle member is ever run, non-finite models are refused, `run` refuses the flags of the verbs that
+took over its old modes, and `build --labels` refuses a bad label list or prompt before compiling.
 
 One table: the case, the real `edgeclip` command it runs, the message fragment it must print as
 its one-line error, and what must still hold on disk afterwards.
@@ -73,11 +74,23 @@ CASES = [
      "hold NaN or infinite values", "nan_teacher"),
     ("a manifest naming a runner outside the bundle", ["run", "{hostile}"], "not a member the bundle lists",
      None),
-    ("--labels with no label", ["run", "{hostile}", "--image", "x.png", "--labels", " , ,"], "names no label", None),
-    ("--labels without --image", ["run", "{hostile}", "--labels", "a,b"], "--labels goes with --image", None),
-    ("--image and --text together", ["run", "{hostile}", "--image", "x.png", "--labels", "a", "--text", "t"],
-     "give one of them", None),
-    ("--runs with --text", ["run", "{hostile}", "--text", "a cat", "--runs", "3"], "does nothing with --image", None),
+    ("run --image (classify's now)", ["run", "{hostile}", "--image", "x.png", "--labels", "a,b"],
+     "`edgeclip run` only profiles; --image belongs to `edgeclip classify BUNDLE --image ...`", None),
+    ("run --text (embed's now)", ["run", "{hostile}", "--text", "a cat", "--runs", "3"],
+     "--text belongs to `edgeclip embed", None),
+    ("classify with a hostile runner", ["classify", "{hostile}", "--image", "x.png"], "not a member the bundle lists",
+     None),
+    ("build --labels with no label", ["build", "--model", "{checkpoint}", "--target", "x86-64", "--labels", " , ,",
+                                      "-o", "{root}/out-labels"], "--labels ' , ,' names no label", "checkpoint"),
+    ("build --labels with a duplicate", ["build", "--model", "{checkpoint}", "--target", "x86-64", "--labels",
+                                         "a cat,a dog,a cat", "-o", "{root}/out-labels"], "names 'a cat' twice",
+     "checkpoint"),
+    ("build --prompt with two slots", ["build", "--model", "{checkpoint}", "--target", "x86-64", "--labels", "a,b",
+                                       "--prompt", "{{}} or {{}}", "-o", "{root}/out-labels"], "exactly one {}",
+     "checkpoint"),
+    ("build --prompt without --labels", ["build", "--model", "{checkpoint}", "--target", "x86-64", "--prompt",
+                                         "a {{}}", "-o", "{root}/out-labels"], "--prompt goes with --labels",
+     "checkpoint"),
 ]
 
 
@@ -91,7 +104,7 @@ def test_a_refused_input_says_why_and_changes_nothing(world, case, argv, fragmen
     if kept:
         assert _digest(Path(world[kept])) == before, f"{case}: {kept} changed"
     assert not world["marker"].exists(), "a path the manifest named was executed"
-    assert not (world["root"] / "out-nan").exists()
+    assert not (world["root"] / "out-nan").exists() and not (world["root"] / "out-labels").exists()
 
 
 def test_force_replaces_a_checkpoint_whole(world, tmp_path):

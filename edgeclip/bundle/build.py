@@ -1,4 +1,4 @@
-"""`edgeclip build`: compiled tower modules + target runtime + native runner -> one `.edgeclip` tar.
+"""`edgeclip build`: compiled towers + TVM runtime + libedgeclip + runner -> one `.edgeclip` tar.
 
 Two steps, so each can be used (and tested) alone:
 - `write_model_bundle` packs already compiled modules and their reference data for a target;
@@ -19,6 +19,7 @@ import numpy as np
 
 from edgeclip import __version__
 from edgeclip.bundle import agent_app
+from edgeclip.bundle import labels as baked
 from edgeclip.bundle.model_info import bundle_family, model_info, tokenizer_files
 from edgeclip.errors import BundleError
 from edgeclip.formats.bundle import MIN_COSINE, SUFFIX, VARIANTS, write_bundle
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from edgeclip.models.families.base import ModelFamily
 
 RUNNER = "bin/edgeclip-runner"
+LIBRARY = f"lib/{toolchain.LIBRARY_NAME}"
+HEADER = "include/edgeclip.h"
 PLAN = "runner.plan"
 TOWERS = ("image", "text")
 REFERENCE_TEXT = "a photo of a cat"
@@ -77,6 +80,9 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
     for lib in runtime_libs.LIBRARIES.values():
         files[lib] = (runtime / lib).read_bytes()
     files[RUNNER] = toolchain.runner_binary(*target.compiler, target.wheel_platform).read_bytes()
+    # The C API for applications on the board (docs/device-runtime.md); the runner is linked to it.
+    files[LIBRARY] = toolchain.runtime_library(*target.compiler, target.wheel_platform).read_bytes()
+    files[HEADER] = toolchain.PUBLIC_HEADER.read_bytes()
     files[agent_app.MEMBER] = agent_app.agent_zipapp()  # the serial agent: a board needs only python3
 
     reference_manifest = {}
@@ -108,7 +114,7 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
             module_manifest.setdefault(module.variant, {})[module.tower] = {
                 "path": member, "function": module.function, "params": params, "packed_weights": packed,
             }
-    files[PLAN] = _plan(modules, module_manifest, reference_manifest, (model_info or {}).get("tokenizer")).encode()
+    files[PLAN] = _plan(modules, module_manifest, reference_manifest, model_info or {}).encode()
 
     manifest = {
         **(model_info or {}),
@@ -146,11 +152,15 @@ def tokenizer_plan_line(fields: dict) -> str:
     return f"tokenizer {fields['kind']} {fields['vocab']} {fields['context_length']} {','.join(fields['inputs'])}{casing}"
 
 
-def _plan(modules: list[BundleModule], module_manifest: dict, references: dict, tokenizer: dict | None) -> str:
-    """The runner's plan (format in runner/edgeclip_runner.cc): the tokenizer, ternary towers, then fp32."""
+def _plan(modules: list[BundleModule], module_manifest: dict, references: dict, info: dict) -> str:
+    """The runner's plan (format in docs/bundle-format.md): the tokenizer, baked labels, ternary
+    towers, then fp32."""
     lines = ["# edgeclip runner plan 1"]
+    tokenizer = info.get("tokenizer")
     if tokenizer is not None and "vocab" in tokenizer:  # the runner tokenizes only with a bundled vocabulary
         lines.append(tokenizer_plan_line(tokenizer))
+    if "labels" in info:
+        lines.append(baked.labels_plan_line(info["labels"]))
     for module in sorted(modules, key=lambda m: (VARIANTS.index(m.variant), m.tower)):
         entry = module_manifest[module.variant][module.tower]
         lines.append(f"module {module.variant} {module.tower} {entry['path']} {module.function}")
@@ -164,12 +174,15 @@ def _plan(modules: list[BundleModule], module_manifest: dict, references: dict, 
 # ---- from a checkpoint -----------------------------------------------------------------------
 
 
-def build_bundle(checkpoint, target_name: str, out_dir, towers=TOWERS, baseline: str | None = None) -> Path:
+def build_bundle(checkpoint, target_name: str, out_dir, towers=TOWERS, baseline: str | None = None,
+                 labels: list[str] | None = None, prompt: str = baked.DEFAULT_PROMPT) -> Path:
     """`edgeclip build`: the checkpoint's towers compiled for the target, with references.
 
     Ternary modules come from the lowering (`edgeclip.lower.build.compile`, int8 activations);
     the fp32 baseline is the same tower with its weights folded to float32 constants, compiled
     by TVM's stock Relax pipeline, i.e. what the model costs without ternary kernels.
+    `labels` are embedded here with the PyTorch text tower (`prompt` around each) and baked in,
+    also into bundles without a text tower.
     """
     from edgeclip.models.model_io import load_model
 
@@ -179,6 +192,9 @@ def build_bundle(checkpoint, target_name: str, out_dir, towers=TOWERS, baseline:
         raise BundleError(f"{out_dir} exists and is not a directory; -o names the folder the bundle is written into")
     if baseline not in (None, "fp32"):
         raise BundleError(f"baseline {baseline!r} unknown; the only baseline is 'fp32'")
+    if labels is not None:
+        baked.check_labels(labels, "--labels")
+        baked.check_prompt(prompt)
     try:
         from edgeclip.lower.build import compile as lower_compile
     except ImportError as err:
@@ -193,14 +209,31 @@ def build_bundle(checkpoint, target_name: str, out_dir, towers=TOWERS, baseline:
     context_length = available["text"].inputs[0].shape[1] if "text" in towers else None
     info = model_info(family, config, context_length)
     references = [family_reference(available[t], family, info) for t in towers]
+    extra = tokenizer_files(family) if "text" in towers else {}
+    if labels is not None:
+        info["labels"], label_files = _baked_labels(available, family, config, labels, prompt)
+        extra.update(label_files)
     compiled = lower_compile(model, target, towers=list(towers), act="int8", threads=target.cores)
     modules = [BundleModule(t, "ternary", compiled.towers[t].executable, packed_weights=compiled.towers[t].weights)
                for t in towers]
     if baseline:
         modules += [BundleModule(t, "fp32", _float_executable(available[t], target)) for t in towers]
     name = Path(checkpoint).resolve().name
-    extra = tokenizer_files(family) if "text" in towers else None
     return write_model_bundle(out_dir, name, target, modules, references, info, extra)
+
+
+def _baked_labels(available: dict, family: ModelFamily, config: dict, labels: list[str],
+                  prompt: str) -> tuple[dict, dict[str, bytes]]:
+    """The manifest's `labels` entry and its two members: the prompted labels embedded by the
+    PyTorch text tower through the family's tokenizer (needed even when the text tower is not bundled)."""
+    if "text" not in available:
+        raise BundleError(f"--labels needs a text tower to embed the labels, and {family.name} models have none")
+    fields = model_info(family, config, available["text"].inputs[0].shape[1])["tokenizer"]
+    tokenize = family.text.tokenizer(family.text.installed_vocab(), fields)
+    count = len(available["text"].inputs)
+    embeddings = baked.label_embeddings(available["text"], lambda text: tokenize(text)[:count], labels, prompt)
+    entry = {"names": baked.NAMES, "embeddings": baked.EMBEDDINGS, "count": len(labels), "prompt": prompt}
+    return entry, {baked.NAMES: ("\n".join(labels) + "\n").encode("utf-8"), baked.EMBEDDINGS: npy_bytes(embeddings)}
 
 
 def _float_executable(tower, target: Target):

@@ -1,7 +1,7 @@
 """What a bundle records about its model, so a device app can feed its towers: the manifest's
 `model`, `tokenizer` and `preprocessing` fields and the tokenizer file it ships, all read off the
 model family's descriptor (`edgeclip.models.families`); and the way back, from a manifest to the
-family that turns images and text into tower inputs in Python (`edgeclip run`, reference inputs).
+family that turns images and text into tower inputs in Python (`local.classify_images`, the host-preprocessing path, and reference inputs).
 The tokenizer used at run time is the file inside the bundle, so a bundle classifies the same on
 any machine whatever edgeclip or transformers is installed there.
 """

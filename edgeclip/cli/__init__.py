@@ -10,6 +10,7 @@ import argparse
 from edgeclip import __version__, console
 from edgeclip.cli.bundles import add_bundle_commands
 from edgeclip.cli.demo import add_demo_command
+from edgeclip.cli.device import add_device_commands
 from edgeclip.cli.flash import add_flash_command
 from edgeclip.cli.lowering import add_lower_commands
 from edgeclip.cli.models import add_model_commands
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_commands(verbs)
     add_lower_commands(verbs)
     add_bundle_commands(verbs)
+    add_device_commands(verbs)
     add_flash_command(verbs)
     add_remote_commands(verbs)
     for p in (parser, *verbs.choices.values()):

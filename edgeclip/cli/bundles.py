@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from edgeclip.cli.options import add_tower_options, towers_from
@@ -21,20 +22,24 @@ def add_bundle_commands(subparsers) -> None:
     p.add_argument("--model", required=True, help="edgeclip checkpoint directory (ternary CLIP)")
     add_tower_options(p, towers_default="image,text", act=False, seq_len=False)
     p.add_argument("--baseline", choices=["fp32"], help="also bundle an fp32 baseline module for comparison")
+    p.add_argument("--labels", help='labels to bake in for classifying on the device: a file with one label a line, '
+                   'or "a,b,c" (embedded here by the text tower, also with --towers image)')
+    p.add_argument("--prompt", default=None,
+                   help='text each label is embedded in, with {} for the label, e.g. "a photo of a {}" (default "{}")')
     p.add_argument("-o", "--out", required=True, help="output directory")
     p.set_defaults(func=run_build)
 
-    p = subparsers.add_parser("run", help="run a bundle here: classify an image, embed text, or profile",
-                              description="Without --image/--text, print the runner's JSON profile.")
+    p = subparsers.add_parser("run", help="profile a bundle on this machine with its native runner",
+                              description="Print the runner's JSON profile: latency, load time, peak memory and "
+                                          "agreement with the reference, per variant. To classify images or embed "
+                                          "text use `edgeclip classify` / `edgeclip embed`.")
     p.add_argument("bundle", help="a .edgeclip bundle")
-    p.add_argument("--image", help="image file to classify (with --labels)")
-    p.add_argument("--labels", help='comma-separated labels, e.g. "a cat,a dog"')
-    p.add_argument("--text", help="text to embed (prints the embedding as JSON)")
     p.add_argument("--emulate", action="store_true", help="run an aarch64 bundle under qemu-user (checking only)")
-    p.add_argument("--runs", type=int, default=None, help="timed runs when profiling (default 10)")
-    p.add_argument("--module", choices=["ternary", "fp32"],
-                   help="the variant to run (default: ternary for --image/--text; every variant when profiling)")
-    p.set_defaults(func=run_run)
+    p.add_argument("--runs", type=int, default=10, help="timed runs (default 10)")
+    p.add_argument("--module", choices=["ternary", "fp32"], help="profile only this variant (default: every one)")
+    for flag, verb in (("--image", "classify"), ("--labels", "classify"), ("--text", "embed")):
+        p.add_argument(flag, help=argparse.SUPPRESS, action=_Moved, dest="moved", verb=verb)
+    p.set_defaults(func=run_run, moved=None)
 
     p = subparsers.add_parser("verify", help="check a bundle's hashes, schema and architecture without running it")
     p.add_argument("bundle", help="a .edgeclip bundle")
@@ -58,9 +63,16 @@ def run_targets(args) -> None:
 
 
 def run_build(args) -> None:
+    from edgeclip.bundle import labels
     from edgeclip.bundle.build import build_bundle
+    from edgeclip.errors import BundleError
 
-    path = build_bundle(args.model, args.target, args.out, towers=tuple(towers_from(args)), baseline=args.baseline)
+    if args.prompt is not None and args.labels is None:
+        raise BundleError("--prompt goes with --labels (the labels it is put around); pass both or neither")
+    baked = None if args.labels is None else labels.parse_labels(args.labels)
+    prompt = labels.DEFAULT_PROMPT if args.prompt is None else args.prompt
+    path = build_bundle(args.model, args.target, args.out, towers=tuple(towers_from(args)), baseline=args.baseline,
+                        labels=baked, prompt=prompt)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
@@ -68,34 +80,22 @@ def run_run(args) -> None:
     from edgeclip.bundle import local
     from edgeclip.errors import BundleError
 
-    _refuse_mixed_modes(args)
-    module = args.module or "ternary"
-    if args.image:
-        labels = [label.strip() for label in args.labels.split(",") if label.strip()]
-        if not labels:
-            raise BundleError(f"--labels {args.labels!r} names no label; pass e.g. --labels \"a cat,a dog\"")
-        for label, prob in local.classify(args.bundle, args.image, labels, emulate=args.emulate, module=module):
-            print(f"{prob:7.2%}  {label}")
-    elif args.text is not None:
-        embedding = local.embed_text(args.bundle, args.text, emulate=args.emulate, module=module)
-        print(json.dumps(embedding.reshape(-1).tolist()))
-    else:
-        runs = 10 if args.runs is None else args.runs
-        print(json.dumps(local.profile(args.bundle, runs=runs, module=args.module, emulate=args.emulate)))
+    if args.moved:
+        raise BundleError(args.moved)
+    print(json.dumps(local.profile(args.bundle, runs=args.runs, module=args.module, emulate=args.emulate)))
 
 
-def _refuse_mixed_modes(args) -> None:
-    """`run` does one of three things; a flag that belongs to another is an error, never ignored."""
-    from edgeclip.errors import BundleError
+class _Moved(argparse.Action):
+    """`run` only profiles now: a flag of its former classify/embed modes is refused with a pointer."""
 
-    if args.image and args.text is not None:
-        raise BundleError("--image classifies and --text embeds; give one of them")
-    if args.image and not args.labels:
-        raise BundleError("--image needs --labels \"a,b,c\" to classify against")
-    if args.labels and not args.image:
-        raise BundleError("--labels goes with --image (the image to classify); without --image, run profiles")
-    if args.runs is not None and (args.image or args.text is not None):
-        raise BundleError("--runs sets the timed runs of a profile; it does nothing with --image or --text")
+    def __init__(self, *args, verb: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.verb = verb
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if namespace.moved is None:  # the first such flag names the verb to use
+            namespace.moved = (f"`edgeclip run` only profiles; {option_string} belongs to `edgeclip {self.verb} "
+                               f"BUNDLE {option_string} ...` (see `edgeclip {self.verb} --help`)")
 
 
 def run_verify(args) -> None:

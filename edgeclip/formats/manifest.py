@@ -14,7 +14,8 @@ import re
 from edgeclip.errors import BundleError
 from edgeclip.formats.jsonbound import load_bounded
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # what this edgeclip writes: 2 added baked `labels`
+READ_VERSIONS = (1, 2)  # a version 1 bundle is read as one without labels
 MANIFEST = "manifest.json"
 # The module variants a bundle may carry, in the order runners and reports list them.
 VARIANTS = ("ternary", "fp32")
@@ -22,6 +23,8 @@ MAX_MANIFEST_BYTES = 8 << 20
 MAX_MEMBERS = 4096
 MAX_MEMBER_BYTES = 1 << 40  # a field bound only; verify_bundle's limits bound what is read
 MAX_DIMS, MAX_DIM = 8, 1 << 31
+MAX_LABELS = 10_000  # baked labels a bundle may carry
+MAX_PROMPT_CHARS = 1024
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")  # target name and arch, tower, function names
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _OPTIONAL_TABLES = ("tokenizer", "preprocessing", "model", "runtime")
@@ -39,9 +42,10 @@ def parse_manifest(data: bytes, where) -> dict:
 
 def check_manifest(manifest, where) -> None:
     version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-    if type(version) is not int or version != SCHEMA_VERSION:
+    if type(version) is not int or version not in READ_VERSIONS:
         raise BundleError(
-            f"{where}: bundle schema version {version!r} is not supported (this edgeclip reads {SCHEMA_VERSION}); "
+            f"{where}: bundle schema version {version!r} is not supported (this edgeclip reads "
+            f"{' and '.join(map(str, READ_VERSIONS))}); "
             "rebuild it with this edgeclip or upgrade edgeclip"
         )
     members = manifest.get("members")
@@ -67,6 +71,10 @@ def check_manifest(manifest, where) -> None:
     model = manifest.get("model", {})
     if "family" in model:
         check.text(model, "family", 64, "model.")
+    if "labels" in manifest:
+        if version < 2:
+            raise check.fail("labels", "needs bundle schema version 2")
+        check.labels(check.table(manifest, "labels"))
 
 
 def check_member_name(name: str, bundle) -> None:
@@ -189,6 +197,15 @@ class _Checker:
             entry = self.table(reference, tower, "reference.")
             for key in ("inputs", "outputs"):
                 self.files(entry, key, f"reference.{tower}.", dtype=True)
+
+    def labels(self, labels: dict) -> None:
+        """Baked labels: the names and embeddings members, how many, the prompt they were embedded with."""
+        self.member(labels, "names", "labels.")
+        self.member(labels, "embeddings", "labels.")
+        count = labels.get("count")
+        if type(count) is not int or not 1 <= count <= MAX_LABELS:
+            raise self.fail("labels.count", f"is {_short(count)}, not a label count from 1 to {MAX_LABELS}")
+        self.text(labels, "prompt", MAX_PROMPT_CHARS, "labels.")
 
     def floors(self, floors: dict) -> None:
         for variant, value in floors.items():

@@ -21,11 +21,16 @@ from edgeclip.fsutil import cache_root
 from edgeclip.native import runtime_libs
 
 RUNNER_DIR = Path(__file__).with_name("runner")
-RUNNER_SOURCES = ("edgeclip_runner.cc", "bpe.h", "exif.h", "host.h", "html.h", "image.h", "image_decode.h", "inflate.h",
-                  "json.h", "npy.h", "plan.h", "preprocess.h", "preprocess_command.h", "report.h", "resample.h",
-                  "tensors.h", "tokenize.h", "unicode.h", "unicode_tables.h", "wordpiece.h")
-# The runner decodes JPEG/PNG with stb_image, header-only: its folder is an include directory of the
-# runner and its bytes part of the cache key. Only that folder, so a cross build sees no host headers.
+# The headers both programs compile; edgeclip.h is also the bundle's public include/edgeclip.h.
+SHARED_HEADERS = ("args.h", "bpe.h", "edgeclip.h", "exif.h", "host.h", "html.h", "image.h", "image_decode.h",
+                  "inflate.h", "json.h", "labels.h", "npy.h", "plan.h", "preprocess.h", "report.h", "resample.h",
+                  "tensors.h", "tokenizer.h", "tower.h", "unicode.h", "unicode_tables.h", "wordpiece.h")
+RUNNER_HEADERS = ("bench.h", "classify_command.h", "embed_command.h", "model_handle.h", "preprocess_command.h",
+                  "tokenize_command.h")
+LIBRARY_NAME = "libedgeclip.so"
+PUBLIC_HEADER = RUNNER_DIR / "edgeclip.h"
+# The runtime decodes JPEG/PNG with stb_image, header-only: its folder is an include directory and
+# its bytes part of the cache key. Only that folder, so a cross build sees no host headers.
 STB_IMAGE = (Path("/usr/include/stb/stb_image.h"), "libstb-dev")
 # qemu-user binary, the Debian cross libc it loads target libraries from, and that libc's package.
 EMULATORS = {"aarch64": ("qemu-aarch64", "/usr/aarch64-linux-gnu", "libc6-arm64-cross")}
@@ -42,29 +47,42 @@ def require_compiler(compiler: str, package: str) -> str:
 
 
 def tvm_program(name: str, compiler: str, package: str, wheel_platform: str, main_source: Path,
-                headers: tuple[Path, ...] = (), rpath: str | None = None) -> Path:
+                headers: tuple[Path, ...] = (), rpath: str | None = None, shared_libs: tuple[Path, ...] = (),
+                library: tuple[str, str] | None = None) -> Path:
     """`main_source` compiled and linked against the wheel platform's TVM runtime, cached.
 
     libtvm_runtime is linked although such programs call only tvm-ffi symbols: a module's
     parallel loops need its thread pool (TVMBackendParallelLaunch), found through this dependency.
-    `rpath` (e.g. `$ORIGIN/../lib`) lets the program find the runtime without LD_LIBRARY_PATH."""
+    `rpath` (e.g. `$ORIGIN/../lib`) lets the program find the runtime without LD_LIBRARY_PATH.
+    `shared_libs` are further libraries to link (their bytes join the cache key). With `library`
+    (soname, symbol glob) the result is a shared library of that name exporting only the symbols
+    the glob matches (a version script: inline C++ from the standard headers stays private too)."""
     path = require_compiler(compiler, package)
     runtime = runtime_libs.runtime_dir(wheel_platform)
     digest = hashlib.sha256()
-    for source in (main_source, *headers):
+    for source in (main_source, *headers, *shared_libs):
         digest.update(source.read_bytes())
-    digest.update(f"{compiler}|{wheel_platform}|{rpath}|{_compiler_version(path)}".encode())
+    digest.update(f"{compiler}|{wheel_platform}|{rpath}|{library}|{_compiler_version(path)}".encode())
     binary = cache_root() / "programs" / f"{name}-{digest.hexdigest()[:16]}"
     if binary.exists():
         return binary
     binary.parent.mkdir(parents=True, exist_ok=True)
     partial = binary.with_name(f"{binary.name}.{os.getpid()}.part")
     include_dirs = sorted({str(h.parent) for h in headers})
-    cmd = [path, "-std=c++17", "-O2", *(f.format(src=main_source.parent) for f in _REPRODUCIBLE),
+    shared = []
+    if library:
+        soname, exports = library
+        script = binary.with_name(f"{binary.name}.{os.getpid()}.map")
+        script.write_text(f"{{ global: {exports}; local: *; }};\n")
+        shared = ["-shared", "-fPIC", "-fvisibility=hidden", "-fvisibility-inlines-hidden", f"-Wl,-soname,{soname}",
+                  f"-Wl,--version-script={script}", "-Wl,--no-undefined"]
+    cmd = [path, "-std=c++17", "-O2", *shared, *(f.format(src=main_source.parent) for f in _REPRODUCIBLE),
            str(main_source), "-o", str(partial), f"-I{runtime / 'include'}", *(f"-I{d}" for d in include_dirs),
-           f"-L{runtime / 'lib'}", *([f"-Wl,-rpath,{rpath}"] if rpath else []),
+           *map(str, shared_libs), f"-L{runtime / 'lib'}", *([f"-Wl,-rpath,{rpath}"] if rpath else []),
            "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed"]
     done = subprocess.run(cmd, capture_output=True, text=True)
+    if library:
+        script.unlink()
     if done.returncode != 0:
         partial.unlink(missing_ok=True)
         raise ToolchainError(f"compiling {name} with {compiler} failed:\n{done.stderr[-2000:]}")
@@ -72,16 +90,30 @@ def tvm_program(name: str, compiler: str, package: str, wheel_platform: str, mai
     return binary
 
 
-def runner_binary(compiler: str, package: str, wheel_platform: str) -> Path:
-    """The bundle runner for a target: RUNPATH `$ORIGIN/../lib`, so on the device it finds the
-    bundled libtvm_runtime.so / libtvm_ffi.so without LD_LIBRARY_PATH."""
-    main, *headers = (RUNNER_DIR / name for name in RUNNER_SOURCES)
+def _stb_image() -> Path:
     stb, stb_package = STB_IMAGE
     if not stb.is_file():
-        raise ToolchainError(f"the runner's image decoder {stb} is missing; install it with `apt-get install {stb_package}`")
+        raise ToolchainError(f"the runtime's image decoder {stb} is missing; install it with `apt-get install {stb_package}`")
+    return stb
+
+
+def runtime_library(compiler: str, package: str, wheel_platform: str) -> Path:
+    """libedgeclip.so for a target (the C API of edgeclip.h, stb_image compiled in): RUNPATH
+    `$ORIGIN`, since it sits in the bundle's lib/ beside libtvm_runtime.so and libtvm_ffi.so."""
+    headers = (*(RUNNER_DIR / h for h in SHARED_HEADERS), _stb_image())
     arch = runtime_libs.platform_arch(wheel_platform)
-    return tvm_program(f"edgeclip-runner-{arch}", compiler, package, wheel_platform, main, (*headers, stb),
-                       rpath="$ORIGIN/../lib")
+    return tvm_program(f"libedgeclip-{arch}", compiler, package, wheel_platform, RUNNER_DIR / "edgeclip_lib.cc",
+                       headers, rpath="$ORIGIN", library=(LIBRARY_NAME, "edgeclip_*"))
+
+
+def runner_binary(compiler: str, package: str, wheel_platform: str) -> Path:
+    """The bundle runner for a target, linked to its libedgeclip.so: RUNPATH `$ORIGIN/../lib`, so
+    on the device it finds lib/libedgeclip.so and the TVM runtime without LD_LIBRARY_PATH."""
+    headers = (*(RUNNER_DIR / h for h in (*SHARED_HEADERS, *RUNNER_HEADERS)), _stb_image())
+    arch = runtime_libs.platform_arch(wheel_platform)
+    library = runtime_library(compiler, package, wheel_platform)
+    return tvm_program(f"edgeclip-runner-{arch}", compiler, package, wheel_platform, RUNNER_DIR / "edgeclip_runner.cc",
+                       headers, rpath="$ORIGIN/../lib", shared_libs=(library,))
 
 
 def _compiler_version(compiler: str) -> str:

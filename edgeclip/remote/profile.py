@@ -1,7 +1,7 @@
 """Profile a deployed bundle on the board: run its native runner for the ternary and the fp32
 baseline modules on the same input and put the figures side by side.
 
-Only the runner contract is assumed: `<runner> --runs N --module M`, run inside the installed
+Only the runner contract is assumed: `<runner> bench --runs N --module M`, run inside the installed
 version folder, prints one JSON object with `module`, `load_ms`, `latency_ms: {p50, p90, p99}`,
 `peak_rss_kb`, `cosine_to_reference`. Board power is sampled alongside when the probe found hwmon
 or Jetson INA sensors.
@@ -34,7 +34,7 @@ if [ $# -gt 0 ]; then
   ( while :; do for f in "$@"; do read -r v < "$f" && printf 'edgeclip-power %s %s\n' "$f" "$v" >&2; done; sleep 0.1; done ) &
   sampler=$!
 fi
-"./$runner" --runs "$runs" --module "$module"
+"./$runner" bench --runs "$runs" --module "$module"
 status=$?
 [ -n "$sampler" ] && kill "$sampler" 2>/dev/null
 exit $status

@@ -5,7 +5,7 @@ Their `bin/edgeclip-runner` is a TEST STAND-IN for the native runner, kept only 
 a fast, controllable runner: bundle size and runner memory are chosen per test, and it starts in
 milliseconds where the real runner under qemu-user takes seconds. The profile path on the emulated
 board uses a real compiled rpi4 bundle and the native runner (test_remote_arm64.py). The stand-in
-is a POSIX shell script that keeps the runner's contract (`--runs N --module M`, one JSON object
+is a POSIX shell script that keeps the runner's contract (`bench --runs N --module M`, one JSON object
 with module, load_ms, latency_ms p50/p90/p99, peak_rss_kb, cosine_to_reference) and does real
 work on the device: it loads the module's weights into memory, hashes them N times timing each run
 with `date +%s%N`, reads its own VmHWM, and checks the weights against a reference hash.
@@ -21,6 +21,8 @@ from edgeclip.formats.bundle import write_bundle
 STAND_IN_RUNNER = r"""#!/bin/sh
 # TEST STAND-IN for the native edgeclip runner (tests/testbed/bundles.py); same CLI and JSON contract.
 set -eu
+[ "${1:-}" = bench ] || { echo "edgeclip-runner: no mode given; this stand-in has only bench" >&2; exit 2; }
+shift
 runs=10 module=ternary
 while [ $# -gt 0 ]; do
   case $1 in

@@ -28,9 +28,16 @@ struct TokenizerSpec {
   bool lowercase = false;
 };
 
+// `labels NAMES EMBEDDINGS`: labels baked in at build time, their names (UTF-8, one a line) and
+// their text embeddings (float32 .npy [N, D], rows L2-normalised).
+struct LabelsSpec {
+  std::string names, embeddings;
+};
+
 struct Plan {
   std::vector<Tower> towers;
   std::optional<TokenizerSpec> tokenizer;
+  std::optional<LabelsSpec> labels;
 };
 
 inline TokenizerSpec ParseTokenizer(std::istringstream& words, const std::string& bundle, const std::string& line) {
@@ -81,6 +88,15 @@ inline Plan ReadPlan(const std::string& bundle) {
     }
     if (kind == "tokenizer") {
       plan.tokenizer = ParseTokenizer(words, bundle, line);
+      continue;
+    }
+    if (kind == "labels") {
+      LabelsSpec labels;
+      std::string extra;
+      if (!(words >> labels.names >> labels.embeddings) || (words >> extra)) {
+        throw std::runtime_error("runner.plan: a labels line is `labels NAMES EMBEDDINGS`: " + line);
+      }
+      plan.labels = LabelsSpec{bundle + "/" + labels.names, bundle + "/" + labels.embeddings};
       continue;
     }
     if (towers.empty() || !(words >> path)) throw std::runtime_error("runner.plan: bad line: " + line);

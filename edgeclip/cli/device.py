@@ -1,0 +1,83 @@
+"""`edgeclip classify | embed | tokenize BUNDLE ...`: the device runner's application modes, run
+here with the runner's own arguments (the work is in `edgeclip.bundle.runner_modes`).
+
+The options are the runner's, passed through in the order given; file paths (images, label and
+text files, `--out`) are made absolute first, so they mean what they meant in the caller's folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+VARIANTS = ("ternary", "fp32")  # edgeclip.formats.manifest.VARIANTS
+_PATH_INPUTS = ("--image", "--text-file")
+
+
+class _InOrder(argparse.Action):
+    """Collects the runner's repeatable inputs as (flag, value) pairs, keeping their order."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        values = values if isinstance(values, list) else [values]
+        if option_string in _PATH_INPUTS:
+            values = [os.path.abspath(v) for v in values]
+        namespace.inputs = [*(namespace.inputs or []), *((option_string, v) for v in values)]
+
+
+def add_device_commands(verbs) -> None:
+    p = _verb(verbs, "classify", "rank labels for images with a bundle, as `edgeclip-runner classify` does on the board",
+              "One JSON line per image: {\"image\": PATH, \"top\": [{\"label\": L, \"p\": P}, ...]}. Without "
+              "--labels/--labels-file the labels baked in by `edgeclip build --labels` are used.")
+    _inputs(p, "--image", "image files (JPEG or PNG) to classify; repeatable", nargs="+")
+    p.add_argument("--labels", help='comma-separated labels to rank, e.g. "a cat,a dog" (default: the baked labels)')
+    p.add_argument("--labels-file", type=os.path.abspath, help="a UTF-8 file with one label a line")
+    p.add_argument("--prompt", help='text each label is embedded in, with {} for the label, e.g. "a photo of a {}"')
+    p.add_argument("--top", type=int, help="how many labels to print per image")
+    _common(p)
+
+    p = _verb(verbs, "embed", "L2-normalised embeddings of images or texts with a bundle (`edgeclip-runner embed`)",
+              "JSON lines {\"image\"|\"text\": ..., \"embedding\": [...]} in input order, or with --out a float32 "
+              "[N, D] .npy and one line {\"out\": PATH, \"count\": N, \"dim\": D}. A folder means every JPEG/PNG "
+              "in it, sorted by name.")
+    _inputs(p, "--image", "image files or folders; repeatable", nargs="+")
+    _inputs(p, "--text", "a text to embed; repeatable")
+    _inputs(p, "--text-file", "a UTF-8 file with one text a line; repeatable")
+    p.add_argument("--out", type=os.path.abspath, help="write the embeddings to this .npy file")
+    _common(p)
+
+    p = _verb(verbs, "tokenize", "the text tower's token ids, from the bundle's own tokenizer (`edgeclip-runner tokenize`)",
+              "One JSON line {\"ids\": [...], \"mask\": [...]} per text, exactly what the text tower sees.")
+    _inputs(p, "--text", "a text to tokenize; repeatable")
+    _inputs(p, "--text-file", "a UTF-8 file with one text a line; repeatable")
+    p.add_argument("--emulate", action="store_true", help="run an aarch64 bundle's runner under qemu-user")
+
+
+def _verb(verbs, name: str, help_text: str, description: str):
+    p = verbs.add_parser(name, help=help_text, description=description)
+    p.add_argument("bundle", help="a .edgeclip bundle")
+    p.set_defaults(func=_run, inputs=None)
+    return p
+
+
+def _inputs(p, flag: str, help_text: str, nargs=None) -> None:
+    p.add_argument(flag, action=_InOrder, dest="inputs", nargs=nargs, help=help_text, metavar=flag.lstrip("-").upper())
+
+
+def _common(p) -> None:
+    p.add_argument("--variant", choices=VARIANTS, help="the module variant to run (default ternary)")
+    p.add_argument("--threads", type=int, help="threads (default: the machine's physical cores)")
+    p.add_argument("--emulate", action="store_true", help="run an aarch64 bundle's runner under qemu-user")
+
+
+_PASSED = ("labels", "labels_file", "prompt", "top", "out", "variant", "threads")
+
+
+def _run(args) -> None:
+    from edgeclip.bundle.runner_modes import run_mode
+
+    runner_args = [item for pair in args.inputs or [] for item in pair]
+    for name in _PASSED:
+        value = getattr(args, name, None)
+        if value is not None:
+            runner_args += ["--" + name.replace("_", "-"), str(value)]
+    run_mode(args.bundle, args.verb, runner_args, emulate=args.emulate)

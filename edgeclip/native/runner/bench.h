@@ -1,0 +1,205 @@
+// `edgeclip-runner bench`: the measuring mode. Prints ONE JSON object on stdout.
+//
+// Every tower of the chosen variant (or only --tower) is loaded, run `--warmup` times, then timed
+// over `--runs` runs. Reported: load time, latency percentiles, peak RSS (VmHWM, else getrusage),
+// the thread count (ChooseThreads) and the cosine between the outputs and the reference outputs
+// (null where --input replaced the reference data); --save-outputs writes each output as
+// DIR/VARIANT-TOWER.npy. Without --module, the fp32 baseline (when the bundle has one) is measured
+// in a forked child first, so each variant's peak RSS is its own, and reported under "baseline".
+#ifndef EDGECLIP_BENCH_H_
+#define EDGECLIP_BENCH_H_
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "host.h"
+#include "npy.h"
+#include "plan.h"
+#include "report.h"
+#include "tensors.h"
+#include "tower.h"
+
+namespace edgeclip {
+
+constexpr const char* kBenchUsage =
+    "bench [--bundle DIR] [--module ternary|fp32] [--runs N] [--warmup N] [--threads N] [--tower NAME] "
+    "[--input TOWER=A.npy[,B.npy]]... [--save-outputs DIR]";
+
+struct BenchOptions {
+  std::string bundle, module, tower, save_outputs;
+  int runs = 10, warmup = 2, threads = 0;
+  std::map<std::string, std::vector<std::string>> inputs;  // tower -> .npy files replacing its data
+};
+
+using BenchClock = std::chrono::steady_clock;
+
+inline double MsSince(BenchClock::time_point start) {
+  return std::chrono::duration<double, std::milli>(BenchClock::now() - start).count();
+}
+
+struct TimedTower {
+  const Tower* tower;
+  TowerProgram program;
+  bool reference_inputs;
+  double load_ms;
+  std::vector<double> latencies;
+  tvm::ffi::Any last;
+};
+
+inline TimedTower LoadTimed(const Tower& tower, const BenchOptions& opt) {
+  auto start = BenchClock::now();
+  auto replaced = opt.inputs.find(tower.name);
+  const bool reference = replaced == opt.inputs.end();
+  TowerProgram program = LoadTower(opt.bundle, tower, reference ? std::vector<std::string>{} : replaced->second);
+  return TimedTower{&tower, std::move(program), reference, MsSince(start), {}, {}};
+}
+
+inline std::string TowerJson(TimedTower& lt, const BenchOptions& opt, double* min_cosine) {
+  std::vector<tvm::ffi::Tensor> outputs = Flatten(lt.last);
+  std::string shape = "[";
+  const DLTensor& first = *outputs[0].GetDLTensorPtr();
+  for (int i = 0; i < first.ndim; ++i) shape += (i ? ", " : "") + std::to_string(first.shape[i]);
+  shape += "]";
+  double cosine = NAN;
+  if (lt.reference_inputs && !lt.tower->expected.empty()) {
+    if (lt.tower->expected.size() != outputs.size()) throw std::runtime_error("reference output count differs");
+    cosine = 1.0;
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      HostArray ref = ReadNpy(lt.tower->expected[i]);
+      cosine = std::min(cosine, Cosine(AsDoubles(*outputs[i].GetDLTensorPtr()), AsDoubles(*ref.AsDLTensor())));
+    }
+    *min_cosine = std::isnan(*min_cosine) ? cosine : std::min(*min_cosine, cosine);
+  }
+  if (!opt.save_outputs.empty()) {
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      const DLTensor& t = *outputs[i].GetDLTensorPtr();
+      HostArray arr;
+      arr.shape.assign(t.shape, t.shape + t.ndim);
+      arr.dtype = t.dtype;
+      const char* base = static_cast<const char*>(t.data) + t.byte_offset;
+      arr.bytes.assign(base, base + tvm::ffi::GetDataSize(t));
+      std::string suffix = i == 0 ? "" : "." + std::to_string(i);
+      WriteNpy(opt.save_outputs + "/" + lt.tower->variant + "-" + lt.tower->name + suffix + ".npy", arr);
+    }
+  }
+  return Quoted(lt.tower->name) + ": {\"load_ms\": " + Num(lt.load_ms) +
+         ", \"latency_ms\": " + LatencyJson(lt.latencies) + ", \"cosine_to_reference\": " + Num(cosine) +
+         ", \"output_shape\": " + shape + "}";
+}
+
+// Load, warm up and time every tower of one variant; the JSON object of that variant.
+inline std::string RunVariant(const std::vector<Tower>& plan, const std::string& variant, const BenchOptions& opt) {
+  std::vector<TimedTower> loaded;
+  double load_ms = 0;
+  for (const Tower& t : plan) {
+    if (t.variant != variant || (!opt.tower.empty() && t.name != opt.tower)) continue;
+    loaded.push_back(LoadTimed(t, opt));
+    load_ms += loaded.back().load_ms;
+  }
+  if (loaded.empty()) {
+    throw std::runtime_error("the bundle has no '" + variant + "' module" +
+                             (opt.tower.empty() ? "" : " for tower '" + opt.tower + "'"));
+  }
+  for (int i = 0; i < opt.warmup; ++i) {
+    for (TimedTower& lt : loaded) RunTower(lt.program, &lt.last);
+  }
+  std::vector<double> totals;
+  for (int i = 0; i < std::max(opt.runs, 1); ++i) {
+    double total = 0;
+    for (TimedTower& lt : loaded) {
+      auto start = BenchClock::now();
+      RunTower(lt.program, &lt.last);
+      lt.latencies.push_back(MsSince(start));
+      total += lt.latencies.back();
+    }
+    totals.push_back(total);
+  }
+  double min_cosine = NAN;
+  std::string towers;
+  for (TimedTower& lt : loaded) towers += (towers.empty() ? "" : ", ") + TowerJson(lt, opt, &min_cosine);
+  return "{\"module\": " + Quoted(variant) + ", \"load_ms\": " + Num(load_ms) +
+         ", \"latency_ms\": " + LatencyJson(totals) + ", \"peak_rss_kb\": " + std::to_string(PeakRssKb()) +
+         ", \"cosine_to_reference\": " + Num(min_cosine) + ", \"runs\": " + std::to_string(totals.size()) +
+         ", \"warmup\": " + std::to_string(opt.warmup) + ", \"threads\": " + std::to_string(opt.threads) +
+         ", \"towers\": {" + towers + "}}";
+}
+
+// The fp32 baseline's JSON, measured in a child process so its peak RSS is not ours.
+inline std::string RunInChild(const std::vector<Tower>& plan, const std::string& variant, const BenchOptions& opt) {
+  int fds[2];
+  if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
+  std::fflush(nullptr);
+  pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    close(fds[0]);
+    int status = 0;
+    try {
+      std::string json = RunVariant(plan, variant, opt);
+      status = write(fds[1], json.data(), json.size()) == static_cast<ssize_t>(json.size()) ? 0 : 4;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "edgeclip-runner bench (%s): %s\n", variant.c_str(), e.what());
+      status = 3;
+    }
+    std::fflush(nullptr);
+    _exit(status);
+  }
+  close(fds[1]);
+  std::string json;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof(buf))) > 0;) json.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw std::runtime_error("the " + variant + " run failed");
+  return json;
+}
+
+inline BenchOptions ParseBench(const Args& args, const std::string& bundle) {
+  BenchOptions opt;
+  opt.bundle = bundle;
+  opt.module = args.One("--module");
+  if (!opt.module.empty() && opt.module != "ternary" && opt.module != "fp32") {
+    throw UsageError("--module must be ternary or fp32, not '" + opt.module + "'");
+  }
+  opt.tower = args.One("--tower");
+  opt.save_outputs = args.One("--save-outputs");
+  opt.runs = args.Int("--runs", 10);
+  opt.warmup = args.Int("--warmup", 2);
+  opt.threads = args.Int("--threads", 0);
+  for (const std::string& spec : args.All("--input")) {
+    const size_t eq = spec.find('=');
+    if (eq == std::string::npos) throw UsageError("--input wants TOWER=A.npy[,B.npy]");
+    std::vector<std::string>& files = opt.inputs[spec.substr(0, eq)];
+    std::istringstream list(spec.substr(eq + 1));
+    for (std::string file; std::getline(list, file, ',');) files.push_back(file);
+  }
+  return opt;
+}
+
+// Runs the mode on parsed options; prints the report.
+inline void BenchMain(BenchOptions opt) {
+  const std::vector<Tower> plan = ReadPlan(opt.bundle).towers;
+  opt.threads = ChooseThreads(opt.threads);
+  const bool has_fp32 = std::any_of(plan.begin(), plan.end(), [](const Tower& t) { return t.variant == "fp32"; });
+  std::string baseline;
+  if (opt.module.empty() && has_fp32) baseline = RunInChild(plan, "fp32", opt);
+  std::string json = RunVariant(plan, opt.module.empty() ? "ternary" : opt.module, opt);
+  if (!baseline.empty()) json = json.substr(0, json.size() - 1) + ", \"baseline\": " + baseline + "}";
+  std::printf("%s\n", json.c_str());
+}
+
+}  // namespace edgeclip
+
+#endif  // EDGECLIP_BENCH_H_

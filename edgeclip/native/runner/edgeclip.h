@@ -1,0 +1,59 @@
+/* edgeclip.h: the C API of libedgeclip.so, the on-device runtime of an edgeclip bundle.
+ *
+ * Open an extracted bundle, turn images and text into L2-normalised embeddings with its compiled
+ * towers, and rank labels (CLIP's softmax over 100 x cosine). No Python, no board libraries
+ * beyond libc/libstdc++. Usable from C99 and C++. Functions returning int give 0 on success and
+ * -1 on failure unless said otherwise; after a failure edgeclip_last_error() says why (one line,
+ * per thread, valid until the thread's next edgeclip call). A model is not safe to use from two
+ * threads at once; open one per thread. Guide: docs/device-runtime.md. */
+#ifndef EDGECLIP_H_
+#define EDGECLIP_H_
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct edgeclip_model edgeclip_model;
+
+enum { EDGECLIP_IMAGE = 1, EDGECLIP_TEXT = 2 };
+
+/* Opens the bundle in `bundle_dir` (the folder with runner.plan and manifest.json). `variant`:
+ * "ternary" (NULL) or "fp32". `towers`: EDGECLIP_IMAGE | EDGECLIP_TEXT, only these are loaded
+ * (0 loads none: enough for edgeclip_tokenize). `threads`: the thread pool size, 0 = the
+ * physical cores (or TVM_NUM_THREADS); the pool is per process, so the first model opened sets it.
+ * Loads the labels baked into the bundle when it has them. NULL on failure. */
+edgeclip_model* edgeclip_open(const char* bundle_dir, const char* variant, int towers, int threads);
+void edgeclip_close(edgeclip_model* model); /* NULL is fine */
+const char* edgeclip_last_error(void);
+
+/* D, the length of every embedding (and of `out` below); -1 when no tower is loaded. */
+int edgeclip_embedding_dim(const edgeclip_model* model);
+
+/* A JPEG or PNG file (EXIF orientation applied) through the bundle's preprocessing and image tower. */
+int edgeclip_embed_image_file(edgeclip_model* model, const char* path, float* out);
+/* 8-bit pixels, row-major HWC, `channels` 1 (gray) or 3 (RGB), through the same preprocessing. */
+int edgeclip_embed_pixels(edgeclip_model* model, const unsigned char* pixels, int width, int height, int channels,
+                          float* out);
+int edgeclip_embed_text(edgeclip_model* model, const char* utf8, float* out);
+
+/* The text tower's token ids for `utf8`: writes the whole padded sequence the tower sees (its
+ * context length; `capacity` must be at least that) and returns how many of them are real tokens
+ * (the attention mask's ones, start and end tokens included), -1 on failure. */
+int edgeclip_tokenize(edgeclip_model* model, const char* utf8, long long* ids, int capacity);
+
+/* Replaces the labels: each becomes `prompt` (NULL = "{}", which must hold "{}" exactly once)
+ * with "{}" replaced by the label, embedded by the text tower. 1 to 10000 labels of 1 to 256
+ * bytes, no newlines. Needs the text tower loaded. */
+int edgeclip_set_labels(edgeclip_model* model, const char* const* labels, int count, const char* prompt);
+int edgeclip_label_count(const edgeclip_model* model); /* 0 when there are none */
+const char* edgeclip_label(const edgeclip_model* model, int index); /* NULL when out of range */
+
+/* probs[i] = the probability of label i for an image embedding (D floats): softmax over
+ * 100 x cosine, in label order (probs holds edgeclip_label_count() floats). */
+int edgeclip_classify(edgeclip_model* model, const float* image_embedding, float* probs);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EDGECLIP_H_ */

@@ -1,0 +1,307 @@
+// libedgeclip.so: the C API of edgeclip.h over the bundle's towers, preprocessing, tokenizer and
+// labels. Built with -fvisibility=hidden: only the edgeclip_* functions are exported (stb_image
+// and the C++ internals stay private), so an application links against nothing but this API.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#pragma GCC visibility push(default)
+#include "edgeclip.h"
+#pragma GCC visibility pop
+
+#include "host.h"
+#include "image_decode.h"
+#include "labels.h"
+#include "plan.h"
+#include "preprocess.h"
+#include "tensors.h"
+#include "tokenizer.h"
+#include "tower.h"
+
+namespace {
+
+using namespace edgeclip;  // NOLINT: this file is the namespace's C face
+
+thread_local std::string last_error;
+
+}  // namespace
+
+struct edgeclip_model {
+  std::string bundle;
+  Plan plan;
+  std::optional<TowerProgram> image, text;
+  std::optional<Preprocessing> preprocessing;
+  std::unique_ptr<Tokenizer> tokenizer;
+  int dim = -1;
+  Labels labels;
+
+  // The tower's first output, flattened and L2-normalised, into out[dim].
+  void Embed(const TowerProgram& tower, float* out) const {
+    tvm::ffi::Any result;
+    RunTower(tower, &result);
+    std::vector<double> values = AsDoubles(*Flatten(result)[0].GetDLTensorPtr());
+    if (static_cast<int>(values.size()) != dim) {
+      throw std::runtime_error("a tower returned " + std::to_string(values.size()) + " values, not the " +
+                               std::to_string(dim) + " of the bundle's reference output; rebuild the bundle");
+    }
+    double norm = 0;
+    for (double v : values) norm += v * v;
+    norm = std::max(std::sqrt(norm), 1e-12);
+    for (int i = 0; i < dim; ++i) out[i] = static_cast<float>(values[static_cast<size_t>(i)] / norm);
+  }
+
+  void EmbedImage(const Image& rgb, float* out) {
+    const TowerProgram& tower = Need(image, "image");
+    HostArray input = Normalise(ResizeAndCrop(rgb, *preprocessing), *preprocessing);
+    if (tower.args.empty() ||
+        static_cast<size_t>(tvm::ffi::GetDataSize(*tower.args[0].GetDLTensorPtr())) != input.bytes.size()) {
+      throw std::runtime_error("the manifest's preprocessing does not give the image tower's input size; "
+                               "rebuild the bundle");
+    }
+    std::memcpy(tower.args[0].GetDLTensorPtr()->data, input.bytes.data(), input.bytes.size());
+    Embed(tower, out);
+  }
+
+  // The ids (and mask) of `utf8` written into the text tower's data inputs, then embedded.
+  void EmbedText(const std::string& utf8, float* out) {
+    const TowerProgram& tower = Need(text, "text");
+    size_t length = 0;
+    const std::vector<int64_t> ids = NeedTokenizer().Encode(utf8, &length);
+    const std::vector<std::string>& names = plan.tokenizer->inputs;
+    for (size_t i = 0; i < names.size() && i < TextTower().data.size(); ++i) {
+      std::vector<int64_t> values = ids;
+      if (names[i] == "attention_mask") {
+        for (size_t j = 0; j < values.size(); ++j) values[j] = j < length ? 1 : 0;
+      } else if (names[i] != "input_ids") {
+        throw std::runtime_error("the text tower's input '" + names[i] + "' is not input_ids or attention_mask");
+      }
+      FillIntegers(tower.args[i], values);
+    }
+    Embed(tower, out);
+  }
+
+  Tokenizer& NeedTokenizer() {
+    if (!tokenizer) {
+      if (!plan.tokenizer) throw std::runtime_error(bundle + "/runner.plan has no tokenizer line; rebuild the bundle");
+      tokenizer = std::make_unique<Tokenizer>(*plan.tokenizer);
+    }
+    return *tokenizer;
+  }
+
+  static const TowerProgram& Need(const std::optional<TowerProgram>& tower, const char* name) {
+    if (!tower) {
+      throw std::runtime_error(std::string("the ") + name + " tower is not loaded; open the model with EDGECLIP_" +
+                               (name[0] == 'i' ? "IMAGE" : "TEXT"));
+    }
+    return *tower;
+  }
+
+  const Tower& TextTower() const {
+    for (const Tower& t : plan.towers) {
+      if (t.name == "text") return t;
+    }
+    throw std::runtime_error("the bundle has no text tower");
+  }
+
+  static void FillIntegers(const tvm::ffi::Tensor& tensor, const std::vector<int64_t>& values) {
+    const DLTensor& t = *tensor.GetDLTensorPtr();
+    size_t n = 1;
+    for (int i = 0; i < t.ndim; ++i) n *= static_cast<size_t>(t.shape[i]);
+    if (n != values.size() || t.dtype.code != kDLInt || (t.dtype.bits != 64 && t.dtype.bits != 32)) {
+      throw std::runtime_error("the text tower's inputs are not " + std::to_string(values.size()) +
+                               " int32/int64 tokens; rebuild the bundle");
+    }
+    char* base = static_cast<char*>(t.data) + t.byte_offset;
+    for (size_t i = 0; i < n; ++i) {
+      if (t.dtype.bits == 64) reinterpret_cast<int64_t*>(base)[i] = values[i];
+      else reinterpret_cast<int32_t*>(base)[i] = static_cast<int32_t>(values[i]);
+    }
+  }
+};
+
+namespace {
+
+// The output length of a tower: the size of its reference output in the plan.
+int OutputDim(const Tower& tower) {
+  if (tower.expected.empty()) throw std::runtime_error("the " + tower.name + " tower has no reference output; rebuild the bundle");
+  HostArray ref = ReadNpy(tower.expected[0]);
+  int64_t n = 1;
+  for (int64_t d : ref.shape) n *= d;
+  return static_cast<int>(n);
+}
+
+edgeclip_model* Open(const char* bundle_dir, const char* variant_or_null, int towers, int threads) {
+  if (bundle_dir == nullptr) throw std::invalid_argument("edgeclip_open needs a bundle folder");
+  if (towers & ~(EDGECLIP_IMAGE | EDGECLIP_TEXT)) throw std::invalid_argument("towers must be EDGECLIP_IMAGE | EDGECLIP_TEXT");
+  const std::string variant = variant_or_null ? variant_or_null : "ternary";
+  if (variant != "ternary" && variant != "fp32") throw std::invalid_argument("variant '" + variant + "' unknown; use ternary or fp32");
+  auto model = std::make_unique<edgeclip_model>();
+  model->bundle = bundle_dir;
+  model->plan = ReadPlan(model->bundle);
+  ChooseThreads(threads);
+  for (const auto& [bit, name] : {std::pair{EDGECLIP_IMAGE, "image"}, std::pair{EDGECLIP_TEXT, "text"}}) {
+    if (!(towers & bit)) continue;
+    const Tower* found = nullptr;
+    for (const Tower& t : model->plan.towers) {
+      if (t.variant == variant && t.name == name) found = &t;
+    }
+    if (found == nullptr) {
+      throw std::runtime_error("the bundle has no " + variant + " " + name + " tower; rebuild it with --towers image,text" +
+                               (variant == "fp32" ? " --baseline fp32" : ""));
+    }
+    const int dim = OutputDim(*found);
+    if (model->dim >= 0 && dim != model->dim) {
+      throw std::runtime_error("the image and text towers give " + std::to_string(model->dim) + " and " +
+                               std::to_string(dim) + " values; they do not share an embedding space");
+    }
+    model->dim = dim;
+    (bit == EDGECLIP_IMAGE ? model->image : model->text) = LoadTower(model->bundle, *found, {});
+  }
+  if (model->image) model->preprocessing = ReadPreprocessing(model->bundle);
+  if (model->plan.labels) model->labels = ReadBakedLabels(*model->plan.labels, model->dim);
+  return model.release();
+}
+
+// Runs `body`, turning any exception into edgeclip_last_error() and `failed`.
+template <typename Result, typename Body>
+Result Guard(Result failed, Body body) {
+  try {
+    last_error.clear();
+    return body();
+  } catch (const std::exception& e) {
+    last_error = e.what();
+  } catch (...) {
+    last_error = "unknown error";
+  }
+  for (char& c : last_error) {
+    if (c == '\n' || c == '\r') c = ' ';  // one line
+  }
+  return failed;
+}
+
+void NeedModel(const void* model, const void* buffer) {
+  if (model == nullptr) throw std::invalid_argument("the model is NULL; edgeclip_open failed");
+  if (buffer == nullptr) throw std::invalid_argument("an argument is NULL");
+}
+
+}  // namespace
+
+extern "C" {
+
+edgeclip_model* edgeclip_open(const char* bundle_dir, const char* variant, int towers, int threads) {
+  return Guard(static_cast<edgeclip_model*>(nullptr), [&] { return Open(bundle_dir, variant, towers, threads); });
+}
+
+void edgeclip_close(edgeclip_model* model) { delete model; }
+
+const char* edgeclip_last_error(void) { return last_error.c_str(); }
+
+int edgeclip_embedding_dim(const edgeclip_model* model) {
+  return Guard(-1, [&] {
+    NeedModel(model, model);
+    if (model->dim < 0) throw std::runtime_error("no tower is loaded; open the model with EDGECLIP_IMAGE or EDGECLIP_TEXT");
+    return model->dim;
+  });
+}
+
+int edgeclip_embed_image_file(edgeclip_model* model, const char* path, float* out) {
+  return Guard(-1, [&] {
+    NeedModel(model, path);
+    NeedModel(model, out);
+    edgeclip_model::Need(model->image, "image");
+    model->EmbedImage(DecodeImage(path), out);
+    return 0;
+  });
+}
+
+int edgeclip_embed_pixels(edgeclip_model* model, const unsigned char* pixels, int width, int height, int channels,
+                          float* out) {
+  return Guard(-1, [&] {
+    NeedModel(model, pixels);
+    NeedModel(model, out);
+    if (channels != 1 && channels != 3) throw std::invalid_argument("channels must be 1 (gray) or 3 (RGB)");
+    if (width < 1 || height < 1 || int64_t{width} * height > kMaxImagePixels) {
+      throw std::invalid_argument("a " + std::to_string(width) + "x" + std::to_string(height) +
+                                  " image is empty or over the limit of " + std::to_string(kMaxImagePixels) + " pixels");
+    }
+    Image rgb(width, height, 3);
+    const size_t count = static_cast<size_t>(width) * height;
+    for (size_t i = 0; i < count; ++i) {
+      for (int c = 0; c < 3; ++c) rgb.pixels[3 * i + c] = pixels[i * channels + (channels == 3 ? c : 0)];
+    }
+    model->EmbedImage(rgb, out);
+    return 0;
+  });
+}
+
+int edgeclip_embed_text(edgeclip_model* model, const char* utf8, float* out) {
+  return Guard(-1, [&] {
+    NeedModel(model, utf8);
+    NeedModel(model, out);
+    model->EmbedText(utf8, out);
+    return 0;
+  });
+}
+
+int edgeclip_tokenize(edgeclip_model* model, const char* utf8, long long* ids, int capacity) {
+  return Guard(-1, [&] {
+    NeedModel(model, utf8);
+    NeedModel(model, ids);
+    Tokenizer& tokenizer = model->NeedTokenizer();
+    if (capacity < 0 || static_cast<size_t>(capacity) < tokenizer.Context()) {
+      throw std::invalid_argument("edgeclip_tokenize needs room for the context length, " +
+                                  std::to_string(tokenizer.Context()) + " ids");
+    }
+    size_t length = 0;
+    const std::vector<int64_t> tokens = tokenizer.Encode(utf8, &length);
+    std::copy(tokens.begin(), tokens.end(), ids);
+    return static_cast<int>(length);
+  });
+}
+
+int edgeclip_set_labels(edgeclip_model* model, const char* const* labels, int count, const char* prompt) {
+  return Guard(-1, [&] {
+    NeedModel(model, model);
+    edgeclip_model::Need(model->text, "text");
+    if (count > 0 && labels == nullptr) throw std::invalid_argument("the labels are NULL");
+    std::vector<std::string> names;
+    for (int i = 0; i < count; ++i) {
+      if (labels[i] == nullptr) throw std::invalid_argument("label " + std::to_string(i) + " is NULL");
+      names.emplace_back(labels[i]);
+    }
+    const std::vector<std::string> texts = Prompted(names, prompt ? prompt : "{}");
+    Labels fresh{names, std::vector<float>(names.size() * static_cast<size_t>(model->dim))};
+    for (size_t i = 0; i < texts.size(); ++i) model->EmbedText(texts[i], &fresh.embeddings[i * model->dim]);
+    model->labels = std::move(fresh);
+    return 0;
+  });
+}
+
+int edgeclip_label_count(const edgeclip_model* model) {
+  return model == nullptr ? 0 : static_cast<int>(model->labels.names.size());
+}
+
+const char* edgeclip_label(const edgeclip_model* model, int index) {
+  if (model == nullptr || index < 0 || index >= edgeclip_label_count(model)) return nullptr;
+  return model->labels.names[static_cast<size_t>(index)].c_str();
+}
+
+int edgeclip_classify(edgeclip_model* model, const float* image_embedding, float* probs) {
+  return Guard(-1, [&] {
+    NeedModel(model, image_embedding);
+    NeedModel(model, probs);
+    if (model->dim < 0) throw std::runtime_error("no tower is loaded, so the embedding size is unknown");
+    Softmax100(model->labels, image_embedding, static_cast<size_t>(model->dim), probs);
+    return 0;
+  });
+}
+
+}  // extern "C"
