@@ -41,6 +41,7 @@ struct edgeclip_model {
   std::optional<Preprocessing> preprocessing;
   std::unique_ptr<Tokenizer> tokenizer;
   int dim = -1;
+  size_t text_inputs = 0;  // the text tower's data inputs: ids, then the mask when it takes one
   Labels labels;
 
   // The tower's first output, flattened and L2-normalised, into out[dim].
@@ -76,7 +77,7 @@ struct edgeclip_model {
     size_t length = 0;
     const std::vector<int64_t> ids = NeedTokenizer().Encode(utf8, &length);
     const std::vector<std::string>& names = plan.tokenizer->inputs;
-    for (size_t i = 0; i < names.size() && i < TextTower().data.size(); ++i) {
+    for (size_t i = 0; i < names.size() && i < text_inputs; ++i) {
       std::vector<int64_t> values = ids;
       if (names[i] == "attention_mask") {
         for (size_t j = 0; j < values.size(); ++j) values[j] = j < length ? 1 : 0;
@@ -102,13 +103,6 @@ struct edgeclip_model {
                                (name[0] == 'i' ? "IMAGE" : "TEXT"));
     }
     return *tower;
-  }
-
-  const Tower& TextTower() const {
-    for (const Tower& t : plan.towers) {
-      if (t.name == "text") return t;
-    }
-    throw std::runtime_error("the bundle has no text tower");
   }
 
   static void FillIntegers(const tvm::ffi::Tensor& tensor, const std::vector<int64_t>& values) {
@@ -164,6 +158,7 @@ edgeclip_model* Open(const char* bundle_dir, const char* variant_or_null, int to
     }
     model->dim = dim;
     (bit == EDGECLIP_IMAGE ? model->image : model->text) = LoadTower(model->bundle, *found, {});
+    if (bit == EDGECLIP_TEXT) model->text_inputs = found->data.size();
   }
   if (model->image) model->preprocessing = ReadPreprocessing(model->bundle);
   if (model->plan.labels) model->labels = ReadBakedLabels(*model->plan.labels, model->dim);
