@@ -26,6 +26,20 @@ _MEASURE = ("import resource, subprocess, sys\n"
             "sys.exit(done.returncode)")
 
 
+def edit_field(path: str | tuple, value):
+    """An edit that sets (or, with KeyError, deletes) one field of a JSON tree: a str path is dotted,
+    a tuple is for keys holding dots (member names)."""
+    def edit(tree: dict) -> None:
+        *parents, last = path.split(".") if isinstance(path, str) else path
+        for key in parents:
+            tree = tree[key]
+        if value is KeyError:
+            del tree[last]
+        else:
+            tree[last] = value
+    return edit
+
+
 def small_bundle(path: Path) -> Path:
     """A real bundle (test stand-in runner, two tiny modules): what the mutations start from."""
     return make_bundle(path, ternary_bytes=4096, fp32_bytes=4096)

@@ -12,6 +12,7 @@ import tarfile
 
 import numpy as np
 import pytest
+from hostile import edit_field
 
 from edgeclip.bundle.labels import check_prompt, parse_labels, prompted
 from edgeclip.errors import BundleError
@@ -109,30 +110,18 @@ def test_a_prompt_without_exactly_one_slot_is_refused(prompt):
         check_prompt(prompt)
 
 
-def _edit(path: str, value):
-    def edit(manifest: dict) -> None:
-        *parents, last = path.split(".")
-        for key in parents:
-            manifest = manifest[key]
-        if value is KeyError:
-            del manifest[last]
-        else:
-            manifest[last] = value
-    return edit
-
-
 SCHEMA_FAULTS = [
-    ("count 0", _edit("labels.count", 0), "field `labels.count` is 0, not a label count from 1 to 10000"),
-    ("count 10001", _edit("labels.count", 10_001), "`labels.count` is 10001"),
-    ("count true", _edit("labels.count", True), "`labels.count` is True"),
-    ("count a string", _edit("labels.count", "5"), "`labels.count` is '5'"),
-    ("names not a member", _edit("labels.names", "../names.txt"), "`labels.names` is '../names.txt', not a member"),
-    ("embeddings missing", _edit("labels.embeddings", KeyError), "`labels.embeddings` is None, not a member"),
-    ("prompt empty", _edit("labels.prompt", ""), "`labels.prompt` is '', not a text of 1 to 1024 characters"),
-    ("prompt a number", _edit("labels.prompt", 3), "`labels.prompt` is 3"),
-    ("labels a list", _edit("labels", ["a cat"]), "field `labels` is ['a cat'], not an object"),
-    ("labels in a version 1 bundle", _edit("schema_version", 1), "field `labels` needs bundle schema version 2"),
-    ("version 3", _edit("schema_version", 3), "schema version 3 is not supported (this edgeclip reads 1 and 2)"),
+    ("count 0", edit_field("labels.count", 0), "field `labels.count` is 0, not a label count from 1 to 10000"),
+    ("count 10001", edit_field("labels.count", 10_001), "`labels.count` is 10001"),
+    ("count true", edit_field("labels.count", True), "`labels.count` is True"),
+    ("count a string", edit_field("labels.count", "5"), "`labels.count` is '5'"),
+    ("names not a member", edit_field("labels.names", "../names.txt"), "`labels.names` is '../names.txt', not a member"),
+    ("embeddings missing", edit_field("labels.embeddings", KeyError), "`labels.embeddings` is None, not a member"),
+    ("prompt empty", edit_field("labels.prompt", ""), "`labels.prompt` is '', not a text of 1 to 1024 characters"),
+    ("prompt a number", edit_field("labels.prompt", 3), "`labels.prompt` is 3"),
+    ("labels a list", edit_field("labels", ["a cat"]), "field `labels` is ['a cat'], not an object"),
+    ("labels in a version 1 bundle", edit_field("schema_version", 1), "field `labels` needs bundle schema version 2"),
+    ("version 3", edit_field("schema_version", 3), "schema version 3 is not supported (this edgeclip reads 1 and 2)"),
 ]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from hostile import (
+    edit_field,
     extension_header,
     manifest_of,
     members,
@@ -125,19 +126,6 @@ def _board(old: str, new: str, verb: str = "show"):
     return make
 
 
-def _set(path: str | tuple, value):
-    """Set (or, with KeyError, delete) one field; a str path is dotted, a tuple is for member names."""
-    def edit(tree: dict) -> None:
-        *parents, last = path.split(".") if isinstance(path, str) else path
-        for key in parents:
-            tree = tree[key]
-        if value is KeyError:
-            del tree[last]
-        else:
-            tree[last] = value
-    return edit
-
-
 def _nested(depth: int) -> bytes:
     return b'{"schema_version": 1, "members": {}, "x": ' + b"[" * depth + b"]" * depth + b"}"
 
@@ -146,19 +134,19 @@ FAULTS = [
     Fault("sparse 4 GiB manifest", _sparse(4 << 30), "manifest.json is a sparse tar member"),
     Fault("sparse 1 TiB manifest", _sparse(1 << 40), "manifest.json is a sparse tar member"),
     Fault("sparse model member", _sparse_member, "'model/fp32.bin' is a sparse file"),
-    Fault("schema_version true", _edit_manifest(_set("schema_version", True)), "schema version True is not supported"),
-    Fault("member bytes -1", _edit_manifest(_set(("members", "model/fp32.bin", "bytes"), -1)),
+    Fault("schema_version true", _edit_manifest(edit_field("schema_version", True)), "schema version True is not supported"),
+    Fault("member bytes -1", _edit_manifest(edit_field(("members", "model/fp32.bin", "bytes"), -1)),
           "field `members.model/fp32.bin.bytes` is -1"),
-    Fault("modules a string", _edit_manifest(_set("modules", "x")), "field `modules` is 'x', not an object"),
+    Fault("modules a string", _edit_manifest(edit_field("modules", "x")), "field `modules` is 'x', not an object"),
     Fault("min_cosine NaN", _raw_manifest(b'{"schema_version": 1, "members": {}, "min_cosine": {"ternary": NaN}}'),
           "NaN is not a number JSON allows"),
-    Fault("min_cosine above 1", _edit_manifest(_set("min_cosine", {"ternary": 1.5})),
+    Fault("min_cosine above 1", _edit_manifest(edit_field("min_cosine", {"ternary": 1.5})),
           "field `min_cosine.ternary` is 1.5, not a cosine in (0, 1]"),
-    Fault("target null", _edit_manifest(_set("target", None)), "field `target` is None, not an object"),
-    Fault("target null, deploy", _edit_manifest(_set("target", None), "deploy"), "field `target` is None"),
-    Fault("member entry a string", _edit_manifest(_set(("members", "model/fp32.bin"), "x")),
+    Fault("target null", _edit_manifest(edit_field("target", None)), "field `target` is None, not an object"),
+    Fault("target null, deploy", _edit_manifest(edit_field("target", None), "deploy"), "field `target` is None"),
+    Fault("member entry a string", _edit_manifest(edit_field(("members", "model/fp32.bin"), "x")),
           "field `members.model/fp32.bin` is 'x', not an object"),
-    Fault("member without sha256", _edit_manifest(_set(("members", "model/fp32.bin", "sha256"), KeyError), "deploy"),
+    Fault("member without sha256", _edit_manifest(edit_field(("members", "model/fp32.bin", "sha256"), KeyError), "deploy"),
           "field `members.model/fp32.bin.sha256` is not 64 lowercase hex digits"),
     Fault("deeply nested JSON", _raw_manifest(_nested(100_000)), "nested more than 32 levels deep"),
     Fault("deeply nested JSON, deploy", _raw_manifest(_nested(100_000), "deploy"), "nested more than 32 levels"),
@@ -184,27 +172,27 @@ FAULTS = [
           _extensions(MANIFEST, lambda: 5000 * extension_header(tarfile.GNUTYPE_LONGNAME, 100, b"n" * 100)),
           "more than 4 extension headers (PAX, GNU long names) in a row"),
     Fault("tar cut inside the manifest", _cut_in_manifest, "the tar is damaged or truncated"),
-    Fault("no runner", _edit_manifest(_set("runner", KeyError)), "field `runner` is None, not a member"),
-    Fault("no runner, run", _edit_manifest(_set("runner", KeyError), "run"), "field `runner` is None"),
-    Fault("runner not executable", _edit_manifest(_set("runner", "model/fp32.bin")), "not marked executable"),
-    Fault("member inside a member", _edit_manifest(_set(("members", "bin/edgeclip-runner/x"),
+    Fault("no runner", _edit_manifest(edit_field("runner", KeyError)), "field `runner` is None, not a member"),
+    Fault("no runner, run", _edit_manifest(edit_field("runner", KeyError), "run"), "field `runner` is None"),
+    Fault("runner not executable", _edit_manifest(edit_field("runner", "model/fp32.bin")), "not marked executable"),
+    Fault("member inside a member", _edit_manifest(edit_field(("members", "bin/edgeclip-runner/x"),
                                                         {"sha256": "0" * 64, "bytes": 0, "executable": False})),
           "field `members.bin/edgeclip-runner/x` lies inside another member"),
-    Fault("module path not a member", _edit_manifest(_set("modules.ternary.model.path", "../x")),
+    Fault("module path not a member", _edit_manifest(edit_field("modules.ternary.model.path", "../x")),
           "field `modules.ternary.model.path` is '../x', not a member the bundle lists"),
-    Fault("10 million layers", _arch(_set("text_config.num_hidden_layers", 10_000_000)),
+    Fault("10 million layers", _arch(edit_field("text_config.num_hidden_layers", 10_000_000)),
           "`model.arch.text_config.num_hidden_layers` is 10000000", max_rss_mb=TORCH_RSS_MB),
-    Fault("negative hidden size", _arch(_set("vision_config.hidden_size", -64)),
+    Fault("negative hidden size", _arch(edit_field("vision_config.hidden_size", -64)),
           "`model.arch.vision_config.hidden_size` is -64", max_rss_mb=TORCH_RSS_MB),
-    Fault("zero heads", _arch(_set("vision_config.num_attention_heads", 0)),
+    Fault("zero heads", _arch(edit_field("vision_config.num_attention_heads", 0)),
           "`model.arch.vision_config.num_attention_heads` is 0", max_rss_mb=TORCH_RSS_MB),
-    Fault("string vocab", _arch(_set("text_config.vocab_size", "49408")),
+    Fault("string vocab", _arch(edit_field("text_config.vocab_size", "49408")),
           "`model.arch.text_config.vocab_size` is '49408'", max_rss_mb=TORCH_RSS_MB),
-    Fault("enormous image", _arch(_set("vision_config.image_size", 10**30)),
+    Fault("enormous image", _arch(edit_field("vision_config.image_size", 10**30)),
           "`model.arch.vision_config.image_size` is", max_rss_mb=TORCH_RSS_MB),
-    Fault("heads do not divide", _arch(_set("vision_config.num_attention_heads", 3)),
+    Fault("heads do not divide", _arch(edit_field("vision_config.num_attention_heads", 3)),
           "not a multiple of num_attention_heads 3", max_rss_mb=TORCH_RSS_MB),
-    Fault("huge architecture, small weights", _arch(_set("text_config.hidden_size", 4096)),
+    Fault("huge architecture, small weights", _arch(edit_field("text_config.hidden_size", 4096)),
           "the architecture does not match its weights", max_rss_mb=TORCH_RSS_MB),
     Fault("board mattr a string", _board('mattr = ["+neon"]', 'mattr = "+neon"'),
           "field `tvm.cpu.mattr` has the wrong type str"),
