@@ -245,9 +245,20 @@ def test_agent_memory_stays_bounded_on_hostile_headers_and_a_large_bundle(tmp_pa
 def test_time_bounds_must_be_positive_seconds(value, capsys):
     from edgeclip.flash.agent import build_parser
 
-    with pytest.raises(SystemExit) as flash_exit:
-        parse_flash_args(["b.edgeclip", "--port", "/dev/null", "--hello-timeout", value])
+    for flash_bound in ("--hello-timeout", "--timeout"):
+        with pytest.raises(SystemExit) as flash_exit:
+            parse_flash_args(["b.edgeclip", "--port", "/dev/null", flash_bound, value])
+        assert flash_exit.value.code == 2
     with pytest.raises(SystemExit) as agent_exit:
         build_parser().parse_args(["serial", "--listen", ":0", "--idle-timeout", value])
-    assert flash_exit.value.code == agent_exit.value.code == 2
-    assert capsys.readouterr().err.count(f"{value!r} is not a positive number of seconds") == 2
+    assert agent_exit.value.code == 2
+    assert capsys.readouterr().err.count(f"{value!r} is not a positive number of seconds") == 3
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "many"])
+def test_retries_must_be_a_whole_number_of_zero_or_more(value, capsys):
+    with pytest.raises(SystemExit) as flash_exit:
+        parse_flash_args(["b.edgeclip", "--port", "/dev/null", "--retries", value])
+    assert flash_exit.value.code == 2
+    assert f"{value!r} is not a whole number of 0 or more" in capsys.readouterr().err
+    assert parse_flash_args(["b.edgeclip", "--port", "/dev/null", "--retries", "0"]).retries == 0

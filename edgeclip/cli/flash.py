@@ -3,7 +3,7 @@ as one file (the work is in `edgeclip.flash` and `edgeclip.bundle.agent_app`).""
 
 from __future__ import annotations
 
-from edgeclip.flash.timing import HELLO_SECONDS, seconds_argument
+from edgeclip.flash.timing import HELLO_SECONDS, count_argument, seconds_argument
 from edgeclip.formats.serial import DEFAULT_CHUNK
 
 
@@ -20,8 +20,8 @@ def add_flash_command(subparsers) -> None:
     p.add_argument("--port", required=True, help="serial device (/dev/ttyUSB0) or pyserial URL (socket://host:port, rfc2217://...)")
     p.add_argument("--baud", type=int, default=921600, help="line speed (default 921600)")
     p.add_argument("--rtscts", action="store_true", help="use RTS/CTS hardware flow control")
-    p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each answer beyond wire time (default 1)")
-    p.add_argument("--retries", type=int, default=8, help="tries per frame after the first before giving up (default 8)")
+    p.add_argument("--timeout", type=seconds_argument, default=1.0, help="seconds to wait for each answer beyond wire time (default 1)")
+    p.add_argument("--retries", type=count_argument, default=8, help="tries per frame after the first before giving up (default 8)")
     p.add_argument("--hello-timeout", type=seconds_argument, default=HELLO_SECONDS, metavar="S",
                    help=f"give up when no agent answers HELLO within S seconds (default {HELLO_SECONDS:g})")
     p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help=f"data bytes per frame (default {DEFAULT_CHUNK})")

@@ -1,6 +1,6 @@
 """How the serial link waits: the poll interval and read size every transport uses, the pauses
 that count as a dead frame or a stuck write, and the bounds on a handshake and an idle client
-(with the argparse type both commands read those bounds with)."""
+(with the argparse types the commands read those bounds and counts with)."""
 
 import argparse
 
@@ -23,3 +23,14 @@ def seconds_argument(text: str) -> float:
     if not 0 < seconds < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
     return seconds
+
+
+def count_argument(text: str) -> int:
+    """A command-line count that may be 0 (no retries) but not negative or fractional."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return count
