@@ -102,7 +102,7 @@ def test_device_preprocessing_is_within_1_of_the_host(device, images, tmp_path):
         assert int(np.abs(np.load(raw).astype(int) - host).max()) <= (0 if path.suffix == ".png" else 1), path.name
 
 
-def test_embed_a_folder_of_100_images_matches_the_pytorch_tower(device, tiny_clip_ternary, tmp_path):
+def test_embed_a_folder_of_100_images_matches_the_pytorch_tower(device, tiny_clip_ternary, tmp_path, record_property):
     command, folder, manifest = device
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -127,4 +127,5 @@ def test_embed_a_folder_of_100_images_matches_the_pytorch_tower(device, tiny_cli
                               for name in names]).numpy()
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     cosines = np.sum(embeddings.astype(np.float64) * expected, axis=1)
+    record_property("embed_cosine_min", f"{cosines.min():.5f}")
     assert cosines.min() >= 0.995, (names[int(cosines.argmin())], float(cosines.min()))
