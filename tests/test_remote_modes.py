@@ -229,3 +229,27 @@ def test_classify_on_the_emulated_arm64_board_gives_the_emulated_local_labels(ti
         assert [t["label"] for t in theirs["top"]] == [t["label"] for t in mine["top"]]
         np.testing.assert_allclose([t["p"] for t in theirs["top"]], [t["p"] for t in mine["top"]], atol=1e-6)
     assert left_on(device) == []
+
+
+LYING_RUNNER = r"""#!/bin/sh
+# TEST STAND-IN: a runner whose `embed --out` answer does not match what it wrote.
+out=
+while [ $# -gt 0 ]; do case $1 in --out) out=$2; shift 2 ;; *) shift ;; esac; done
+WRITE
+printf '{"out": "%s", "count": COUNT, "dim": 4}\n' "$out"
+"""
+
+
+@pytest.mark.parametrize(("write", "count", "fragment"), [
+    ("printf 'not an npy' > \"$out\"", 1, "is not a float32 [1, 4] .npy (it does not start with the .npy magic)"),
+    ("head -c 100000 /dev/zero > \"$out\"", 1, "is 100000 bytes, over the 65564 that 1 x 4 float32 take"),
+    ("printf x > \"$out\"", 2, "answered {'out': "),
+])
+def test_a_fetched_out_file_that_is_not_the_announced_matrix_is_refused(board, tmp_path, write, count, fragment):
+    runner = LYING_RUNNER.replace("WRITE", write).replace("COUNT", str(count))
+    liar = make_bundle(tmp_path / "liar.edgeclip", name="liar", runner=runner)
+    deploy(liar, board.spec, board.options())
+    done = edgeclip("embed", liar, "--text", "hi", "--out", tmp_path / "e.npy", *ssh_args(board))
+    assert done.returncode == 1 and fragment in done.stderr, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and not (tmp_path / "e.npy").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["liar.edgeclip"] and left_on(board) == []
