@@ -244,7 +244,7 @@ printf '{"out": "%s", "count": COUNT, "dim": 4}\n' "$out"
     ("printf 'not an npy' > \"$out\"", 1, "is not a float32 [1, 4] .npy (it does not start with the .npy magic)"),
     ("head -c 100000 /dev/zero > \"$out\"", 1, "is 100000 bytes, over the 65564 that 1 x 4 float32 take"),
     ("printf x > \"$out\"", 2, "answered {'out': "),
-])
+], ids=["not an npy", "over the bound", "wrong count"])
 def test_a_fetched_out_file_that_is_not_the_announced_matrix_is_refused(board, tmp_path, write, count, fragment):
     runner = LYING_RUNNER.replace("WRITE", write).replace("COUNT", str(count))
     liar = make_bundle(tmp_path / "liar.edgeclip", name="liar", runner=runner)
