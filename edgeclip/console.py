@@ -66,6 +66,12 @@ def quiet(log: Path) -> Iterator[None]:
         _terminal, _log = None, None
 
 
+def one_line(text: str, limit: int = 1000) -> str:
+    """A tool's error output (one line by contract, but a usage line may follow it) as one line."""
+    message = "; ".join(line.strip() for line in text.splitlines() if line.strip()) or "it printed no message"
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
 def move_log(path: Path) -> None:
     """Continue the log in `path` (a run folder's log.txt), starting with what was logged so far."""
     global _log

@@ -12,6 +12,7 @@ import sys
 import tempfile
 
 from edgeclip.bundle.local import extracted, runner_command
+from edgeclip.console import one_line
 from edgeclip.errors import BundleError
 
 MODES = ("classify", "embed", "tokenize")
@@ -34,10 +35,5 @@ def run_mode(bundle, mode: str, args: list[str], emulate: bool = False, out=None
         if runner.returncode != 0:
             errors.seek(0)
             raise BundleError(f"the bundle runner's {mode} failed (exit {runner.returncode}): "
-                              f"{_one_line(errors.read())}")
+                              f"{one_line(errors.read())}")
 
-
-def _one_line(text: str) -> str:
-    """The runner's message (one line by contract, but a usage line may follow it) as one line."""
-    message = "; ".join(line.strip() for line in text.splitlines() if line.strip()) or "it printed no message"
-    return message if len(message) <= 1000 else message[:997] + "..."

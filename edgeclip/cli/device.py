@@ -3,12 +3,17 @@ here with the runner's own arguments (the work is in `edgeclip.bundle.runner_mod
 
 The options are the runner's, passed through in the order given; file paths (images, label and
 text files, `--out`) are made absolute first, so they mean what they meant in the caller's folder.
+With `--host BOARD` the runner of the bundle `edgeclip deploy` installed there runs instead, on
+copies of those files (`edgeclip.remote.modes`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+
+from edgeclip.cli.remote import HOST_HELP, add_ssh_options, options_from
+from edgeclip.errors import RemoteError
 
 VARIANTS = ("ternary", "fp32")  # edgeclip.formats.manifest.VARIANTS
 _PATH_INPUTS = ("--image", "--text-file")
@@ -49,7 +54,7 @@ def add_device_commands(verbs) -> None:
               "One JSON line {\"ids\": [...], \"mask\": [...]} per text, exactly what the text tower sees.")
     _inputs(p, "--text", "a text to tokenize; repeatable")
     _inputs(p, "--text-file", "a UTF-8 file with one text a line; repeatable")
-    p.add_argument("--emulate", action="store_true", help="run an aarch64 bundle's runner under qemu-user")
+    _where(p)
 
 
 def _verb(verbs, name: str, help_text: str, description: str):
@@ -66,18 +71,35 @@ def _inputs(p, flag: str, help_text: str, nargs=None) -> None:
 def _common(p) -> None:
     p.add_argument("--variant", choices=VARIANTS, help="the module variant to run (default ternary)")
     p.add_argument("--threads", type=int, help="threads (default: the machine's physical cores)")
+    _where(p)
+
+
+def _where(p) -> None:
+    """Here (natively or under qemu-user) or on a board over SSH."""
     p.add_argument("--emulate", action="store_true", help="run an aarch64 bundle's runner under qemu-user")
+    board = p.add_argument_group("on a board over SSH", "run the bundle `edgeclip deploy` installed there, on "
+                                 "copies of the input files; the answers name your files")
+    board.add_argument("--host", help=HOST_HELP)
+    add_ssh_options(board)
 
 
 _PASSED = ("labels", "labels_file", "prompt", "top", "out", "variant", "threads")
 
 
 def _run(args) -> None:
-    from edgeclip.bundle.runner_modes import run_mode
-
-    runner_args = [item for pair in args.inputs or [] for item in pair]
+    pairs = list(args.inputs or [])
     for name in _PASSED:
         value = getattr(args, name, None)
         if value is not None:
-            runner_args += ["--" + name.replace("_", "-"), str(value)]
-    run_mode(args.bundle, args.verb, runner_args, emulate=args.emulate)
+            pairs.append(("--" + name.replace("_", "-"), str(value)))
+    if args.host is not None:
+        from edgeclip.remote.modes import run_on_board
+
+        if args.emulate:
+            raise RemoteError("--emulate runs the bundle here under qemu-user and --host runs it on the board; "
+                              "give one of them")
+        run_on_board(args.bundle, args.host, args.verb, pairs, options_from(args))
+        return
+    from edgeclip.bundle.runner_modes import run_mode
+
+    run_mode(args.bundle, args.verb, [item for pair in pairs for item in pair], emulate=args.emulate)

@@ -13,6 +13,8 @@ from edgeclip import console
 from edgeclip.errors import RemoteError
 from edgeclip.remote.hostkeys import TRUST_FLAG
 
+HOST_HELP = "[user@]address[:port] or an alias from ~/.ssh/config"
+
 
 def add_remote_commands(subparsers) -> None:
     p = subparsers.add_parser("deploy", help="install a bundle on a board over SSH (atomic, keeps the previous version)")
@@ -36,8 +38,14 @@ def add_remote_commands(subparsers) -> None:
 
 def _add_connection_options(p) -> None:
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--host", help="[user@]address[:port] or an alias from ~/.ssh/config")
+    where.add_argument("--host", help=HOST_HELP)
     where.add_argument("--hosts", metavar="FILE", help="a file with one host per line: run on all of them")
+    add_ssh_options(p)
+    p.add_argument("--jobs", type=int, default=4, help="boards worked on at once with --hosts (default 4)")
+
+
+def add_ssh_options(p) -> None:
+    """How to reach and trust a board: the same for every verb that talks to one."""
     p.add_argument(TRUST_FLAG, action="store_true", help="accept and record an unknown host key (never a changed one)")
     p.add_argument("--identity", "-i", action="append", default=[], help="private key file to offer first; repeatable")
     p.add_argument("--ssh-config", default="~/.ssh/config", help="ssh_config to read (default ~/.ssh/config)")
@@ -46,7 +54,6 @@ def _add_connection_options(p) -> None:
     p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for a board to answer")
     p.add_argument("--link-timeout", type=float, default=8.0, help="seconds of silence before a link counts as dead")
     p.add_argument("--retries", type=int, default=3, help="reconnects after a network failure (with back-off)")
-    p.add_argument("--jobs", type=int, default=4, help="boards worked on at once with --hosts (default 4)")
 
 
 def options_from(args):

@@ -3,6 +3,7 @@ board) and `edgeclip-agent` (serial): the names and rules both sides must agree 
 itself is documented once, in docs/bundle-format.md ("On the device").
 
     ROOT/.staging/<sha256>.part           a partial upload, keyed by the bundle's sha256
+    ROOT/.staging/run.XXXXXX/             one `classify|embed|tokenize --host` run's files (SSH only)
     ROOT/<name>/versions/<sha12>/         one installed version: manifest.json and every member
     ROOT/<name>/current  -> versions/<sha12>
     ROOT/<name>/previous -> versions/<sha12>

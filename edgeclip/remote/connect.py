@@ -117,8 +117,10 @@ class Connection:
             self._sftp.get_channel().settimeout(op_timeout)
         return self._sftp
 
-    def run(self, command: str, *, stdin: bytes = b"", timeout: float | None = 300.0) -> CommandResult:
-        """Run a shell command line (build it with `quote_command`); wait for its exit status."""
+    def run(self, command: str, *, stdin: bytes = b"", timeout: float | None = 300.0,
+            on_stdout: Callable[[bytes], None] | None = None) -> CommandResult:
+        """Run a shell command line (build it with `quote_command`); wait for its exit status.
+        With `on_stdout`, stdout goes to it chunk by chunk as it arrives (the result holds none)."""
         try:
             channel = self.transport.open_session(timeout=10.0)
             channel.exec_command(command)
@@ -132,7 +134,11 @@ class Connection:
         try:
             while True:
                 if channel.recv_ready():
-                    out += channel.recv(1 << 16)
+                    chunk = channel.recv(1 << 16)
+                    if on_stdout is None:
+                        out += chunk
+                    else:
+                        on_stdout(chunk)
                 elif channel.recv_stderr_ready():
                     err += channel.recv_stderr(1 << 16)
                 elif channel.exit_status_ready():

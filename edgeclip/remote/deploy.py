@@ -76,9 +76,10 @@ printf 'current=%s\nprevious=%s\n' "$keep_current" "$keep_previous"
 
 INSTALLED_SCRIPT = r"""
 app=$1 version=$2
-[ "$(readlink "$app/current" 2>/dev/null)" = "versions/$version" ] || exit 1
-(cd "$app/versions/$version" && sha256sum -c --quiet --strict - >/dev/null 2>&1) || exit 1
-printf 'current=%s\nprevious=%s\n' "versions/$version" "$(readlink "$app/previous" 2>/dev/null)"
+current=$(readlink "$app/current" 2>/dev/null)
+printf 'current=%s\nprevious=%s\n' "$current" "$(readlink "$app/previous" 2>/dev/null)"
+[ "$current" = "versions/$version" ] || exit 1
+(cd "$app/versions/$version" && sha256sum -c --quiet --strict - >/dev/null 2>&1) || exit 2
 """
 
 ROLLBACK_SCRIPT = r"""
@@ -229,10 +230,26 @@ def _make_dirs(conn: Connection, layout: Layout) -> None:
         raise explain(result, f"creating {layout.staging}", str(conn.endpoint))
 
 
+@dataclass(frozen=True)
+class Installed:
+    """What is installed under a bundle's name on the board, seen against one bundle."""
+
+    current: str | None  # the version `current` links to
+    previous: str | None
+    intact: bool  # `current` is this bundle's version and every member matches its sha256
+
+
+def installed_state(conn: Connection, layout: Layout, sha: str, manifest: dict) -> Installed:
+    """Whether this very bundle is the one installed: the same version current, every member intact."""
+    result = conn.run_script(INSTALLED_SCRIPT, (layout.app, version_of(sha)), stdin=checksum_list(manifest), timeout=120)
+    links = _key_values(result.out)
+    return Installed(_link_version(links.get("current")), _link_version(links.get("previous")), result.ok)
+
+
 def _installed_already(conn: Connection, layout: Layout, sha: str, manifest: dict) -> dict | None:
     """The same version is current and intact: nothing to upload (profile runs redeploy freely)."""
-    result = conn.run_script(INSTALLED_SCRIPT, (layout.app, version_of(sha)), stdin=checksum_list(manifest), timeout=120)
-    return _key_values(result.out) if result.ok else None
+    state = installed_state(conn, layout, sha, manifest)
+    return {"current": f"{VERSIONS}/{state.current}", "previous": state.previous} if state.intact else None
 
 
 def _install(conn: Connection, layout: Layout, sha: str, manifest: dict) -> dict:

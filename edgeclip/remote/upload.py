@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def upload(session: Session, local: Path, remote: str, progress: Progress | None
 
 def _send_rest(conn: Connection, local: Path, remote: str, stats: UploadStats, progress: Progress | None) -> None:
     sftp = conn.sftp()
-    try:
+    with sftp_errors(conn, remote):
         offset = _remote_size(sftp, remote)
         if offset > stats.total:
             sftp.remove(remote)
@@ -62,18 +63,35 @@ def _send_rest(conn: Connection, local: Path, remote: str, stats: UploadStats, p
                 if progress is not None:
                     rate = attempt_bytes / max(time.monotonic() - attempt_start, 1e-6)
                     progress(offset + attempt_bytes, stats.total, rate)
+
+
+def put_file(conn: Connection, local: Path, remote: str) -> None:
+    """One small file in one go (no resume: the inputs of a remote run are sent again if it fails)."""
+    try:
+        source = open(local, "rb")  # noqa: SIM115 (closed by the with below)
+    except OSError as err:
+        raise RemoteError(f"cannot read {local} ({err.strerror}); check the file") from err
+    with source, sftp_errors(conn, remote):
+        conn.sftp().putfo(source, remote)
+
+
+@contextmanager
+def sftp_errors(conn: Connection, remote: str, doing: str = "uploading to"):
+    """An SFTP failure as one RemoteError that says what to do; a dead link as a LinkError."""
+    try:
+        yield
     except PermissionError as err:
-        raise RemoteError(f"{conn.endpoint}: permission denied writing {remote} ({err}); check the home folder's owner") from err
+        raise RemoteError(f"{conn.endpoint}: permission denied {doing} {remote} ({err}); check the home folder's owner") from err
     except OSError as err:
         if _is_disk_full(err):
-            raise RemoteError(f"{conn.endpoint}: the board's disk is full while uploading; free space there") from err
+            raise RemoteError(f"{conn.endpoint}: the board's disk is full while {doing} {remote}; free space there") from err
         if conn.alive and not isinstance(err, TimeoutError):
             raise RemoteError(
-                f"{conn.endpoint}: uploading to {remote} failed ({err}); a full disk on the board shows as 'Failure'"
+                f"{conn.endpoint}: {doing} {remote} failed ({err}); a full disk on the board shows as 'Failure'"
             ) from err
-        raise conn.lost(err, "uploading") from err
+        raise conn.lost(err, f"{doing} {remote}") from err
     except (EOFError, paramiko.SSHException) as err:
-        raise conn.lost(err, "uploading") from err
+        raise conn.lost(err, f"{doing} {remote}") from err
 
 
 def _remote_size(sftp: paramiko.SFTPClient, remote: str) -> int:
