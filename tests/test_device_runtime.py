@@ -24,7 +24,7 @@ from edgeclip.pipeline import ternarize_source
 from edgeclip.quant import TernaryConfig
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "classify.c"
-MODES = ("bench", "classify", "embed", "tokenize", "preprocess")
+MODES = ("bench", "classify", "embed", "tokenize", "serve", "preprocess")
 LABELS = ["cat", "dog", "rocket ship"]
 
 
@@ -222,7 +222,7 @@ BAD = {
     "unknown option": (["classify", "--image", "{png}", "--colour", "red"], 2, "unknown option --colour"),
     "missing value": (["embed", "--text"], 2, "--text needs a value"),
     "bad variant": (["tokenize", "--variant", "int4", "--text", "a"], 2, "--variant must be ternary or fp32"),
-    "unknown mode": (["serve"], 2, "unknown mode 'serve'"),
+    "unknown mode": (["frobnicate"], 2, "unknown mode 'frobnicate'"),
 }
 
 
