@@ -222,6 +222,7 @@ BAD = {
     "unknown option": (["classify", "--image", "{png}", "--colour", "red"], 2, "unknown option --colour"),
     "missing value": (["embed", "--text"], 2, "--text needs a value"),
     "bad variant": (["tokenize", "--variant", "int4", "--text", "a"], 2, "--variant must be ternary or fp32"),
+    "bad towers": (["serve", "--towers", "image,audio"], 2, "--towers takes image, text or image,text, not 'audio'"),
     "unknown mode": (["frobnicate"], 2, "unknown mode 'frobnicate'"),
 }
 
