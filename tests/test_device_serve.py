@@ -3,7 +3,7 @@ requests through libedgeclip's edgeclip_handle_request on stdin/stdout and on a 
 requests (malformed, unknown op, missing or wrong fields, unreadable or non-image files, over-long
 lines) get one error object each and the process keeps serving; good answers equal the one-shot
 classify/embed/tokenize modes; the socket is 0600, refuses other files, and goes on SIGTERM; the
-rpi4 bundle serves under qemu-aarch64."""
+rpi4 bundle serves under qemu-aarch64; and the C call itself keeps its return codes and labels."""
 
 from __future__ import annotations
 
@@ -212,3 +212,55 @@ def test_serve_under_qemu_answers_50_requests_from_one_process(tiny_clip_rpi4_bu
     assert "bad JSON" in replies[2]["error"] and "is not a JPEG or PNG image" in replies[3]["error"]
     assert [r["id"] for r in replies[4:48]] == [r["id"] for r in texts] and all("result" in r for r in replies[4:48])
     check_good_answers(replies[:2] + replies[48:], command, png, jpg)
+
+
+# The protocol through the C call itself: return codes, the error in edgeclip_last_error, a NULL
+# reply pointer, and request labels that leave labels set with edgeclip_set_labels in place.
+REQUEST_C = r"""
+#include <stdio.h>
+#include "edgeclip.h"
+static void ask(edgeclip_model* m, const char* line) {
+  char* reply = NULL;
+  int status = edgeclip_handle_request(m, line, &reply);
+  printf("%d %s\n", status, reply);
+  if (status == 1) fprintf(stderr, "%s\n", edgeclip_last_error());
+  edgeclip_free_string(reply);
+}
+int main(int argc, char** argv) {
+  (void)argc;
+  edgeclip_model* m = edgeclip_open(argv[1], NULL, EDGECLIP_IMAGE | EDGECLIP_TEXT, 1);
+  const char* labels[] = {"cat", "dog"};
+  if (!m || edgeclip_set_labels(m, labels, 2, "a photo of a {}") != 0) return 1;
+  ask(m, argv[2]);
+  ask(m, argv[3]);
+  ask(m, argv[2]);
+  ask(m, "{\"id\": [true, null], \"op\": \"tokenize\"}");
+  int status = edgeclip_handle_request(m, "{}", NULL);
+  printf("%d %s\n", status, edgeclip_last_error());
+  edgeclip_close(m);
+  return 0;
+}
+"""
+
+
+def test_handle_request_c_call(folder, files, tmp_path):
+    png, _, _ = files
+    source = tmp_path / "request.c"
+    source.write_text(REQUEST_C)
+    binary = folder / "bin" / "request"
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Werror", str(source), "-I", str(folder / "include"),
+                    "-L", str(folder / "lib"), "-ledgeclip", "-Wl,-rpath,$ORIGIN/../lib", "-o", str(binary)],
+                   check=True, timeout=120)
+    own = json.dumps({"id": 1, "op": "classify", "image": str(png), "labels": LABELS, "prompt": PROMPT})
+    plain = json.dumps({"id": 2, "op": "classify", "image": str(png)})
+    done = subprocess.run([str(binary), str(folder), plain, own], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(" ", 1) for line in done.stdout.splitlines()]
+    assert [status for status, _ in rows] == ["0", "0", "0", "1", "-1"]
+    first, with_labels, again, error = (json.loads(text) for _, text in rows[:4])
+    assert sorted(e["label"] for e in first["result"]["top"]) == ["cat", "dog"]
+    assert sorted(e["label"] for e in with_labels["result"]["top"]) == sorted(LABELS)
+    assert again == first  # the request's labels did not replace the ones set through the C API
+    assert error == {"id": [True, None], "error": 'tokenize needs "text"'}
+    assert done.stderr.splitlines() == ['tokenize needs "text"']
+    assert rows[4][1] == "edgeclip_handle_request needs somewhere to put the reply; reply is NULL"
