@@ -64,11 +64,11 @@ inline Request ReadRequest(const Json& doc) {
   if (op == nullptr) throw std::invalid_argument("the request has no \"op\"; use classify, embed or tokenize");
   Request r;
   r.op = Text(*op, "op");
-  const std::set<std::string> allowed =
-      r.op == "classify" ? std::set<std::string>{"image", "labels", "prompt", "top"}
-      : r.op == "embed"  ? std::set<std::string>{"image", "text"}
-      : r.op == "tokenize" ? std::set<std::string>{"text"}
-                           : throw std::invalid_argument("unknown op '" + r.op + "'; use classify, embed or tokenize");
+  std::set<std::string> allowed;
+  if (r.op == "classify") allowed = {"image", "labels", "prompt", "top"};
+  else if (r.op == "embed") allowed = {"image", "text"};
+  else if (r.op == "tokenize") allowed = {"text"};
+  else throw std::invalid_argument("unknown op '" + r.op + "'; use classify, embed or tokenize");
   std::set<std::string> seen;
   for (const auto& [key, value] : doc.fields) {
     if (!seen.insert(key).second) throw std::invalid_argument("\"" + key + "\" is given twice");
