@@ -24,7 +24,7 @@ from edgeclip.pipeline import ternarize_source
 from edgeclip.quant import TernaryConfig
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "classify.c"
-MODES = ("bench", "classify", "embed", "tokenize", "preprocess")
+MODES = ("bench", "classify", "embed", "tokenize", "serve", "preprocess")
 LABELS = ["cat", "dog", "rocket ship"]
 
 
@@ -222,7 +222,8 @@ BAD = {
     "unknown option": (["classify", "--image", "{png}", "--colour", "red"], 2, "unknown option --colour"),
     "missing value": (["embed", "--text"], 2, "--text needs a value"),
     "bad variant": (["tokenize", "--variant", "int4", "--text", "a"], 2, "--variant must be ternary or fp32"),
-    "unknown mode": (["serve"], 2, "unknown mode 'serve'"),
+    "bad towers": (["serve", "--towers", "image,audio"], 2, "--towers takes image, text or image,text, not 'audio'"),
+    "unknown mode": (["frobnicate"], 2, "unknown mode 'frobnicate'"),
 }
 
 

@@ -6,14 +6,13 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <numeric>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "args.h"
 #include "model_handle.h"
-#include "report.h"
+#include "results.h"
 #include "tokenize_command.h"
 
 namespace edgeclip {
@@ -52,24 +51,12 @@ inline void ClassifyMain(const Args& args, const std::string& bundle) {
     std::vector<const char*> names;
     for (const std::string& label : labels) names.push_back(label.c_str());
     const std::string prompt = args.One("--prompt", "{}");
-    ModelHandle::Check(edgeclip_set_labels(model.get(), names.data(), static_cast<int>(names.size()), prompt.c_str()));
+    Checked(edgeclip_set_labels(model.get(), names.data(), static_cast<int>(names.size()), prompt.c_str()));
   } else if (edgeclip_label_count(model.get()) == 0) {
     throw std::runtime_error("this bundle has no baked labels; pass --labels or rebuild with edgeclip build --labels");
   }
-  const int count = edgeclip_label_count(model.get());
-  std::vector<float> embedding(static_cast<size_t>(model.Dim())), probs(static_cast<size_t>(count));
-  std::vector<int> order(probs.size());
   for (const std::string& image : images) {
-    ModelHandle::Check(edgeclip_embed_image_file(model.get(), image.c_str(), embedding.data()));
-    ModelHandle::Check(edgeclip_classify(model.get(), embedding.data(), probs.data()));
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return probs[a] > probs[b]; });
-    std::string json = "{\"image\": " + Quoted(image) + ", \"top\": [";
-    for (int i = 0; i < std::min(top, count); ++i) {
-      json += (i ? ", " : "") + std::string("{\"label\": ") + Quoted(edgeclip_label(model.get(), order[i])) +
-              ", \"p\": " + FloatJson(probs[order[i]]) + "}";
-    }
-    std::printf("%s]}\n", json.c_str());
+    std::printf("%s\n", ClassifyJson(model.get(), image, top).c_str());
     std::fflush(stdout);
   }
 }

@@ -52,6 +52,21 @@ const char* edgeclip_label(const edgeclip_model* model, int index); /* NULL when
  * 100 x cosine, in label order (probs holds edgeclip_label_count() floats). */
 int edgeclip_classify(edgeclip_model* model, const float* image_embedding, float* probs);
 
+/* The serve protocol (docs/device-runtime.md#serve), for applications that take requests as text:
+ * `json_line` is one request, e.g. {"id": 7, "op": "classify", "image": "cat.jpg", "top": 3}
+ * (ops: classify with "image" and optional "labels", "prompt", "top"; embed with "image" or
+ * "text"; tokenize with "text"). *reply becomes one line of JSON without a newline, allocated
+ * here (free it with edgeclip_free_string): {"id": 7, "result": ...}, the result shaped as the
+ * line edgeclip-runner classify/embed/tokenize prints, or {"id": 7, "error": "one line"}.
+ * Returns 0 for a result, 1 for an error reply (edgeclip_last_error() says the same), -1 when no
+ * reply could be made (`reply` NULL, out of memory; *reply is then NULL). A request's "labels"
+ * hold for that request only: later requests without labels rank the model's own labels (baked,
+ * or set by edgeclip_set_labels) again, and the last request label set is kept embedded, so
+ * repeating it costs no text-tower runs. Requests over EDGECLIP_MAX_REQUEST_BYTES get an error. */
+#define EDGECLIP_MAX_REQUEST_BYTES 1048576
+int edgeclip_handle_request(edgeclip_model* model, const char* json_line, char** reply);
+void edgeclip_free_string(char* text); /* NULL is fine */
+
 #ifdef __cplusplus
 }
 #endif

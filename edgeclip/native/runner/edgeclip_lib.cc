@@ -3,6 +3,7 @@
 // and the C++ internals stay private), so an application links against nothing but this API.
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <fstream>
@@ -22,6 +23,8 @@
 #include "labels.h"
 #include "plan.h"
 #include "preprocess.h"
+#include "request.h"
+#include "results.h"
 #include "tensors.h"
 #include "tokenizer.h"
 #include "tower.h"
@@ -43,6 +46,9 @@ struct edgeclip_model {
   int dim = -1;
   size_t text_inputs = 0;  // the text tower's data inputs: ids, then the mask when it takes one
   Labels labels;
+  // The labels of the last serve request that gave its own, embedded with its prompt.
+  Labels request_labels;
+  std::string request_prompt;
 
   // The tower's first output, flattened and L2-normalised, into out[dim].
   void Embed(const TowerProgram& tower, float* out) const {
@@ -87,6 +93,43 @@ struct edgeclip_model {
       FillIntegers(tower.args[i], values);
     }
     Embed(tower, out);
+  }
+
+  // Each name put into `prompt` and embedded by the text tower.
+  Labels EmbedLabels(const std::vector<std::string>& names, const std::string& prompt) {
+    Need(text, "text");
+    const std::vector<std::string> texts = Prompted(names, prompt);
+    Labels fresh{names, std::vector<float>(names.size() * static_cast<size_t>(dim))};
+    for (size_t i = 0; i < texts.size(); ++i) EmbedText(texts[i], &fresh.embeddings[i * dim]);
+    return fresh;
+  }
+
+  // One serve request's result (results.h, as the runner's modes print it).
+  std::string Answer(const Request& r) {
+    if (r.op == "tokenize") {
+      NeedTokenizer();
+      return TokenizeJson(this, *plan.tokenizer, *r.text);
+    }
+    if (r.op == "embed") return EmbedJson(this, r.image.has_value(), r.image ? *r.image : *r.text);
+    if (!r.labels) {
+      if (labels.names.empty()) {
+        throw std::runtime_error("this bundle has no baked labels; give \"labels\" in the request or rebuild with "
+                                 "edgeclip build --labels");
+      }
+      return ClassifyJson(this, *r.image, r.top);
+    }
+    const std::string prompt = r.prompt.value_or("{}");
+    if (request_labels.names != *r.labels || request_prompt != prompt) {
+      request_labels = EmbedLabels(*r.labels, prompt);
+      request_prompt = prompt;
+    }
+    // The request's labels stand in for the model's own for this one answer, even if it fails.
+    struct Lend {
+      Labels &a, &b;
+      ~Lend() { std::swap(a, b); }
+    } lend{labels, request_labels};
+    std::swap(labels, request_labels);
+    return ClassifyJson(this, *r.image, r.top);
   }
 
   Tokenizer& NeedTokenizer() {
@@ -272,10 +315,7 @@ int edgeclip_set_labels(edgeclip_model* model, const char* const* labels, int co
       if (labels[i] == nullptr) throw std::invalid_argument("label " + std::to_string(i) + " is NULL");
       names.emplace_back(labels[i]);
     }
-    const std::vector<std::string> texts = Prompted(names, prompt ? prompt : "{}");
-    Labels fresh{names, std::vector<float>(names.size() * static_cast<size_t>(model->dim))};
-    for (size_t i = 0; i < texts.size(); ++i) model->EmbedText(texts[i], &fresh.embeddings[i * model->dim]);
-    model->labels = std::move(fresh);
+    model->labels = model->EmbedLabels(names, prompt ? prompt : "{}");
     return 0;
   });
 }
@@ -298,5 +338,32 @@ int edgeclip_classify(edgeclip_model* model, const float* image_embedding, float
     return 0;
   });
 }
+
+int edgeclip_handle_request(edgeclip_model* model, const char* json_line, char** reply) {
+  if (reply == nullptr) {
+    last_error = "edgeclip_handle_request needs somewhere to put the reply; reply is NULL";
+    return -1;
+  }
+  *reply = nullptr;
+  std::string id = "null", text;
+  const int status = Guard(1, [&] {
+    NeedModel(model, json_line);
+    if (std::strlen(json_line) > kMaxRequestBytes) throw std::invalid_argument(TooLongMessage());
+    const Json doc = JsonReader::Parse(json_line);
+    id = RequestId(doc);
+    text = ResultReply(id, model->Answer(ReadRequest(doc)));
+    return 0;
+  });
+  if (status != 0) text = ErrorReply(id, last_error);
+  *reply = static_cast<char*>(std::malloc(text.size() + 1));
+  if (*reply == nullptr) {
+    last_error = "out of memory for a " + std::to_string(text.size()) + "-byte reply";
+    return -1;
+  }
+  std::memcpy(*reply, text.c_str(), text.size() + 1);
+  return status;
+}
+
+void edgeclip_free_string(char* text) { std::free(text); }
 
 }  // extern "C"

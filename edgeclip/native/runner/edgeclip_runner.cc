@@ -1,6 +1,7 @@
 // edgeclip-runner: the bundle's command line on the device, with no Python. `edgeclip-runner MODE
 // [--flags]`: bench (measure the towers, one JSON object), classify, embed, tokenize (through
-// libedgeclip's C API, one JSON line per input), preprocess (an image to the image tower's input).
+// libedgeclip's C API, one JSON line per input), serve (the same as JSON-lines requests to one
+// loaded model), preprocess (an image to the image tower's input).
 // Errors: one line on stderr, exit status 2 (usage) or 3 (bad input or a failure).
 //
 // The bundle folder defaults to the parent of this binary's folder (the binary is bin/ in the
@@ -29,6 +30,7 @@
 #include "classify_command.h"
 #include "embed_command.h"
 #include "preprocess_command.h"
+#include "serve_command.h"
 #include "tokenize_command.h"
 
 namespace {
@@ -55,6 +57,8 @@ const Mode kModes[] = {
      {"--text", "--text-file"}, EmbedMain},
     {"tokenize", kTokenizeUsage, "the text tower's token ids (and mask) for texts (one JSON line per text)",
      {"--bundle", "--variant", "--threads", "--text", "--text-file"}, {}, {"--text", "--text-file"}, TokenizeMain},
+    {"serve", kServeUsage, "load once, answer JSON-lines requests on stdin/stdout or a Unix socket",
+     {"--bundle", "--variant", "--threads", "--towers", "--socket"}, {}, {}, ServeMain},
     {"preprocess", kPreprocessUsage, "an image to the image tower's input, as .npy",
      {"--bundle", "--threads", "--image", "--out", "--uint8-out"}, {}, {},
      [](const Args& a, const std::string& b) { PreprocessMain(a, b); }},
@@ -84,7 +88,7 @@ void PrintModes(FILE* to) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "edgeclip-runner: no mode given; run edgeclip-runner --help for bench, classify, embed, "
-                         "tokenize and preprocess\n");
+                         "tokenize, serve and preprocess\n");
     return 2;
   }
   const std::string name = argv[1];
@@ -97,8 +101,8 @@ int main(int argc, char** argv) {
     if (name == m.name) mode = &m;
   }
   if (mode == nullptr) {
-    std::fprintf(stderr, "edgeclip-runner: unknown mode '%s'; the modes are bench, classify, embed, tokenize and "
-                         "preprocess (edgeclip-runner --help)\n", name.c_str());
+    std::fprintf(stderr, "edgeclip-runner: unknown mode '%s'; the modes are bench, classify, embed, tokenize, "
+                         "serve and preprocess (edgeclip-runner --help)\n", name.c_str());
     return 2;
   }
   try {

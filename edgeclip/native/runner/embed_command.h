@@ -20,6 +20,7 @@
 #include "model_handle.h"
 #include "npy.h"
 #include "report.h"
+#include "results.h"
 #include "tokenize_command.h"
 
 namespace edgeclip {
@@ -86,17 +87,15 @@ inline void EmbedMain(const Args& args, const std::string& bundle) {
   ModelHandle model(bundle, args, images ? EDGECLIP_IMAGE : EDGECLIP_TEXT);
   const size_t dim = static_cast<size_t>(model.Dim());
   const std::string out = args.One("--out");
-  std::vector<float> all(out.empty() ? dim : dim * inputs.size());
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    float* row = out.empty() ? all.data() : &all[i * dim];
-    ModelHandle::Check(images ? edgeclip_embed_image_file(model.get(), inputs[i].c_str(), row)
-                              : edgeclip_embed_text(model.get(), inputs[i].c_str(), row));
-    if (out.empty()) {
-      std::printf("{\"%s\": %s, \"embedding\": %s}\n", images ? "image" : "text", Quoted(inputs[i]).c_str(),
-                  FloatsJson(all).c_str());
-    }
+  if (out.empty()) {
+    for (const std::string& input : inputs) std::printf("%s\n", EmbedJson(model.get(), images, input).c_str());
+    return;
   }
-  if (out.empty()) return;
+  std::vector<float> all(dim * inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    Checked(images ? edgeclip_embed_image_file(model.get(), inputs[i].c_str(), &all[i * dim])
+                   : edgeclip_embed_text(model.get(), inputs[i].c_str(), &all[i * dim]));
+  }
   HostArray array;
   array.shape = {static_cast<int64_t>(inputs.size()), static_cast<int64_t>(dim)};
   array.dtype = DLDataType{kDLFloat, 32, 1};

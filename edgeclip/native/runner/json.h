@@ -1,15 +1,20 @@
 // A small, strict JSON reader (RFC 8259: no comments, no trailing commas, nesting bounded), enough
-// for the runner to read the bundle's manifest.json itself rather than a second copy of its facts.
+// for the runner to read the bundle's manifest.json itself rather than a second copy of its facts,
+// and the writer that gives a serve request's "id" back as it came.
 #ifndef EDGECLIP_JSON_H_
 #define EDGECLIP_JSON_H_
 
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "report.h"
 
 namespace edgeclip {
 
@@ -192,6 +197,39 @@ class JsonReader {
   const std::string& s_;
   size_t at_ = 0;
 };
+
+// `v` as compact JSON: whole numbers below 2^53 as integers, others with 17 significant digits
+// (the same double back); a number too big for a double was read as infinity and is written null.
+inline std::string JsonText(const Json& v) {
+  switch (v.kind) {
+    case Json::kNull: return "null";
+    case Json::kBool: return v.boolean ? "true" : "false";
+    case Json::kString: return Quoted(v.text);
+    case Json::kNumber: {
+      if (!std::isfinite(v.number)) return "null";
+      char buf[32];
+      if (v.number == std::trunc(v.number) && std::fabs(v.number) < 9007199254740992.0) {
+        std::snprintf(buf, sizeof(buf), "%.0f", v.number);
+      } else {
+        std::snprintf(buf, sizeof(buf), "%.17g", v.number);
+      }
+      return buf;
+    }
+    case Json::kArray: {
+      std::string out = "[";
+      for (size_t i = 0; i < v.items.size(); ++i) out += (i ? ", " : "") + JsonText(v.items[i]);
+      return out + "]";
+    }
+    case Json::kObject: {
+      std::string out = "{";
+      for (size_t i = 0; i < v.fields.size(); ++i) {
+        out += (i ? ", " : "") + Quoted(v.fields[i].first) + ": " + JsonText(v.fields[i].second);
+      }
+      return out + "}";
+    }
+  }
+  return "null";
+}
 
 }  // namespace edgeclip
 

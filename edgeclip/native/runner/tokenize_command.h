@@ -14,6 +14,7 @@
 #include "args.h"
 #include "model_handle.h"
 #include "plan.h"
+#include "results.h"
 
 namespace edgeclip {
 
@@ -54,32 +55,13 @@ inline std::vector<std::string> Texts(const Args& args) {
   return texts;
 }
 
-inline std::string IdsJson(const std::vector<long long>& values) {
-  std::string json = "[";
-  for (size_t i = 0; i < values.size(); ++i) json += (i ? ", " : "") + std::to_string(values[i]);
-  return json + "]";
-}
-
 inline void TokenizeMain(const Args& args, const std::string& bundle) {
   if (!args.Has("--text") && !args.Has("--text-file")) throw UsageError("tokenize needs --text or --text-file");
   const std::vector<std::string> texts = Texts(args);
   const Plan plan = ReadPlan(bundle);
   if (!plan.tokenizer) throw UsageError(bundle + "/runner.plan has no tokenizer line; rebuild the bundle");
   const ModelHandle model(bundle, args, 0);
-  bool mask = false;
-  for (const std::string& input : plan.tokenizer->inputs) mask = mask || input == "attention_mask";
-  std::vector<long long> ids(plan.tokenizer->context);
-  for (const std::string& text : texts) {
-    const int length = ModelHandle::Check(edgeclip_tokenize(model.get(), text.c_str(), ids.data(),
-                                                            static_cast<int>(ids.size())));
-    std::string json = "{\"ids\": " + IdsJson(ids);
-    if (mask) {
-      std::vector<long long> real(ids.size(), 0);
-      std::fill(real.begin(), real.begin() + length, 1);
-      json += ", \"mask\": " + IdsJson(real);
-    }
-    std::printf("%s}\n", json.c_str());
-  }
+  for (const std::string& text : texts) std::printf("%s\n", TokenizeJson(model.get(), *plan.tokenizer, text).c_str());
 }
 
 }  // namespace edgeclip
