@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from c_programs import link_against_bundle
 from model_fixtures import make_tiny_clip_dir
 from PIL import Image
 
@@ -257,12 +258,7 @@ def _runner_top1(folder: Path, image: Path, prefix=()) -> tuple[str, float]:
 
 
 def _build_example(compiler: str, folder: Path) -> Path:
-    """The example built as docs/device-runtime.md says, into the bundle's bin/ (RUNPATH $ORIGIN/../lib)."""
-    binary = folder / "bin" / "classify"
-    subprocess.run([compiler, "-std=c99", "-Wall", "-Werror", str(EXAMPLE), "-I", str(folder / "include"),
-                    "-L", str(folder / "lib"), "-ledgeclip", "-Wl,-rpath,$ORIGIN/../lib", "-o", str(binary)],
-                   check=True, timeout=120)
-    return binary
+    return link_against_bundle(compiler, EXAMPLE, folder, "classify")
 
 
 def test_c_example_builds_and_classifies_on_the_host(folder, images):
@@ -308,10 +304,7 @@ int main(int argc, char** argv) {
 def test_embed_pixels_equals_embed_image_file(folder, tmp_path, mode):
     source = tmp_path / "pixels.c"
     source.write_text(PIXELS_C)
-    binary = folder / "bin" / "pixels"
-    subprocess.run(["gcc", "-std=c99", "-Wall", "-Werror", str(source), "-I", str(folder / "include"),
-                    "-L", str(folder / "lib"), "-ledgeclip", "-Wl,-rpath,$ORIGIN/../lib", "-o", str(binary)],
-                   check=True, timeout=120)
+    binary = link_against_bundle("gcc", source, folder, "pixels")
     image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (45, 61, 3), dtype=np.uint8)).convert(mode)
     image.save(tmp_path / "photo.png")
     pixels = np.asarray(image)

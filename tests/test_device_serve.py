@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from c_programs import link_against_bundle
 from PIL import Image
 
 from edgeclip.bundle import local
@@ -247,10 +248,7 @@ def test_handle_request_c_call(folder, files, tmp_path):
     png, _, _ = files
     source = tmp_path / "request.c"
     source.write_text(REQUEST_C)
-    binary = folder / "bin" / "request"
-    subprocess.run(["gcc", "-std=c99", "-Wall", "-Werror", str(source), "-I", str(folder / "include"),
-                    "-L", str(folder / "lib"), "-ledgeclip", "-Wl,-rpath,$ORIGIN/../lib", "-o", str(binary)],
-                   check=True, timeout=120)
+    binary = link_against_bundle("gcc", source, folder, "request")
     own = json.dumps({"id": 1, "op": "classify", "image": str(png), "labels": LABELS, "prompt": PROMPT})
     plain = json.dumps({"id": 2, "op": "classify", "image": str(png)})
     done = subprocess.run([str(binary), str(folder), plain, own], capture_output=True, text=True, timeout=120)
