@@ -32,7 +32,7 @@ def baked(baked_labels_bundle):
 
 def test_labels_are_members_the_manifest_and_plan_name(baked):
     bundle, members, manifest = baked
-    assert manifest["schema_version"] == 2
+    assert manifest["schema_version"] == 3
     assert manifest["labels"] == {"names": "labels/names.txt", "embeddings": "labels/embeddings.npy",
                                   "count": len(bundle.labels), "prompt": bundle.prompt}
     assert members["labels/names.txt"].decode("utf-8") == "".join(f"{label}\n" for label in bundle.labels)
@@ -132,7 +132,7 @@ SCHEMA_FAULTS = [
     ("prompt a number", _edit("labels.prompt", 3), "`labels.prompt` is 3"),
     ("labels a list", _edit("labels", ["a cat"]), "field `labels` is ['a cat'], not an object"),
     ("labels in a version 1 bundle", _edit("schema_version", 1), "field `labels` needs bundle schema version 2"),
-    ("version 3", _edit("schema_version", 3), "schema version 3 is not supported (this edgeclip reads 1 and 2)"),
+    ("version 4", _edit("schema_version", 4), "schema version 4 is not supported (this edgeclip reads 1, 2, 3)"),
 ]
 
 

@@ -46,7 +46,7 @@ def check_manifest(manifest, where) -> None:
     if type(version) is not int or version not in READ_VERSIONS:
         raise BundleError(
             f"{where}: bundle schema version {version!r} is not supported (this edgeclip reads "
-            f"{' and '.join(map(str, READ_VERSIONS))}); "
+            f"{', '.join(map(str, READ_VERSIONS))}); "
             "rebuild it with this edgeclip or upgrade edgeclip"
         )
     members = manifest.get("members")
