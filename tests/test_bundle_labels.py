@@ -121,6 +121,16 @@ def _edit(path: str, value):
     return edit
 
 
+def _version(number: int):
+    """The manifest as that older schema had it: no batch sizes besides 1 (version 3 added them)."""
+    def edit(manifest: dict) -> None:
+        manifest["schema_version"] = number
+        for towers in manifest["modules"].values():
+            for entry in towers.values():
+                entry.pop("batch_modules", None)
+    return edit
+
+
 SCHEMA_FAULTS = [
     ("count 0", _edit("labels.count", 0), "field `labels.count` is 0, not a label count from 1 to 10000"),
     ("count 10001", _edit("labels.count", 10_001), "`labels.count` is 10001"),
@@ -131,7 +141,7 @@ SCHEMA_FAULTS = [
     ("prompt empty", _edit("labels.prompt", ""), "`labels.prompt` is '', not a text of 1 to 1024 characters"),
     ("prompt a number", _edit("labels.prompt", 3), "`labels.prompt` is 3"),
     ("labels a list", _edit("labels", ["a cat"]), "field `labels` is ['a cat'], not an object"),
-    ("labels in a version 1 bundle", _edit("schema_version", 1), "field `labels` needs bundle schema version 2"),
+    ("labels in a version 1 bundle", _version(1), "field `labels` needs bundle schema version 2"),
     ("version 4", _edit("schema_version", 4), "schema version 4 is not supported (this edgeclip reads 1, 2, 3)"),
 ]
 
@@ -149,5 +159,5 @@ def test_the_schema_refuses_a_damaged_labels_entry(baked, case, edit, fragment):
 def test_a_version_1_manifest_without_labels_is_still_read(baked):
     manifest = copy.deepcopy(baked[2])
     del manifest["labels"]
-    manifest["schema_version"] = 1
+    _version(1)(manifest)
     check_manifest(manifest, "old.edgeclip")
