@@ -101,7 +101,9 @@ inline std::string TowerJson(TimedTower& lt, const BenchOptions& opt, double* mi
     for (size_t i = 0; i < outputs.size(); ++i) {
       HostArray ref = ReadNpy(lt.tower->expected[i]);
       const std::vector<double> got = AsDoubles(*outputs[i].GetDLTensorPtr()), want = AsDoubles(*ref.AsDLTensor());
-      if (got.size() != want.size() * static_cast<size_t>(opt.batch)) throw std::runtime_error("output and reference differ in size");
+      if (got.size() != want.size() * static_cast<size_t>(opt.batch)) {
+        throw std::runtime_error("output and reference differ in size");
+      }
       for (size_t row = 0; row < got.size(); row += want.size()) {  // every row of a batch is the reference's
         const std::vector<double> one(got.begin() + static_cast<std::ptrdiff_t>(row),
                                       got.begin() + static_cast<std::ptrdiff_t>(row + want.size()));

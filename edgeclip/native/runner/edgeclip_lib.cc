@@ -72,11 +72,12 @@ struct edgeclip_model {
   void Preprocess(const Image& rgb, const tvm::ffi::Tensor& input, size_t row) const {
     HostArray pixels = Normalise(ResizeAndCrop(rgb, *preprocessing), *preprocessing);
     const DLTensor& t = *input.GetDLTensorPtr();
-    if (static_cast<size_t>(tvm::ffi::GetDataSize(t)) != pixels.bytes.size() * static_cast<size_t>(t.shape[0])) {
+    const size_t bytes = pixels.bytes.size(), total = static_cast<size_t>(tvm::ffi::GetDataSize(t));
+    if (bytes == 0 || total % bytes != 0 || (row + 1) * bytes > total) {
       throw std::runtime_error("the manifest's preprocessing does not give the image tower's input size; "
                                "rebuild the bundle");
     }
-    std::memcpy(static_cast<char*>(t.data) + row * pixels.bytes.size(), pixels.bytes.data(), pixels.bytes.size());
+    std::memcpy(static_cast<char*>(t.data) + row * bytes, pixels.bytes.data(), bytes);
   }
 
   void EmbedImage(const Image& rgb, float* out) {

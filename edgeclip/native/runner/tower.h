@@ -63,13 +63,16 @@ inline void LoadBatches(const std::string& bundle, const Tower& tower, int max_b
     BatchProgram batch{b.batch, vm, entry, {}};
     for (size_t i = 0; i < program->data_count; ++i) {
       const DLTensor& one = *program->args[i].GetDLTensorPtr();
-      if (one.ndim < 1 || one.shape[0] != 1) throw std::runtime_error("tower " + tower.name + "'s data are not batch 1");
+      if (one.ndim < 1 || one.shape[0] != 1) {
+        throw std::runtime_error("tower " + tower.name + "'s data inputs are not batch 1; rebuild the bundle");
+      }
       std::vector<int64_t> shape(one.shape, one.shape + one.ndim);
       shape[0] = b.batch;
       batch.data.push_back(tvm::ffi::Tensor::FromNDAlloc(AlignedAlloc(), tvm::ffi::ShapeView(shape.data(), shape.size()),
                                                          one.dtype, DLDevice{kDLCPU, 0}));
       const size_t row = static_cast<size_t>(tvm::ffi::GetDataSize(one));
-      for (int r = 0; r < b.batch; ++r) std::memcpy(static_cast<char*>(batch.data.back().data_ptr()) + r * row, one.data, row);
+      char* rows = static_cast<char*>(batch.data.back().data_ptr());
+      for (int r = 0; r < b.batch; ++r) std::memcpy(rows + r * row, one.data, row);
     }
     program->batches.push_back(std::move(batch));
   }
