@@ -90,6 +90,22 @@ def bundle_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def batch_table() -> str:
+    lines = ["| model | target | CPU | ms/image batch 1 | ms/image batch 8 | × faster per image | images/s batch 8 "
+             "| load ms before → after | load avg |", "|---|---|---|---|---|---|---|---|---|"]
+    for _, d in _load("batch-*.json"):
+        one, eight = d["batches"]["1"], d["batches"]["8"]
+        load = d.get("load_ms_batch1")
+        loads = f"{load['before']:.0f} → {load['after']:.0f}" if load else "–"
+        lines.append(
+            f"| {d['shape']} | {d['target']} | {d['cpu']} ({d['cpus']} CPUs) | {one['per_image_ms']:.1f} | "
+            f"{eight['per_image_ms']:.1f} | {d['per_image_speedup_batch8_over_batch1']:.2f} | "
+            f"{eight['images_per_s']:.1f} | {loads} | "
+            f"{d['load_average_1m']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _figure(record: dict, key: str, spec: str) -> str:
     """A measured figure, or a dash where this run could not measure it (e.g. RSS off-device)."""
     return format(record[key], spec) if key in record else "–"
@@ -143,7 +159,7 @@ def _ablation_lines(data: dict, name: str) -> list[str]:
 
 
 TABLES = {"kernels": kernels_table, "e2e": e2e_table, "ptq": ptq_table, "bundle": bundle_table,
-          "training": training_table}
+          "batch": batch_table, "training": training_table}
 
 
 def main() -> None:

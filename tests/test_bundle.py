@@ -339,7 +339,8 @@ def tiny_clip_checkpoint(tmp_path_factory):
 
 def _check_tiny_clip_bundle(bundle, arch: str, emulate: bool) -> None:
     binaries = [data for data in _members(bundle).values() if data[:4] == b"\x7fELF"]
-    assert len(binaries) == 4 + 4 and {elf_arch(data) for data in binaries} == {arch}  # runner, 3 libs, 4 towers
+    # runner, 3 libs, 2 towers x 2 variants, and each variant's image tower for batch 8 (the default 1,8)
+    assert len(binaries) == 4 + 4 + 2 and {elf_arch(data) for data in binaries} == {arch}
     manifest = read_manifest(bundle)
     for entry in manifest["modules"]["ternary"].values():  # weights ship 5 trits a byte
         assert entry["packed_weights"]

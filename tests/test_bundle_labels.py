@@ -33,7 +33,7 @@ def baked(baked_labels_bundle):
 
 def test_labels_are_members_the_manifest_and_plan_name(baked):
     bundle, members, manifest = baked
-    assert manifest["schema_version"] == 2
+    assert manifest["schema_version"] == 3
     assert manifest["labels"] == {"names": "labels/names.txt", "embeddings": "labels/embeddings.npy",
                                   "count": len(bundle.labels), "prompt": bundle.prompt}
     assert members["labels/names.txt"].decode("utf-8") == "".join(f"{label}\n" for label in bundle.labels)
@@ -110,6 +110,16 @@ def test_a_prompt_without_exactly_one_slot_is_refused(prompt):
         check_prompt(prompt)
 
 
+def _version(number: int):
+    """The manifest as that older schema had it: no batch sizes besides 1 (version 3 added them)."""
+    def edit(manifest: dict) -> None:
+        manifest["schema_version"] = number
+        for towers in manifest["modules"].values():
+            for entry in towers.values():
+                entry.pop("batch_modules", None)
+    return edit
+
+
 SCHEMA_FAULTS = [
     ("count 0", edit_field("labels.count", 0), "field `labels.count` is 0, not a label count from 1 to 10000"),
     ("count 10001", edit_field("labels.count", 10_001), "`labels.count` is 10001"),
@@ -120,8 +130,8 @@ SCHEMA_FAULTS = [
     ("prompt empty", edit_field("labels.prompt", ""), "`labels.prompt` is '', not a text of 1 to 1024 characters"),
     ("prompt a number", edit_field("labels.prompt", 3), "`labels.prompt` is 3"),
     ("labels a list", edit_field("labels", ["a cat"]), "field `labels` is ['a cat'], not an object"),
-    ("labels in a version 1 bundle", edit_field("schema_version", 1), "field `labels` needs bundle schema version 2"),
-    ("version 3", edit_field("schema_version", 3), "schema version 3 is not supported (this edgeclip reads 1 and 2)"),
+    ("labels in a version 1 bundle", _version(1), "field `labels` needs bundle schema version 2"),
+    ("version 4", edit_field("schema_version", 4), "schema version 4 is not supported (this edgeclip reads 1, 2, 3)"),
 ]
 
 
@@ -138,5 +148,5 @@ def test_the_schema_refuses_a_damaged_labels_entry(baked, case, edit, fragment):
 def test_a_version_1_manifest_without_labels_is_still_read(baked):
     manifest = copy.deepcopy(baked[2])
     del manifest["labels"]
-    manifest["schema_version"] = 1
+    _version(1)(manifest)
     check_manifest(manifest, "old.edgeclip")

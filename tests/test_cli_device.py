@@ -109,7 +109,7 @@ def test_classify_without_labels_uses_the_baked_ones_with_no_text_tower(baked_la
 
 def test_embed_images_to_npy_and_text_to_json_lines(bundle, images, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # --out is relative: it means the caller's folder, not the runner's
-    (line,) = _lines(capsys, ["embed", str(bundle), "--image", str(images[0].parent), "--out", "out.npy"])
+    (line,) = _lines(capsys, ["embed", str(bundle), "--image", str(images[0].parent), "--out", "out.npy", "--batch", "8"])
     assert line == {"out": str(tmp_path / "out.npy"), "count": len(images), "dim": 32}
     saved = np.load(tmp_path / "out.npy")
     assert saved.dtype == np.float32 and saved.shape == (len(images), 32)
@@ -137,7 +137,7 @@ def test_tokenize_gives_the_host_tokenizers_ids(bundle, capsys):
 
 
 @pytest.mark.parametrize(("verb", "flags"), [("classify", ["--image", "--labels", "--labels-file", "--top"]),
-                                             ("embed", ["--image", "--text", "--text-file", "--out"]),
+                                             ("embed", ["--image", "--text", "--text-file", "--out", "--batch"]),
                                              ("tokenize", ["--text", "--text-file", "--emulate"])])
 def test_each_verb_has_help(verb, flags, capsys):
     with pytest.raises(SystemExit) as done:

@@ -6,6 +6,7 @@ and the C example builds and runs, on the host and cross compiled for aarch64 un
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
@@ -20,6 +21,9 @@ from PIL import Image
 
 from edgeclip.bundle import local
 from edgeclip.bundle.build import build_bundle
+from edgeclip.cli import main
+from edgeclip.errors import BundleError
+from edgeclip.formats.manifest import check_manifest
 from edgeclip.native import toolchain
 from edgeclip.pipeline import ternarize_source
 from edgeclip.quant import TernaryConfig
@@ -346,3 +350,78 @@ def test_aarch64_library_is_self_contained_and_the_c_example_runs_under_qemu(tin
     label, p = _example_top1(folder, _build_example("aarch64-linux-gnu-gcc", folder), image, prefix)
     expected = _runner_top1(folder, image, prefix)
     assert label == expected[0] and p == pytest.approx(expected[1], abs=1e-4)
+
+
+def test_embed_batch_8_equals_batch_1_for_11_images_in_order(folder, tmp_path):
+    assert "batch 8 modules/ternary/image.b8.so main\n" in (folder / "runner.plan").read_text()
+    rng = np.random.default_rng(2)
+    for i in range(11):  # 8 + 1 + 1 + 1 on a 1,8 bundle; sizes vary so rows differ
+        Image.fromarray(rng.integers(0, 256, (30 + 3 * i, 41, 3), dtype=np.uint8)).save(tmp_path / f"{i:02d}.png")
+    singles = lines(run(folder, "embed", "--image", tmp_path))
+    batched = lines(run(folder, "embed", "--image", tmp_path, "--batch", 8))
+    assert [row["image"] for row in batched] == [row["image"] for row in singles] == [
+        str(tmp_path / f"{i:02d}.png") for i in range(11)]
+    one, eight = (np.array([row["embedding"] for row in rows]) for rows in (singles, batched))
+    assert (one * eight).sum(axis=1).min() >= 0.9999
+    assert np.abs(one - eight).max() < 1e-4
+    (summary,) = lines(run(folder, "embed", "--image", tmp_path, "--batch", 8, "--out", tmp_path / "all.npy"))
+    assert summary["count"] == 11
+    np.testing.assert_allclose(np.load(tmp_path / "all.npy"), eight, atol=1e-6)
+
+
+def test_bench_batch_8_reports_its_load_time_and_reproduces_the_reference_per_row(folder):
+    (report,) = lines(run(folder, "bench", "--tower", "image", "--batch", 8, "--runs", 2, "--warmup", 1))
+    image = report["towers"]["image"]
+    assert report["batch"] == image["batch"] == 8 and image["output_shape"][0] == 8
+    assert report["load_ms"] > 0 and image["load_ms"] > 0
+    assert image["cosine_to_reference"] >= 0.999
+
+
+BAD_BATCHES = [
+    (("embed", "--image", "IMAGE", "--batch", 0), 2, "--batch needs a whole number of at least 1, not '0'"),
+    (("embed", "--image", "IMAGE", "--batch", 65), 2, "--batch needs a whole number from 1 to 64, not '65'"),
+    (("embed", "--image", "IMAGE", "--batch", "8x"), 2, "--batch needs a whole number of at least 1, not '8x'"),
+    (("embed", "--text", "a cat", "--batch", 8), 2, "--batch goes with --image"),
+    (("bench", "--tower", "image", "--batch", 3), 2, "the image tower is compiled for batch 1,8; pick one"),
+    (("bench", "--batch", 8), 2, "the text tower is compiled for batch 1"),
+]
+
+
+@pytest.mark.parametrize(("argv", "code", "fragment"), BAD_BATCHES, ids=[" ".join(map(str, c[0][-3:])) for c in BAD_BATCHES])
+def test_bad_batch_values_are_refused_in_one_line(folder, images, argv, code, fragment):
+    done = run(folder, *(images[0] if a == "IMAGE" else a for a in argv), code=code)
+    assert len(done.stderr.splitlines()) == 1 and fragment in done.stderr, done.stderr
+
+
+def test_the_manifest_lists_the_batch_sizes_and_older_bundles_still_read(bundle, folder, images):
+    with local.extracted(bundle) as (_, manifest):
+        pass
+    image = manifest["modules"]["ternary"]["image"]
+    assert manifest["schema_version"] == 3
+    assert image["batch_modules"] == [{"batch": 8, "path": "modules/ternary/image.b8.so", "function": "main"}]
+    assert "batch_modules" not in manifest["modules"]["ternary"]["text"]  # texts run one at a time
+    older = copy.deepcopy(manifest)
+    del older["modules"]["ternary"]["image"]["batch_modules"]
+    older["schema_version"] = 2
+    check_manifest(older, "v2.edgeclip")  # a version 2 bundle: batch 1 only
+    older["modules"]["ternary"]["image"]["batch_modules"] = image["batch_modules"]
+    with pytest.raises(BundleError, match="needs bundle schema version 3"):
+        check_manifest(older, "v2.edgeclip")
+    for batch in (1, 65, True):
+        bad = copy.deepcopy(manifest)
+        bad["modules"]["ternary"]["image"]["batch_modules"][0]["batch"] = batch
+        with pytest.raises(BundleError, match="batch_modules.0.batch` is .*not a batch size from 2 to 64"):
+            check_manifest(bad, "b.edgeclip")
+    # An older plan (no batch lines) runs --batch 8 one image a call, with the same embeddings.
+    plan = folder / "runner.plan"
+    singles = lines(run(folder, "embed", "--image", *images))
+    plan.write_text("".join(line for line in plan.read_text().splitlines(True) if not line.startswith("batch ")))
+    batched = lines(run(folder, "embed", "--image", *images, "--batch", 8))
+    np.testing.assert_allclose([r["embedding"] for r in batched], [r["embedding"] for r in singles], atol=1e-6)
+
+
+@pytest.mark.parametrize("sizes", ["8", "1,65", "1,x", "0,1"])
+def test_build_refuses_bad_batch_sizes_in_one_line_before_compiling(sizes, capsys):
+    assert main(["build", "--target", "x86-64", "--model", "no-such-model", "--batch", sizes, "-o", "out"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("edgeclip build: error: --batch") and "--batch 1,8" in err, err

@@ -1,7 +1,7 @@
 """The device runtime on a real rpi4 bundle under qemu-aarch64, against the host: `classify` on
 real photos and Fashion-MNIST frames (one runner process for all images and labels) picks the
 top-1 that the same bundle gives with host preprocessing, `embed` of a 100-image folder agrees
-with the PyTorch image tower, and device preprocessing stays within 1 of the host's pixels."""
+with the PyTorch image tower (and at --batch 8 with itself one image a call), and device preprocessing stays within 1 of the host's pixels."""
 
 from __future__ import annotations
 
@@ -129,3 +129,7 @@ def test_embed_a_folder_of_100_images_matches_the_pytorch_tower(device, tiny_cli
     cosines = np.sum(embeddings.astype(np.float64) * expected, axis=1)
     record_property("embed_cosine_min", f"{cosines.min():.5f}")
     assert cosines.min() >= 0.995, (names[int(cosines.argmin())], float(cosines.min()))
+    # Eight a call (12 x 8 + 4 x 1 on the 1,8 bundle), on the board's own kernels: the same rows.
+    _run(command, "embed", "--bundle", str(folder), "--image", str(photos), "--batch", "8", "--out", str(out))
+    batched = np.load(out).astype(np.float64)
+    assert np.sum(batched * embeddings, axis=1).min() >= 0.9999

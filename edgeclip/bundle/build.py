@@ -23,6 +23,7 @@ from edgeclip.bundle import labels as baked
 from edgeclip.bundle.model_info import bundle_family, model_info, tokenizer_files
 from edgeclip.errors import BundleError
 from edgeclip.formats.bundle import MIN_COSINE, SUFFIX, VARIANTS, write_bundle
+from edgeclip.formats.manifest import MAX_BATCH
 from edgeclip.native import runtime_libs, toolchain
 from edgeclip.quant.packing import base3_from_2bit
 from edgeclip.targets import Target, load_target
@@ -36,6 +37,8 @@ HEADER = "include/edgeclip.h"
 PLAN = "runner.plan"
 TOWERS = ("image", "text")
 REFERENCE_TEXT = "a photo of a cat"
+# The image tower's compiled batch sizes: 1 for one photo at a time, 8 for folders (embed --batch 8).
+DEFAULT_BATCHES = (1, 8)
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,9 @@ class BundleModule:
     """One compiled tower: a Relax VM executable (`tvm.compile` result) and its entry function.
     `params` are fixed arguments passed after the tower's inputs (weights kept out of the code);
     `packed_weights` (2-bit kernel packings, uint8) follow them and ship 1.6-bit: the runner
-    rebuilds the kernel bytes at load, which makes the payload 20 % smaller than 2-bit."""
+    rebuilds the kernel bytes at load, which makes the payload 20 % smaller than 2-bit.
+    `batch`: the rows its data inputs take; a tower's batch > 1 modules must take the same params
+    and packed weights as its batch 1 module, which the bundle stores once for all of them."""
 
     tower: str
     variant: str
@@ -51,6 +56,7 @@ class BundleModule:
     function: str = "main"
     params: tuple[np.ndarray, ...] = ()
     packed_weights: tuple[np.ndarray, ...] = ()
+    batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -97,12 +103,15 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
 
     module_manifest: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="edgeclip-build-") as tmp:
-        for module in modules:
-            member = f"modules/{module.variant}/{module.tower}.so"
-            so = toolchain.export_module(module.executable, Path(tmp) / f"{module.variant}-{module.tower}.so",
-                                         *target.compiler)
-            files[member] = so.read_bytes()
+        for module in sorted(modules, key=lambda m: m.batch):  # batch 1 first: it holds the shared weights
             prefix = f"modules/{module.variant}/{module.tower}"
+            stem = prefix if module.batch == 1 else f"{prefix}.b{module.batch}"
+            so = toolchain.export_module(module.executable, Path(tmp) / f"{stem.replace('/', '-')}.so", *target.compiler)
+            files[f"{stem}.so"] = so.read_bytes()
+            if module.batch > 1:
+                module_manifest[module.variant][module.tower].setdefault("batch_modules", []).append(
+                    {"batch": module.batch, "path": f"{stem}.so", "function": module.function})
+                continue
             params = []
             for i, param in enumerate(module.params):
                 params.append(f"{prefix}.param{i}.npy")
@@ -112,7 +121,7 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
                 packed.append({"path": f"{prefix}.packed{i}.npy", "shape": list(weight.shape)})
                 files[packed[-1]["path"]] = npy_bytes(base3_from_2bit(weight))
             module_manifest.setdefault(module.variant, {})[module.tower] = {
-                "path": member, "function": module.function, "params": params, "packed_weights": packed,
+                "path": f"{stem}.so", "function": module.function, "params": params, "packed_weights": packed,
             }
     files[PLAN] = _plan(modules, module_manifest, reference_manifest, model_info or {}).encode()
 
@@ -135,6 +144,7 @@ def _check_modules(modules: list[BundleModule], references: list[TowerReference]
     if not any(m.variant == "ternary" for m in modules):
         raise BundleError("a bundle needs at least one ternary module; compile the model first")
     refs = {r.tower for r in references}
+    first = {(m.variant, m.tower): m for m in modules if m.batch == 1}
     for ref in references:
         if not all(np.isfinite(array).all() for array in (*ref.inputs, *ref.outputs) if array.dtype.kind == "f"):
             raise BundleError(f"the {ref.tower} tower's reference holds NaN or infinite values; the model cannot "
@@ -144,6 +154,20 @@ def _check_modules(modules: list[BundleModule], references: list[TowerReference]
             raise BundleError(f"module variant {module.variant!r} unknown; use one of {VARIANTS}")
         if module.tower not in refs:
             raise BundleError(f"tower {module.tower!r} has no reference input/output; pass a TowerReference")
+        if module.batch == 1:
+            continue
+        one = first.get((module.variant, module.tower))
+        if one is None or not 1 < module.batch <= MAX_BATCH:
+            raise BundleError(f"the {module.variant} {module.tower} module for batch {module.batch} needs a batch 1 "
+                              f"module beside it and a batch size from 2 to {MAX_BATCH}")
+        if sum(m.batch == module.batch and (m.variant, m.tower) == (module.variant, module.tower) for m in modules) > 1:
+            raise BundleError(f"the {module.variant} {module.tower} tower has two modules for batch {module.batch}")
+        # The bundle stores the weights once and hands the same tensors to every batch size's entry.
+        same = [(a.shape == b.shape and np.array_equal(a, b)) for a, b in
+                zip((*module.params, *module.packed_weights), (*one.params, *one.packed_weights), strict=False)]
+        if len(module.params) != len(one.params) or len(module.packed_weights) != len(one.packed_weights) or not all(same):
+            raise BundleError(f"the {module.variant} {module.tower} module for batch {module.batch} takes other "
+                              "weights than its batch 1 module; compile both from the same checkpoint")
 
 
 def tokenizer_plan_line(fields: dict) -> str:
@@ -155,15 +179,18 @@ def tokenizer_plan_line(fields: dict) -> str:
 def _plan(modules: list[BundleModule], module_manifest: dict, references: dict, info: dict) -> str:
     """The runner's plan (format in docs/bundle-format.md): the tokenizer, baked labels, ternary
     towers, then fp32."""
-    lines = ["# edgeclip runner plan 1"]
+    lines = ["# edgeclip runner plan 2"]
     tokenizer = info.get("tokenizer")
     if tokenizer is not None and "vocab" in tokenizer:  # the runner tokenizes only with a bundled vocabulary
         lines.append(tokenizer_plan_line(tokenizer))
     if "labels" in info:
         lines.append(baked.labels_plan_line(info["labels"]))
     for module in sorted(modules, key=lambda m: (VARIANTS.index(m.variant), m.tower)):
+        if module.batch > 1:
+            continue
         entry = module_manifest[module.variant][module.tower]
         lines.append(f"module {module.variant} {module.tower} {entry['path']} {module.function}")
+        lines += [f"batch {item['batch']} {item['path']} {item['function']}" for item in entry.get("batch_modules", [])]
         lines += [f"data {item['path']}" for item in references[module.tower]["inputs"]]
         lines += [f"param {path}" for path in entry["params"]]
         lines += [f"packed {item['path']} {','.join(map(str, item['shape']))}" for item in entry["packed_weights"]]
@@ -174,15 +201,34 @@ def _plan(modules: list[BundleModule], module_manifest: dict, references: dict, 
 # ---- from a checkpoint -----------------------------------------------------------------------
 
 
+def check_batches(batches) -> tuple[int, ...]:
+    """Batch sizes as the bundle takes them: whole numbers from 1 to MAX_BATCH, 1 among them, ascending."""
+    sizes = tuple(sorted(set(batches))) if all(type(b) is int for b in batches) else ()
+    if not sizes or sizes[0] != 1 or sizes[-1] > MAX_BATCH:
+        raise BundleError(f"--batch {','.join(map(str, batches))} is refused: give batch sizes from 1 to {MAX_BATCH}, "
+                          "1 among them (the runner's single images and remainders), e.g. --batch 1,8")
+    return sizes
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """`--batch 1,8` as sizes, or one BundleError line naming the problem."""
+    try:
+        return check_batches([int(part) for part in text.split(",")])
+    except ValueError:
+        raise BundleError(f"--batch {text!r} is not a list of whole numbers; give sizes like --batch 1,8") from None
+
+
 def build_bundle(checkpoint, target_name: str, out_dir, towers=TOWERS, baseline: str | None = None,
-                 labels: list[str] | None = None, prompt: str = baked.DEFAULT_PROMPT) -> Path:
+                 labels: list[str] | None = None, prompt: str = baked.DEFAULT_PROMPT,
+                 batches=DEFAULT_BATCHES) -> Path:
     """`edgeclip build`: the checkpoint's towers compiled for the target, with references.
 
     Ternary modules come from the lowering (`edgeclip.lower.build.compile`, int8 activations);
     the fp32 baseline is the same tower with its weights folded to float32 constants, compiled
     by TVM's stock Relax pipeline, i.e. what the model costs without ternary kernels.
     `labels` are embedded here with the PyTorch text tower (`prompt` around each) and baked in,
-    also into bundles without a text tower.
+    also into bundles without a text tower. `batches`: the image tower's compiled batch sizes
+    (the text tower is compiled for batch 1, one text at a time).
     """
     from edgeclip.models.model_io import load_model
 
@@ -195,6 +241,7 @@ def build_bundle(checkpoint, target_name: str, out_dir, towers=TOWERS, baseline:
     if labels is not None:
         baked.check_labels(labels, "--labels")
         baked.check_prompt(prompt)
+    batches = check_batches(batches)
     try:
         from edgeclip.lower.build import compile as lower_compile
     except ImportError as err:
@@ -218,6 +265,12 @@ def build_bundle(checkpoint, target_name: str, out_dir, towers=TOWERS, baseline:
                for t in towers]
     if baseline:
         modules += [BundleModule(t, "fp32", _float_executable(available[t], target)) for t in towers]
+    for size in batches[1:] if "image" in towers else ():
+        image = lower_compile(model, target, towers=["image"], act="int8", threads=target.cores, batch=size).towers["image"]
+        modules.append(BundleModule("image", "ternary", image.executable, packed_weights=image.weights, batch=size))
+        if baseline:
+            float_image = family.towers(model, size, None)["image"]
+            modules.append(BundleModule("image", "fp32", _float_executable(float_image, target), batch=size))
     name = Path(checkpoint).resolve().name
     return write_model_bundle(out_dir, name, target, modules, references, info, extra)
 

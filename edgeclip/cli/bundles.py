@@ -26,6 +26,9 @@ def add_bundle_commands(subparsers) -> None:
                    'or "a,b,c" (embedded here by the text tower, also with --towers image)')
     p.add_argument("--prompt", default=None,
                    help='text each label is embedded in, with {} for the label, e.g. "a photo of a {}" (default "{}")')
+    p.add_argument("--batch", default="1,8", metavar="SIZES",
+                   help="batch sizes the image tower is compiled for, 1 among them (default 1,8; at most 64): "
+                        "`edgeclip-runner embed --batch 8` runs 8 images a call")
     p.add_argument("-o", "--out", required=True, help="output directory")
     p.set_defaults(func=run_build)
 
@@ -64,15 +67,16 @@ def run_targets(args) -> None:
 
 def run_build(args) -> None:
     from edgeclip.bundle import labels
-    from edgeclip.bundle.build import build_bundle
+    from edgeclip.bundle.build import build_bundle, parse_batches
     from edgeclip.errors import BundleError
 
     if args.prompt is not None and args.labels is None:
         raise BundleError("--prompt goes with --labels (the labels it is put around); pass both or neither")
     baked = None if args.labels is None else labels.parse_labels(args.labels)
     prompt = labels.DEFAULT_PROMPT if args.prompt is None else args.prompt
+    batches = parse_batches(args.batch)  # before minutes of compiling
     path = build_bundle(args.model, args.target, args.out, towers=tuple(towers_from(args)), baseline=args.baseline,
-                        labels=baked, prompt=prompt)
+                        labels=baked, prompt=prompt, batches=batches)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 

@@ -48,6 +48,7 @@ def add_device_commands(verbs) -> None:
     _inputs(p, "--text", "a text to embed; repeatable")
     _inputs(p, "--text-file", "a UTF-8 file with one text a line; repeatable")
     p.add_argument("--out", type=os.path.abspath, help="write the embeddings to this .npy file")
+    p.add_argument("--batch", type=int, help="images a tower call, up to the bundle's compiled sizes (default 1)")
     _common(p)
 
     p = _verb(verbs, "tokenize", "the text tower's token ids, from the bundle's own tokenizer (`edgeclip-runner tokenize`)",
@@ -83,7 +84,7 @@ def _where(p) -> None:
     add_ssh_options(board)
 
 
-_PASSED = ("labels", "labels_file", "prompt", "top", "out", "variant", "threads")
+_PASSED = ("labels", "labels_file", "prompt", "top", "out", "batch", "variant", "threads")
 
 
 def _run(args) -> None:

@@ -123,12 +123,13 @@ def write_bundle(path, manifest: dict, files: dict[str, bytes], executables: fro
 
 
 def payload_bytes(manifest: dict, variant: str) -> int:
-    """What the model itself weighs in a bundle: one variant's modules, fixed parameters and stored
-    weights (not the runner, runtime libraries, tokenizer or reference data)."""
+    """What the model itself weighs in a bundle: one variant's modules (every batch size's),
+    fixed parameters and stored weights (not the runner, runtime libraries, tokenizer or reference data)."""
     members = manifest["members"]
     total = 0
     for entry in manifest["modules"].get(variant, {}).values():
-        paths = [entry["path"], *entry.get("params", ()), *(w["path"] for w in entry.get("packed_weights", ()))]
+        paths = [entry["path"], *(b["path"] for b in entry.get("batch_modules", ())), *entry.get("params", ()),
+                 *(w["path"] for w in entry.get("packed_weights", ()))]
         total += sum(members[p]["bytes"] for p in paths)
     return total
 

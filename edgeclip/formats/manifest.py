@@ -14,8 +14,8 @@ import re
 from edgeclip.errors import BundleError
 from edgeclip.formats.jsonbound import load_bounded
 
-SCHEMA_VERSION = 2  # what this edgeclip writes: 2 added baked `labels`
-READ_VERSIONS = (1, 2)  # a version 1 bundle is read as one without labels
+SCHEMA_VERSION = 3  # what this edgeclip writes: 2 added baked `labels`, 3 `batch_modules`
+READ_VERSIONS = (1, 2, 3)  # older bundles are read as ones without labels / with batch 1 only
 MANIFEST = "manifest.json"
 # The module variants a bundle may carry, in the order runners and reports list them.
 VARIANTS = ("ternary", "fp32")
@@ -25,6 +25,7 @@ MAX_MEMBER_BYTES = 1 << 40  # a field bound only; verify_bundle's limits bound w
 MAX_DIMS, MAX_DIM = 8, 1 << 31
 MAX_LABELS = 10_000  # baked labels a bundle may carry
 MAX_PROMPT_CHARS = 1024
+MAX_BATCH = 64  # a compiled batch size; past it a tower's activations outgrow an edge board's memory
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")  # target name and arch, tower, function names
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _OPTIONAL_TABLES = ("tokenizer", "preprocessing", "model", "runtime")
@@ -45,7 +46,7 @@ def check_manifest(manifest, where) -> None:
     if type(version) is not int or version not in READ_VERSIONS:
         raise BundleError(
             f"{where}: bundle schema version {version!r} is not supported (this edgeclip reads "
-            f"{' and '.join(map(str, READ_VERSIONS))}); "
+            f"{', '.join(map(str, READ_VERSIONS))}); "
             "rebuild it with this edgeclip or upgrade edgeclip"
         )
     members = manifest.get("members")
@@ -60,7 +61,7 @@ def check_manifest(manifest, where) -> None:
     check.member(manifest, "runner", executable=True)
     if "runner_plan" in manifest:
         check.member(manifest, "runner_plan")
-    check.modules(check.table(manifest, "modules"))
+    check.modules(check.table(manifest, "modules"), version)
     check.references(check.table(manifest, "reference", required=False))
     check.floors(check.table(manifest, "min_cosine", required=False))
     for key in _OPTIONAL_TABLES:
@@ -172,7 +173,7 @@ class _Checker:
             if dtype:
                 self.word(item, "dtype", field)
 
-    def modules(self, modules: dict) -> None:
+    def modules(self, modules: dict, version: int) -> None:
         for variant, towers in modules.items():
             if variant not in VARIANTS:
                 raise self.fail(f"modules.{variant}", f"is not a module variant (known: {', '.join(VARIANTS)})")
@@ -189,6 +190,25 @@ class _Checker:
                 for i in range(len(params)):
                     self.member(params, i, prefix + "params.")
                 self.files(entry, "packed_weights", prefix, dtype=False)
+                if "batch_modules" in entry:
+                    if version < 3:
+                        raise self.fail(prefix + "batch_modules", "needs bundle schema version 3")
+                    self.batch_modules(entry, prefix)
+
+    def batch_modules(self, entry: dict, prefix: str) -> None:
+        """The tower compiled for more batch sizes than 1: each {batch, path, function}, ascending."""
+        last = 1
+        for i, item in enumerate(self.items(entry, "batch_modules", prefix)):
+            field = f"{prefix}batch_modules.{i}."
+            if not isinstance(item, dict):
+                raise self.fail(field[:-1], "is not an object")
+            batch = item.get("batch")
+            if type(batch) is not int or not last < batch <= MAX_BATCH:
+                raise self.fail(field + "batch", f"is {_short(batch)}, not a batch size from {last + 1} to {MAX_BATCH} "
+                                "(sizes ascend, batch 1 is the tower's own module)")
+            last = batch
+            self.member(item, "path", field)
+            self.word(item, "function", field)
 
     def references(self, reference: dict) -> None:
         for tower in reference:

@@ -167,16 +167,17 @@ def compile_tower(tower: Tower, target: LowerTarget, act: str, records=FROM_STOR
 
 
 def compile(model_or_ckpt, target: str | Target = HOST_TARGET, towers=None, act: str = "int8",
-            threads: int | None = None, seq_len: int | None = None) -> CompiledModel:  # noqa: A001 - the door's name
+            threads: int | None = None, seq_len: int | None = None, batch: int = 1) -> CompiledModel:  # noqa: A001 - the door's name
     """Compile the towers of a model (module, checkpoint dir or teacher spec) for `target` (a board
     or its name).
 
     act="int8" quantizes activations per token inside each ternary kernel; "fp32" keeps them float.
     `towers` picks e.g. ["image"]; default all the model has. `threads` defaults to every core.
+    `batch`: the input rows each call takes (a static shape, as every kernel here is).
     """
     if act not in ACTS:
         raise ModelError(f"--act must be one of {ACTS}, got {act!r}")
     resolved = resolve_target(target, threads)
-    family, selected = select_towers(model_or_ckpt, towers, seq_len)
+    family, selected = select_towers(model_or_ckpt, towers, seq_len, batch)
     compiled = {name: compile_tower(tower, resolved, act) for name, tower in selected.items()}
     return CompiledModel(resolved, act, family.name, compiled)

@@ -161,6 +161,8 @@ class TernaryRewriter:
 
     def _matmul(self, orig, x, w_const, bias: np.ndarray | None):
         w = _array(w_const)
+        if w.ndim == 3 and len(_shape(x)) == 3 and (w == w[:1]).all():
+            w = w[0]  # at batch > 1 torch.export can give a linear as a bmm on its weight broadcast per row
         if w.ndim != 2 or _dtype(x) != "float32" or w.dtype != np.float32:
             return orig
         if bias is not None and (bias.ndim != 1 or bias.shape[0] != w.shape[1] or bias.dtype != np.float32):

@@ -66,10 +66,11 @@ def open_model(model_or_spec) -> tuple[nn.Module, ModelFamily]:
     return model, found
 
 
-def select_towers(model_or_ckpt, towers=None, seq_len: int | None = None) -> tuple[ModelFamily, dict]:
-    """(family, {name: Tower}) of the requested towers (default: all the model has), in request order."""
+def select_towers(model_or_ckpt, towers=None, seq_len: int | None = None, batch: int = 1) -> tuple[ModelFamily, dict]:
+    """(family, {name: Tower}) of the requested towers (default: all the model has), in request order,
+    with inputs of `batch` rows."""
     model, found = open_model(model_or_ckpt)
-    available = found.towers(model, 1, seq_len)
+    available = found.towers(model, batch, seq_len)
     wanted = list(towers or available)
     missing = [name for name in wanted if name not in available]
     if missing:

@@ -6,6 +6,8 @@
 // (null where --input replaced the reference data); --save-outputs writes each output as
 // DIR/VARIANT-TOWER.npy. Without --module, the fp32 baseline (when the bundle has one) is measured
 // in a forked child first, so each variant's peak RSS is its own, and reported under "baseline".
+// `--batch N` runs each tower's entry compiled for N rows (edgeclip build --batch), its inputs the
+// reference rows repeated N times; latencies are per call, `batch` says how many rows a call took.
 #ifndef EDGECLIP_BENCH_H_
 #define EDGECLIP_BENCH_H_
 
@@ -34,11 +36,11 @@ namespace edgeclip {
 
 constexpr const char* kBenchUsage =
     "bench [--bundle DIR] [--module ternary|fp32] [--runs N] [--warmup N] [--threads N] [--tower NAME] "
-    "[--input TOWER=A.npy[,B.npy]]... [--save-outputs DIR]";
+    "[--batch N] [--input TOWER=A.npy[,B.npy]]... [--save-outputs DIR]";
 
 struct BenchOptions {
   std::string bundle, module, tower, save_outputs;
-  int runs = 10, warmup = 2, threads = 0;
+  int runs = 10, warmup = 2, threads = 0, batch = 1;
   std::map<std::string, std::vector<std::string>> inputs;  // tower -> .npy files replacing its data
 };
 
@@ -55,13 +57,34 @@ struct TimedTower {
   double load_ms;
   std::vector<double> latencies;
   tvm::ffi::Any last;
+
+  void Run() {
+    if (program.batches.empty()) return RunTower(program, &last);
+    RunBatch(program, program.batches.back(), &last);  // the one size --batch loaded
+  }
 };
 
 inline TimedTower LoadTimed(const Tower& tower, const BenchOptions& opt) {
   auto start = BenchClock::now();
   auto replaced = opt.inputs.find(tower.name);
   const bool reference = replaced == opt.inputs.end();
+  const bool compiled = opt.batch == 1 || std::any_of(tower.batches.begin(), tower.batches.end(),
+                                                      [&](const BatchModule& b) { return b.batch == opt.batch; });
+  if (!compiled) {
+    std::string sizes = "1";
+    for (const BatchModule& b : tower.batches) sizes += "," + std::to_string(b.batch);
+    throw UsageError("--batch " + std::to_string(opt.batch) + ": the " + tower.name + " tower is compiled for batch " +
+                     sizes + "; pick one (--tower NAME for one tower) or rebuild with edgeclip build --batch 1," +
+                     std::to_string(opt.batch));
+  }
   TowerProgram program = LoadTower(opt.bundle, tower, reference ? std::vector<std::string>{} : replaced->second);
+  if (opt.batch > 1) {  // only the size asked for, so load_ms is what a process running it pays
+    Tower only = tower;
+    only.batches.erase(std::remove_if(only.batches.begin(), only.batches.end(),
+                                      [&](const BatchModule& b) { return b.batch != opt.batch; }),
+                       only.batches.end());
+    LoadBatches(opt.bundle, only, opt.batch, &program);
+  }
   return TimedTower{&tower, std::move(program), reference, MsSince(start), {}, {}};
 }
 
@@ -77,7 +100,15 @@ inline std::string TowerJson(TimedTower& lt, const BenchOptions& opt, double* mi
     cosine = 1.0;
     for (size_t i = 0; i < outputs.size(); ++i) {
       HostArray ref = ReadNpy(lt.tower->expected[i]);
-      cosine = std::min(cosine, Cosine(AsDoubles(*outputs[i].GetDLTensorPtr()), AsDoubles(*ref.AsDLTensor())));
+      const std::vector<double> got = AsDoubles(*outputs[i].GetDLTensorPtr()), want = AsDoubles(*ref.AsDLTensor());
+      if (got.size() != want.size() * static_cast<size_t>(opt.batch)) {
+        throw std::runtime_error("output and reference differ in size");
+      }
+      for (size_t row = 0; row < got.size(); row += want.size()) {  // every row of a batch is the reference's
+        const std::vector<double> one(got.begin() + static_cast<std::ptrdiff_t>(row),
+                                      got.begin() + static_cast<std::ptrdiff_t>(row + want.size()));
+        cosine = std::min(cosine, Cosine(one, want));
+      }
     }
     *min_cosine = std::isnan(*min_cosine) ? cosine : std::min(*min_cosine, cosine);
   }
@@ -93,7 +124,7 @@ inline std::string TowerJson(TimedTower& lt, const BenchOptions& opt, double* mi
       WriteNpy(opt.save_outputs + "/" + lt.tower->variant + "-" + lt.tower->name + suffix + ".npy", arr);
     }
   }
-  return Quoted(lt.tower->name) + ": {\"load_ms\": " + Num(lt.load_ms) +
+  return Quoted(lt.tower->name) + ": {\"load_ms\": " + Num(lt.load_ms) + ", \"batch\": " + std::to_string(opt.batch) +
          ", \"latency_ms\": " + LatencyJson(lt.latencies) + ", \"cosine_to_reference\": " + Num(cosine) +
          ", \"output_shape\": " + shape + "}";
 }
@@ -112,14 +143,14 @@ inline std::string RunVariant(const std::vector<Tower>& plan, const std::string&
                              (opt.tower.empty() ? "" : " for tower '" + opt.tower + "'"));
   }
   for (int i = 0; i < opt.warmup; ++i) {
-    for (TimedTower& lt : loaded) RunTower(lt.program, &lt.last);
+    for (TimedTower& lt : loaded) lt.Run();
   }
   std::vector<double> totals;
   for (int i = 0; i < std::max(opt.runs, 1); ++i) {
     double total = 0;
     for (TimedTower& lt : loaded) {
       auto start = BenchClock::now();
-      RunTower(lt.program, &lt.last);
+      lt.Run();
       lt.latencies.push_back(MsSince(start));
       total += lt.latencies.back();
     }
@@ -132,6 +163,7 @@ inline std::string RunVariant(const std::vector<Tower>& plan, const std::string&
          ", \"latency_ms\": " + LatencyJson(totals) + ", \"peak_rss_kb\": " + std::to_string(PeakRssKb()) +
          ", \"cosine_to_reference\": " + Num(min_cosine) + ", \"runs\": " + std::to_string(totals.size()) +
          ", \"warmup\": " + std::to_string(opt.warmup) + ", \"threads\": " + std::to_string(opt.threads) +
+         ", \"batch\": " + std::to_string(opt.batch) +
          ", \"towers\": {" + towers + "}}";
 }
 
@@ -178,6 +210,9 @@ inline BenchOptions ParseBench(const Args& args, const std::string& bundle) {
   opt.runs = args.Int("--runs", 10);
   opt.warmup = args.Int("--warmup", 2);
   opt.threads = args.Int("--threads", 0);
+  opt.batch = args.Int("--batch", 1, 1);
+  if (opt.batch > kMaxBatch) throw UsageError("--batch needs a whole number from 1 to " + std::to_string(kMaxBatch) +
+                                              ", not '" + args.One("--batch") + "'");
   for (const std::string& spec : args.All("--input")) {
     const size_t eq = spec.find('=');
     if (eq == std::string::npos) throw UsageError("--input wants TOWER=A.npy[,B.npy]");

@@ -31,6 +31,11 @@ int edgeclip_embedding_dim(const edgeclip_model* model);
 
 /* A JPEG or PNG file (EXIF orientation applied) through the bundle's preprocessing and image tower. */
 int edgeclip_embed_image_file(edgeclip_model* model, const char* path, float* out);
+/* `count` image files into out[count * D], in path order, up to `batch` (1 to 64) a tower call: the
+ * compiled batch sizes up to `batch` (edgeclip build --batch), the largest that fits the images
+ * left each call, so 11 images at batch 8 on a 1,8 bundle run as 8 + 1 + 1 + 1. Equal to
+ * edgeclip_embed_image_file on each path within float rounding. A size is loaded on first use. */
+int edgeclip_embed_image_files(edgeclip_model* model, const char* const* paths, int count, int batch, float* out);
 /* 8-bit pixels, row-major HWC, `channels` 1 (gray) or 3 (RGB), through the same preprocessing. */
 int edgeclip_embed_pixels(edgeclip_model* model, const unsigned char* pixels, int width, int height, int channels,
                           float* out);

@@ -40,6 +40,7 @@ thread_local std::string last_error;
 struct edgeclip_model {
   std::string bundle;
   Plan plan;
+  const Tower* image_plan = nullptr;  // where more of the image tower's batch sizes are loaded from
   std::optional<TowerProgram> image, text;
   std::optional<Preprocessing> preprocessing;
   std::unique_ptr<Tokenizer> tokenizer;
@@ -50,31 +51,69 @@ struct edgeclip_model {
   Labels request_labels;
   std::string request_prompt;
 
-  // The tower's first output, flattened and L2-normalised, into out[dim].
+  // The tower's first output, `rows` rows flattened and each L2-normalised, into out[rows * dim].
+  void Normalised(const tvm::ffi::Any& result, size_t rows, float* out) const {
+    std::vector<double> values = AsDoubles(*Flatten(result)[0].GetDLTensorPtr());
+    if (values.size() != rows * static_cast<size_t>(dim)) {
+      throw std::runtime_error("a tower returned " + std::to_string(values.size()) + " values, not the " +
+                               std::to_string(rows) + " x " + std::to_string(dim) +
+                               " of the bundle's reference output; rebuild the bundle");
+    }
+    for (size_t r = 0; r < rows; ++r) {
+      const double* row = &values[r * dim];
+      double norm = 0;
+      for (int i = 0; i < dim; ++i) norm += row[i] * row[i];
+      norm = std::max(std::sqrt(norm), 1e-12);
+      for (int i = 0; i < dim; ++i) out[r * dim + i] = static_cast<float>(row[i] / norm);
+    }
+  }
+
   void Embed(const TowerProgram& tower, float* out) const {
     tvm::ffi::Any result;
     RunTower(tower, &result);
-    std::vector<double> values = AsDoubles(*Flatten(result)[0].GetDLTensorPtr());
-    if (static_cast<int>(values.size()) != dim) {
-      throw std::runtime_error("a tower returned " + std::to_string(values.size()) + " values, not the " +
-                               std::to_string(dim) + " of the bundle's reference output; rebuild the bundle");
+    Normalised(result, 1, out);
+  }
+
+  // `rgb` preprocessed into row `row` of the image tower's input `input`.
+  void Preprocess(const Image& rgb, const tvm::ffi::Tensor& input, size_t row) const {
+    HostArray pixels = Normalise(ResizeAndCrop(rgb, *preprocessing), *preprocessing);
+    const DLTensor& t = *input.GetDLTensorPtr();
+    const size_t bytes = pixels.bytes.size(), total = static_cast<size_t>(tvm::ffi::GetDataSize(t));
+    if (bytes == 0 || total % bytes != 0 || (row + 1) * bytes > total) {
+      throw std::runtime_error("the manifest's preprocessing does not give the image tower's input size; "
+                               "rebuild the bundle");
     }
-    double norm = 0;
-    for (double v : values) norm += v * v;
-    norm = std::max(std::sqrt(norm), 1e-12);
-    for (int i = 0; i < dim; ++i) out[i] = static_cast<float>(values[static_cast<size_t>(i)] / norm);
+    std::memcpy(static_cast<char*>(t.data) + row * bytes, pixels.bytes.data(), bytes);
   }
 
   void EmbedImage(const Image& rgb, float* out) {
     const TowerProgram& tower = Need(image, "image");
-    HostArray input = Normalise(ResizeAndCrop(rgb, *preprocessing), *preprocessing);
-    if (tower.args.empty() ||
-        static_cast<size_t>(tvm::ffi::GetDataSize(*tower.args[0].GetDLTensorPtr())) != input.bytes.size()) {
-      throw std::runtime_error("the manifest's preprocessing does not give the image tower's input size; "
-                               "rebuild the bundle");
-    }
-    std::memcpy(tower.args[0].GetDLTensorPtr()->data, input.bytes.data(), input.bytes.size());
+    if (tower.data_count == 0) throw std::runtime_error("the image tower takes no input; rebuild the bundle");
+    Preprocess(rgb, tower.args[0], 0);
     Embed(tower, out);
+  }
+
+  // Image files through the compiled batch sizes up to `batch`, the largest that fits the images
+  // left each call (8, then 1, 1, 1 for 11 images on a 1,8 bundle), so no call computes padding.
+  void EmbedImageFiles(const std::vector<std::string>& paths, int batch, float* out) {
+    TowerProgram& tower = *image;
+    LoadBatches(bundle, *image_plan, batch, &tower);  // only on first use of a size
+    for (size_t done = 0; done < paths.size();) {
+      const BatchProgram* fit = nullptr;
+      for (const BatchProgram& b : tower.batches) {
+        if (b.batch <= batch && static_cast<size_t>(b.batch) <= paths.size() - done) fit = &b;
+      }
+      if (fit == nullptr) {
+        EmbedImage(DecodeImage(paths[done]), out + done * dim);
+        ++done;
+        continue;
+      }
+      for (int r = 0; r < fit->batch; ++r) Preprocess(DecodeImage(paths[done + r]), fit->data[0], r);
+      tvm::ffi::Any result;
+      RunBatch(tower, *fit, &result);
+      Normalised(result, static_cast<size_t>(fit->batch), out + done * dim);
+      done += static_cast<size_t>(fit->batch);
+    }
   }
 
   // The ids (and mask) of `utf8` written into the text tower's data inputs, then embedded.
@@ -202,6 +241,7 @@ edgeclip_model* Open(const char* bundle_dir, const char* variant_or_null, int to
     model->dim = dim;
     (bit == EDGECLIP_IMAGE ? model->image : model->text) = LoadTower(model->bundle, *found, {});
     if (bit == EDGECLIP_TEXT) model->text_inputs = found->data.size();
+    if (bit == EDGECLIP_IMAGE) model->image_plan = found;
   }
   if (model->image) model->preprocessing = ReadPreprocessing(model->bundle);
   if (model->plan.labels) model->labels = ReadBakedLabels(*model->plan.labels, model->dim);
@@ -256,6 +296,25 @@ int edgeclip_embed_image_file(edgeclip_model* model, const char* path, float* ou
     NeedModel(model, out);
     edgeclip_model::Need(model->image, "image");
     model->EmbedImage(DecodeImage(path), out);
+    return 0;
+  });
+}
+
+int edgeclip_embed_image_files(edgeclip_model* model, const char* const* paths, int count, int batch, float* out) {
+  return Guard(-1, [&] {
+    NeedModel(model, paths);
+    NeedModel(model, out);
+    edgeclip_model::Need(model->image, "image");
+    if (count < 0 || batch < 1 || batch > kMaxBatch) {
+      throw std::invalid_argument("edgeclip_embed_image_files needs a count of 0 or more and a batch from 1 to " +
+                                  std::to_string(kMaxBatch));
+    }
+    std::vector<std::string> files;
+    for (int i = 0; i < count; ++i) {
+      if (paths[i] == nullptr) throw std::invalid_argument("image path " + std::to_string(i) + " is NULL");
+      files.emplace_back(paths[i]);
+    }
+    model->EmbedImageFiles(files, batch, out);
     return 0;
   });
 }

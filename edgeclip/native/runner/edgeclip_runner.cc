@@ -9,6 +9,8 @@
 // run is read from `runner.plan` (written by `edgeclip build`), a line-based text file:
 //
 //   module VARIANT TOWER MODULE.so FUNCTION   a Relax VM executable and its entry function
+//   batch N MODULE.so FUNCTION                after a module line: the tower compiled for N rows,
+//                                             taking the same params and packed weights
 //   data FILE.npy                             an input of the tower (--input replaces them in order)
 //   param FILE.npy                            a fixed argument (e.g. weights), after the data
 //   packed FILE.npy D0,D1,...                 2-bit packed ternary weights of that uint8 shape,
@@ -47,13 +49,13 @@ struct Mode {
 
 const Mode kModes[] = {
     {"bench", kBenchUsage, "time the towers and check them against the reference outputs (one JSON object)",
-     {"--bundle", "--module", "--runs", "--warmup", "--threads", "--tower", "--input", "--save-outputs"}, {},
+     {"--bundle", "--module", "--runs", "--warmup", "--threads", "--tower", "--input", "--save-outputs", "--batch"}, {},
      {"--input"}, [](const Args& a, const std::string& b) { BenchMain(ParseBench(a, b)); }},
     {"classify", kClassifyUsage, "rank labels for images (one JSON line per image)",
      {"--bundle", "--variant", "--threads", "--labels", "--labels-file", "--prompt", "--top"}, {"--image"}, {},
      ClassifyMain},
     {"embed", kEmbedUsage, "L2-normalised image or text embeddings (JSON lines, or one .npy with --out)",
-     {"--bundle", "--variant", "--threads", "--text", "--text-file", "--out"}, {"--image"},
+     {"--bundle", "--variant", "--threads", "--text", "--text-file", "--out", "--batch"}, {"--image"},
      {"--text", "--text-file"}, EmbedMain},
     {"tokenize", kTokenizeUsage, "the text tower's token ids (and mask) for texts (one JSON line per text)",
      {"--bundle", "--variant", "--threads", "--text", "--text-file"}, {}, {"--text", "--text-file"}, TokenizeMain},

@@ -5,10 +5,15 @@
 #define EDGECLIP_NPY_H_
 
 #include <dlpack/dlpack.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
-#include <iterator>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -77,13 +82,10 @@ inline std::string HeaderField(const std::string& header, const std::string& key
   return header.substr(at, end - at);
 }
 
-inline HostArray ReadNpy(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open " + path);
-  std::vector<char> file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (file.size() < 10 || std::string(file.data() + 1, 5) != "NUMPY") {
-    throw std::runtime_error(path + " is not a .npy file");
-  }
+// The array a .npy file's `size` bytes hold: shape and dtype into `arr` (its bytes left empty), and
+// where its data starts; throws unless the file holds all of it.
+inline size_t ParseNpy(const char* file, size_t size, const std::string& path, HostArray* arr) {
+  if (size < 10 || std::string(file + 1, 5) != "NUMPY") throw std::runtime_error(path + " is not a .npy file");
   const int major = file[6];
   const size_t len_bytes = major == 1 ? 2 : 4;
   size_t header_len = 0;
@@ -91,14 +93,13 @@ inline HostArray ReadNpy(const std::string& path) {
     header_len |= static_cast<size_t>(static_cast<unsigned char>(file[8 + i])) << (8 * i);
   }
   const size_t data_at = 8 + len_bytes + header_len;
-  if (file.size() < data_at) throw std::runtime_error(path + " has a truncated header");
-  const std::string header(file.data() + 8 + len_bytes, header_len);
+  if (size < data_at) throw std::runtime_error(path + " has a truncated header");
+  const std::string header(file + 8 + len_bytes, header_len);
   if (HeaderField(header, "fortran_order") != "False") {
     throw std::runtime_error(path + " is Fortran-ordered; save it C-contiguous");
   }
   std::string descr = HeaderField(header, "descr");
-  HostArray arr;
-  arr.dtype = ParseDescr(descr.substr(1, descr.size() - 2));
+  arr->dtype = ParseDescr(descr.substr(1, descr.size() - 2));
   std::stringstream dims(HeaderField(header, "shape"));
   int64_t count = 1;
   for (char c; dims >> c;) {
@@ -106,14 +107,60 @@ inline HostArray ReadNpy(const std::string& path) {
       dims.putback(c);
       int64_t extent;
       dims >> extent;
-      arr.shape.push_back(extent);
+      arr->shape.push_back(extent);
       count *= extent;
     }
   }
-  const size_t nbytes = static_cast<size_t>(count) * arr.dtype.bits / 8;
-  if (file.size() < data_at + nbytes) throw std::runtime_error(path + " is truncated");
-  arr.bytes.assign(file.begin() + data_at, file.begin() + data_at + nbytes);
+  const size_t nbytes = static_cast<size_t>(count) * arr->dtype.bits / 8;
+  if (size - data_at < nbytes) throw std::runtime_error(path + " is truncated");
+  return data_at;
+}
+
+// Byte count of an array of `arr`'s shape and dtype.
+inline size_t ByteCount(const HostArray& arr) {
+  size_t n = arr.dtype.bits / 8;
+  for (int64_t d : arr.shape) n *= static_cast<size_t>(d);
+  return n;
+}
+
+inline HostArray ReadNpy(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open " + path);
+  std::vector<char> file;
+  in.seekg(0, std::ios::end);
+  file.resize(static_cast<size_t>(std::max<std::streamoff>(in.tellg(), 0)));
+  in.seekg(0);
+  if (!in.read(file.data(), static_cast<std::streamsize>(file.size()))) throw std::runtime_error("cannot read " + path);
+  HostArray arr;
+  const size_t data_at = ParseNpy(file.data(), file.size(), path, &arr);
+  arr.bytes.assign(file.begin() + data_at, file.begin() + data_at + ByteCount(arr));
   return arr;
+}
+
+// A .npy file mapped read-only: its array's bytes are the page cache's, read on first touch and
+// shared with every process mapping the file, never copied. `meta` has the shape and dtype.
+struct MappedNpy {
+  std::shared_ptr<const char> mapping;  // unmapped when the last holder lets go
+  const char* data = nullptr;
+  HostArray meta;
+};
+
+inline MappedNpy MapNpy(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error("cannot open " + path);
+  struct stat info{};
+  void* base = MAP_FAILED;
+  if (fstat(fd, &info) == 0 && info.st_size > 0) {
+    base = mmap(nullptr, static_cast<size_t>(info.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+  }
+  close(fd);  // the mapping keeps the file
+  if (base == MAP_FAILED) throw std::runtime_error("cannot map " + path + " (is it an empty or special file?)");
+  const size_t size = static_cast<size_t>(info.st_size);
+  MappedNpy out;
+  out.mapping = std::shared_ptr<const char>(static_cast<const char*>(base),
+                                            [size](const char* p) { munmap(const_cast<char*>(p), size); });
+  out.data = out.mapping.get() + ParseNpy(out.mapping.get(), size, path, &out.meta);
+  return out;
 }
 
 inline void WriteNpy(const std::string& path, const HostArray& arr) {

@@ -14,10 +14,20 @@
 
 namespace edgeclip {
 
+// `batch N MODULE.so FUNCTION`: the tower compiled for N rows a call, taking the tower's params and
+// packed weights (the same tensors as its batch 1 module) after its N-row data inputs.
+struct BatchModule {
+  int batch = 0;
+  std::string module_path, function;
+};
+
+constexpr int kMaxBatch = 64;  // as edgeclip.formats.manifest.MAX_BATCH
+
 struct Tower {
   std::string variant, name, module_path, function;
   std::vector<std::string> data, params, expected;
   std::vector<std::pair<std::string, std::vector<int64_t>>> packed;  // file, uint8 shape
+  std::vector<BatchModule> batches;  // ascending, all over 1
 };
 
 // `tokenizer KIND VOCAB CONTEXT INPUT[,INPUT] [lowercase]`: what `edgeclip-runner tokenize` runs.
@@ -88,6 +98,17 @@ inline Plan ReadPlan(const std::string& bundle) {
     }
     if (kind == "tokenizer") {
       plan.tokenizer = ParseTokenizer(words, bundle, line);
+      continue;
+    }
+    if (kind == "batch") {
+      BatchModule b;
+      std::string extra;
+      if (towers.empty() || !(words >> b.batch >> b.module_path >> b.function) || (words >> extra) ||
+          b.batch <= (towers.back().batches.empty() ? 1 : towers.back().batches.back().batch) || b.batch > kMaxBatch) {
+        throw std::runtime_error("runner.plan: a batch line is `batch N MODULE.so FUNCTION` after its module line, "
+                                 "N ascending from 2 to " + std::to_string(kMaxBatch) + ": " + line);
+      }
+      towers.back().batches.push_back(b);
       continue;
     }
     if (kind == "labels") {

@@ -60,13 +60,18 @@ inline std::string ClassifyJson(edgeclip_model* model, const std::string& image,
   return json + "]}";
 }
 
+// {"image"|"text": INPUT, "embedding": [...]}: one input's line, however its embedding was computed.
+inline std::string EmbeddingJson(bool image, const std::string& input, const std::vector<float>& embedding) {
+  return std::string("{\"") + (image ? "image" : "text") + "\": " + Quoted(input) +
+         ", \"embedding\": " + FloatsJson(embedding) + "}";
+}
+
 // {"image": PATH, "embedding": [...]} or {"text": TEXT, "embedding": [...]}.
 inline std::string EmbedJson(edgeclip_model* model, bool image, const std::string& input) {
   std::vector<float> embedding(static_cast<size_t>(Checked(edgeclip_embedding_dim(model))));
   Checked(image ? edgeclip_embed_image_file(model, input.c_str(), embedding.data())
                 : edgeclip_embed_text(model, input.c_str(), embedding.data()));
-  return std::string("{\"") + (image ? "image" : "text") + "\": " + Quoted(input) +
-         ", \"embedding\": " + FloatsJson(embedding) + "}";
+  return EmbeddingJson(image, input, embedding);
 }
 
 // {"ids": [...]} plus "mask" when the text tower (as the plan's tokenizer line says) takes one.

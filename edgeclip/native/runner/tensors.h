@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
@@ -37,36 +38,59 @@ inline tvm::ffi::Tensor ToTensor(HostArray& arr) {
   return t;
 }
 
+// A read-only view of a mapped .npy array as a TVM tensor, holding the mapping alive.
+struct MappedView {
+  std::shared_ptr<const char> mapping;
+  const char* data;
+  void AllocData(DLTensor* t) { t->data = const_cast<char*>(data); }
+  void FreeData(DLTensor*) {}
+};
+
+// A fixed argument (a param) straight from its mapped file when its data is 64-byte aligned, as
+// the kernels assume and np.save's 64-byte header padding gives; an aligned copy otherwise.
+inline tvm::ffi::Tensor ParamTensor(const std::string& path) {
+  MappedNpy file = MapNpy(path);
+  const tvm::ffi::ShapeView shape(file.meta.shape.data(), file.meta.shape.size());
+  if (reinterpret_cast<uintptr_t>(file.data) % 64 == 0) {
+    return tvm::ffi::Tensor::FromNDAlloc(MappedView{file.mapping, file.data}, shape, file.meta.dtype,
+                                         DLDevice{kDLCPU, 0});
+  }
+  file.meta.bytes.assign(file.data, file.data + ByteCount(file.meta));
+  return ToTensor(file.meta);
+}
+
 // Bundles store the kernels' 2-bit weights as a trit stream, 5 trits a byte (byte = sum of
 // (t+1) * 3^i), to ship 1.6 instead of 2 bits a weight; this rebuilds the kernel bytes, four
-// 2-bit codes t+1 a byte, lowest bits first, in the same stream order.
+// 2-bit codes t+1 a byte, lowest bits first, in the same stream order. The stored bytes are read
+// from the mapped file; each becomes its 5 codes (10 bits) from a table, shifted into place.
 inline tvm::ffi::Tensor TwoBitFromBase3(const std::string& path, const std::vector<int64_t>& shape) {
-  HostArray stored = edgeclip::ReadNpy(path);
+  const MappedNpy stored = MapNpy(path);
   size_t out_bytes = 1;
   for (int64_t d : shape) out_bytes *= static_cast<size_t>(d);
-  const size_t trits = 4 * out_bytes;
-  if (stored.dtype.code != kDLUInt || stored.dtype.bits != 8 || stored.bytes.size() != (trits + 4) / 5) {
+  const size_t trits = 4 * out_bytes, in_bytes = (trits + 4) / 5;
+  if (stored.meta.dtype.code != kDLUInt || stored.meta.dtype.bits != 8 || ByteCount(stored.meta) != in_bytes) {
     throw std::runtime_error(path + " does not hold the base-3 bytes of a " + std::to_string(out_bytes) +
                              "-byte packed weight; rebuild the bundle");
   }
   tvm::ffi::Tensor t = tvm::ffi::Tensor::FromNDAlloc(AlignedAlloc(), tvm::ffi::ShapeView(shape.data(), shape.size()),
                                                      DLDataType{kDLUInt, 8, 1}, DLDevice{kDLCPU, 0});
-  static const auto digits = [] {  // byte value -> its 5 base-3 digits, lowest first
-    std::array<std::array<uint8_t, 5>, 243> table{};
+  static const auto codes = [] {  // byte value -> its 5 base-3 digits as 2-bit codes, lowest first
+    std::array<uint16_t, 243> table{};
     for (unsigned v = 0; v < 243; ++v) {
-      for (unsigned i = 0, rest = v; i < 5; ++i, rest /= 3) table[v][i] = static_cast<uint8_t>(rest % 3);
+      for (unsigned i = 0, rest = v; i < 5; ++i, rest /= 3) table[v] |= static_cast<uint16_t>((rest % 3) << (2 * i));
     }
     return table;
   }();
   auto* out = static_cast<uint8_t*>(t.data_ptr());
-  std::memset(out, 0, out_bytes);
-  size_t field = 0;
-  for (char c : stored.bytes) {
-    const auto value = static_cast<unsigned char>(c);
-    if (value > 242) throw std::runtime_error(path + " holds a byte no 5 trits encode; the bundle is damaged");
-    for (int i = 0; i < 5 && field < trits; ++i, ++field) {
-      out[field / 4] |= static_cast<uint8_t>(digits[value][i] << (2 * (field % 4)));
-    }
+  const auto* in = reinterpret_cast<const unsigned char*>(stored.data);
+  // 10 code bits come in per stored byte, 8 go out per kernel byte; 10 * in_bytes >= 8 * out_bytes.
+  uint32_t bits = 0;  // code bits not yet written, lowest first; `held` of them valid
+  unsigned held = 0;
+  size_t written = 0;
+  for (size_t i = 0; i < in_bytes; ++i) {
+    if (in[i] > 242) throw std::runtime_error(path + " holds a byte no 5 trits encode; the bundle is damaged");
+    bits |= static_cast<uint32_t>(codes[in[i]]) << held;
+    for (held += 10; held >= 8 && written < out_bytes; held -= 8, bits >>= 8) out[written++] = static_cast<uint8_t>(bits);
   }
   return t;
 }
