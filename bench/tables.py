@@ -90,18 +90,23 @@ def bundle_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def batch_table() -> str:
-    lines = ["| model | target | CPU | ms/image batch 1 | ms/image batch 8 | × faster per image | images/s batch 8 "
-             "| load ms before → after | load avg |", "|---|---|---|---|---|---|---|---|---|"]
-    for _, d in _load("batch-*.json"):
-        one, eight = d["batches"]["1"], d["batches"]["8"]
-        load = d.get("load_ms_batch1")
-        loads = f"{load['before']:.0f} → {load['after']:.0f}" if load else "–"
+def device_table() -> str:
+    lines = ["| model | CPU | load ms ternary (image) | load ms fp32 (image) | classify ms/JPEG | decode + "
+             "preprocess | embed images/s batch 1 → 8 | tower ms/image batch 1 → 8 | text embed ms | serve peak RSS "
+             "| load avg |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for _, d in _load("device-*.json"):
+        load, classify, embed, tower, serve = (d[k] for k in ("load", "classify", "embed", "tower", "serve"))
+        cpu = d["host_before"]
         lines.append(
-            f"| {d['shape']} | {d['target']} | {d['cpu']} ({d['cpus']} CPUs) | {one['per_image_ms']:.1f} | "
-            f"{eight['per_image_ms']:.1f} | {d['per_image_speedup_batch8_over_batch1']:.2f} | "
-            f"{eight['images_per_s']:.1f} | {loads} | "
-            f"{d['load_average_1m']:.1f} |"
+            f"| {d['shape']} {d['target']} | {cpu['cpu']} ({cpu['cpus']} CPUs, {', '.join(cpu['cpu_flags'])}) | "
+            f"{load['ternary image,text']['median_ms']:.0f} ({load['ternary image']['median_ms']:.0f}) | "
+            f"{load['fp32 image,text']['median_ms']:.0f} ({load['fp32 image']['median_ms']:.0f}) | "
+            f"{classify['round_trip']['median_ms']:.1f} | {classify['decode_preprocess_ms']:.1f} ms "
+            f"({100 * classify['decode_preprocess_share']:.0f} %) | "
+            f"{embed['1']['images_per_s']:.1f} → {embed['8']['images_per_s']:.1f} | "
+            f"{tower['1']['per_image_ms']:.1f} → {tower['8']['per_image_ms']:.1f} | "
+            f"{serve['text_embed_round_trip']['median_ms']:.1f} | {serve['peak_rss_kb'] / 1024:.0f} MiB | "
+            f"{cpu['load_average'][0]:.1f}–{d['host_after']['load_average'][0]:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -159,7 +164,7 @@ def _ablation_lines(data: dict, name: str) -> list[str]:
 
 
 TABLES = {"kernels": kernels_table, "e2e": e2e_table, "ptq": ptq_table, "bundle": bundle_table,
-          "batch": batch_table, "training": training_table}
+          "device": device_table, "training": training_table}
 
 
 def main() -> None:
