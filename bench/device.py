@@ -12,15 +12,16 @@ compiled for batch 1 and 8, extracts it with edgeclip's verifying extractor and 
   and the image tower alone; plus `bench`'s own load_ms for the ternary towers.
 - classify: round trip of a `classify` request (baked labels) to one `serve` process: decode,
   preprocess, image tower, ranking. Decode + preprocess: the runner does not time it, so it is
-  `preprocess` mode's wall time on the JPEG minus its wall time on a missing file (the same process
-  start and manifest read, then failing where decoding would begin); it includes writing the .npy.
+  the difference from a 1×1 JPEG's round trip, interleaved in the same process (the 1×1 image
+  still pays the crop and normalisation at the tower's size). `preprocess` mode takes one image
+  a process, so timing it would mostly time process start.
 - embed: `embed --image DIR --batch N --out F.npy`, one process per folder; images/s in the steady
   state from the difference of 64 and 32 images (start and load cancel), and the 32-image run whole.
 - tower: `bench --tower image --batch N`, the image tower alone on the reference input.
 - text: `embed` requests with a text to `serve` (tokenize + text tower), and `tokenize` alone.
 - serve peak RSS: VmHWM of the `serve` process after all of the above requests, before it exits.
 
-Every figure is the median over `--repeats` (min beside it). Writes
+Every figure is a median (min beside it) over `--repeats` rounds of its measurement. Writes
 bench/results/device-<shape>-<target>.json; bench/tables.py renders its README table.
 """
 

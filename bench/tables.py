@@ -108,7 +108,21 @@ def device_table() -> str:
             f"{serve['text_embed_round_trip']['median_ms']:.1f} | {serve['peak_rss_kb'] / 1024:.0f} MiB | "
             f"{cpu['load_average'][0]:.1f}–{d['host_after']['load_average'][0]:.1f} |"
         )
+    lines.append("")
+    for _, d in _load("device-*.json"):
+        load, share = d["goals"]["ternary_load_le_300_ms"], d["goals"]["decode_preprocess_le_10_percent"]
+        lines.append(
+            f"Goals, {d['shape']} {d['target']} ({d['host_before']['date'][:10]}, edgeclip "
+            f"{d['host_before']['edgeclip_commit']}): ternary load ≤ 300 ms {_met(load)} "
+            f"({load['measured_ms']:.0f} ms); decode + preprocess ≤ 10 % of classify {_met(share)} "
+            f"({100 * share['measured']:.0f} %; classify less the tower alone: "
+            f"{100 * share['classify_less_tower_share']:.0f} %)."
+        )
     return "\n".join(lines) + "\n"
+
+
+def _met(goal: dict) -> str:
+    return "**met**" if goal["met"] else "**not met**"
 
 
 def _figure(record: dict, key: str, spec: str) -> str:
