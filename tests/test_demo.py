@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,11 +68,11 @@ def test_quick_demo_succeeds_and_accounts_for_every_step(quick_demo):
     out, done = quick_demo
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((out / "demo.json").read_text())
-    assert record["plan"] == "quick" and len(record["steps"]) == 8
+    assert record["plan"] == "quick" and len(record["steps"]) == 9
     for step in record["steps"]:
         assert step["status"] in ("done", "skipped"), step
         assert step["status"] == "done" or step["note"], f"{step['title']} skipped without a reason"
-        assert f"[{record['steps'].index(step) + 1}/8] {step['title']}" in done.stdout
+        assert f"[{record['steps'].index(step) + 1}/9] {step['title']}" in done.stdout
     assert [s["status"] for s in record["steps"][:3]] == ["done"] * 3  # teacher, student, evaluation
 
 
@@ -130,6 +131,23 @@ def test_predictions_come_from_the_host_bundle_and_match_pytorch(quick_demo):
     agree = sum(r["bundle"] == r["torch"] for r in rows)
     assert agree >= len(rows) - 1, rows  # int8 activations may flip one near-tie, not more
     assert (out / "predictions.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_the_device_runtime_classifies_and_embeds_on_the_emulated_board(quick_demo):
+    out, done = quick_demo
+    record = json.loads((out / "demo.json").read_text())
+    report = (out / "report.md").read_text()
+    assert record["steps"][8]["status"] == "done", record["steps"][8]  # CI has qemu-user
+    used, predictions = record["on_device"], record["predictions"]
+    assert [r["name"] for r in used["classify"]] == [r["name"] for r in predictions]
+    assert used["agree"] == sum(r["device"] == r["torch"] for r in used["classify"]) >= len(predictions) - 1
+    assert all(0 < r["device_p"] <= 1 for r in used["classify"])
+    fashion = [r for r in predictions if r["source"] == "fashion-mnist"]
+    embeddings = np.load(out / used["embed"]["file"])
+    assert embeddings.shape == (len(fashion), used["embed"]["dim"]) == (used["embed"]["count"], used["embed"]["dim"])
+    assert used["embed"]["cosine_min"] >= 0.99, used["embed"]
+    assert f"agree on {used['agree']} of {len(predictions)} images" in report
 
 
 @pytest.mark.slow

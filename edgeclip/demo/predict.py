@@ -86,16 +86,29 @@ def predict(bundle: Path, checkpoint: Path, items: list[Sample]) -> list[dict]:
 def _torch_probabilities(checkpoint: Path, paths: list[str], prompts: list[str]) -> np.ndarray:
     """CLIP's softmax over 100·cosine, from the PyTorch model and its own preprocessing."""
     import torch
+
+    dual = dual_encoder(checkpoint)
+    with torch.no_grad():
+        image_embeddings = torch.from_numpy(torch_image_embeddings(dual, paths))
+        tokens = dual.tokenize(prompts)
+        text_embeddings = dual.encode_text(tokens["input_ids"], tokens["attention_mask"])
+        return torch.softmax(100 * image_embeddings @ text_embeddings.t(), dim=1).numpy()
+
+
+def torch_image_embeddings(dual, paths: list[str]) -> np.ndarray:
+    """A DualEncoder's L2-normalised image embeddings [N, D] of image files (its own preprocessing)."""
+    import torch
     from PIL import Image
 
+    with torch.no_grad():
+        images = [np.asarray(Image.open(path).convert("RGB")) for path in paths]
+        return dual.encode_image(dual.preprocess(images)).numpy()
+
+
+def dual_encoder(checkpoint: Path):
+    """The PyTorch model of a checkpoint, as the CLIP pair the demo compares bundles with."""
     from edgeclip.models.dual import DualEncoder
     from edgeclip.models.model_io import load_model
 
     model, _ = load_model(checkpoint)
-    dual = DualEncoder(model).eval()
-    with torch.no_grad():
-        images = [np.asarray(Image.open(path).convert("RGB")) for path in paths]
-        image_embeddings = dual.encode_image(dual.preprocess(images))
-        tokens = dual.tokenize(prompts)
-        text_embeddings = dual.encode_text(tokens["input_ids"], tokens["attention_mask"])
-        return torch.softmax(100 * image_embeddings @ text_embeddings.t(), dim=1).numpy()
+    return DualEncoder(model).eval()

@@ -51,6 +51,7 @@ def markdown(record: dict, files: dict[str, str]) -> str:
     for i, step in enumerate(record["steps"], 1):
         lines.append(f"| {i} | {step['title']} | {step['status']} | {step['seconds']:.0f} | {_cell(step['note'])} |")
     lines += _accuracy(record, files) + _sizes(record, files) + _speed(record, files) + _predictions(record, files)
+    lines += _on_device(record)
     lines += ["", "## Files", "", f"- `{files['json']}`: every figure above, as JSON"]
     lines += [f"- `{name}`" for key, name in files.items() if key.endswith("_png")]
     lines += [f"- `{path}`" for path in record.get("artifacts", [])]
@@ -184,6 +185,24 @@ def _predictions(record: dict, files: dict) -> list[str]:
                      f"{r['torch']} ({100 * r['torch_p']:.0f} %) |")
     return lines + ["", "Each image as the model sees it (28×28 grayscale), titled with the host bundle's top-1:"] + \
         _image(files, "predictions_png", "predictions")
+
+
+def _on_device(record: dict) -> list[str]:
+    used = record.get("on_device")
+    lines = ["", f"## The {record.get('device_target', 'rpi4')} bundle used on the emulated board", ""]
+    if not used:
+        return lines + ["Not run (see the steps above)."]
+    rows, embed = used["classify"], used["embed"]
+    lines += [f"`edgeclip-runner classify` of the bundle, under qemu-user: the device decodes, preprocesses and "
+              f"tokenizes by itself (C++, no Python), one process for every image and label. Its top-1 and the "
+              f"PyTorch student's agree on {used['agree']} of {len(rows)} images.", "",
+              "| image | true class | device top-1 | PyTorch top-1 |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['truth'] or '–'} | {r['device']} ({100 * r['device_p']:.0f} %) | "
+                     f"{r['torch']} ({100 * r['torch_p']:.0f} %) |")
+    return lines + ["", f"`edgeclip-runner embed --image images/ --out {embed['file']}`: {embed['count']} images, "
+                        f"{embed['dim']}-d; cosine to the PyTorch image tower min {embed['cosine_min']:.4f}, "
+                        f"mean {embed['cosine_mean']:.4f}."]
 
 
 def _image(files: dict, key: str, alt: str) -> list[str]:

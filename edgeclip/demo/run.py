@@ -1,8 +1,9 @@
 """`edgeclip demo`: the whole pipeline on the built-in default, into `runs/demo-<timestamp>/`.
 
-Seven steps: 1 teacher -> 2 PTQ + QAT/KD student -> 3 evaluation -> 4 bundles for this
-machine and rpi4 -> 5 predictions on real images -> 6 profiles -> 7 report.md (+ demo.json, PNG
-plots). Steps 4 and 6 run once per bundle, so the console counts eight steps before the report.
+Eight steps: 1 teacher -> 2 PTQ + QAT/KD student -> 3 evaluation -> 4 bundles for this
+machine and rpi4 -> 5 predictions on real images -> 6 profiles -> 7 the rpi4 bundle used on the
+emulated board (its runner classifies and embeds) -> 8 report.md (+ demo.json, PNG plots). Steps
+4 and 6 run once per bundle, so the console counts nine steps before the report.
 The first two are required; every later one is done, skipped with a reason, or recorded as
 failed while the demo goes on. The command fails at the end if any step failed.
 """
@@ -16,13 +17,13 @@ from datetime import datetime
 from pathlib import Path
 
 from edgeclip import __version__, console
-from edgeclip.demo import accuracy, bundles, models, predict, profiles, report
+from edgeclip.demo import accuracy, bundles, device, models, predict, profiles, report
 from edgeclip.demo.plan import Plan, plan_for
 from edgeclip.demo.steps import Skip, Steps, busy
 from edgeclip.errors import BundleError, DemoError, ToolchainError
 from edgeclip.hostinfo import cpu_model
 
-STEP_COUNT = 8
+STEP_COUNT = 9
 
 
 def run_demo(out=None, quick: bool = False, debug: bool = False) -> Path:
@@ -66,14 +67,18 @@ def _pipeline(plan: Plan, run: Path, record: dict, steps: Steps) -> None:
                             lambda: _build(plan, student, host_target, run, record, no_host_target))
     device_bundle = steps.run(f"Build the bundle for {bundles.DEVICE_TARGET}",
                               lambda: _build(plan, student, bundles.DEVICE_TARGET, run, record))
-    steps.run("Classify real images with the host bundle (skimage photos, Fashion-MNIST)",
-              lambda: _predict(plan, host_bundle, student, run, record, steps), needs={"the host bundle": host_bundle})
+    predictions = steps.run("Classify real images with the host bundle (skimage photos, Fashion-MNIST)",
+                            lambda: _predict(plan, host_bundle, student, run, record, steps),
+                            needs={"the host bundle": host_bundle})
     steps.run("Profile the host bundle (native runner, ternary vs fp32; PyTorch fp32 for reference)",
               lambda: _profile_host(plan, host_bundle, host_target, teacher, record),
               needs={"the host bundle": host_bundle})
     steps.run(f"Profile the {bundles.DEVICE_TARGET} bundle on an emulated aarch64 device (correctness only)",
               lambda: _profile_device(plan, device_bundle, run, record, steps),
               needs={f"the {bundles.DEVICE_TARGET} bundle": device_bundle})
+    steps.run(f"Use the {bundles.DEVICE_TARGET} bundle on the emulated board: classify and embed with its runtime",
+              lambda: _use_on_board(device_bundle, predictions, student, run, record, steps),
+              needs={f"the {bundles.DEVICE_TARGET} bundle": device_bundle, "the host predictions": predictions})
 
 
 def _ternarize(plan: Plan, teacher: Path, run: Path, record: dict):
@@ -178,6 +183,19 @@ def _profile_device(plan: Plan, bundle: Path, run: Path, record: dict, steps: St
     if not all(m["output_ok"] for m in modules.values()):
         raise DemoError(f"the {bundles.DEVICE_TARGET} bundle does not reproduce the reference: {checks}")
     return emulated, f"{emulated['mode']}: {checks}"
+
+
+def _use_on_board(bundle: Path, predictions: list[dict], student: Path, run: Path, record: dict, steps: Steps):
+    used = device.use_on_board(bundle, predictions, run / "images", student, run)
+    record["on_device"] = used
+    record.setdefault("artifacts", []).append(used["embed"]["file"])
+    steps.say(f"  {'image':32} {'device top-1':26} PyTorch top-1")
+    for r in used["classify"]:
+        device_top = f"{r['device']} ({100 * r['device_p']:.0f} %)"
+        steps.say(f"  {r['name']:32} {device_top:26} {r['torch']} ({100 * r['torch_p']:.0f} %)")
+    embed = used["embed"]
+    return used, (f"device and PyTorch agree on {used['agree']} of {len(used['classify'])} images; embedded "
+                  f"{embed['count']} images, cosine to PyTorch min {embed['cosine_min']:.4f}")
 
 
 def _machine() -> dict:
