@@ -1,6 +1,6 @@
 """Demo step: the rpi4 bundle used as an application on the board would use it. Its own runner,
 under qemu-user, classifies the demo's images with the on-device decoder, preprocessing and
-tokenizer (one process for every image and label), beside PyTorch's answers for the same files,
+tokenizer (one process for all the images and labels), beside PyTorch's answers for the same files,
 and embeds the images folder into one .npy, compared with the PyTorch image tower.
 """
 

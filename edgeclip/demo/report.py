@@ -194,15 +194,15 @@ def _on_device(record: dict) -> list[str]:
         return lines + ["Not run (see the steps above)."]
     rows, embed = used["classify"], used["embed"]
     lines += [f"`edgeclip-runner classify` of the bundle, under qemu-user: the device decodes, preprocesses and "
-              f"tokenizes by itself (C++, no Python), one process for every image and label. Its top-1 and the "
+              f"tokenizes by itself (C++, no Python), one process for all the images and labels. Its top-1 and the "
               f"PyTorch student's agree on {used['agree']} of {len(rows)} images.", "",
               "| image | true class | device top-1 | PyTorch top-1 |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['name']} | {r['truth'] or '–'} | {r['device']} ({100 * r['device_p']:.0f} %) | "
                      f"{r['torch']} ({100 * r['torch_p']:.0f} %) |")
     return lines + ["", f"`edgeclip-runner embed --image images/ --out {embed['file']}`: {embed['count']} images, "
-                        f"{embed['dim']}-d; cosine to the PyTorch image tower min {embed['cosine_min']:.4f}, "
-                        f"mean {embed['cosine_mean']:.4f}."]
+                        f"{embed['dim']}-d; cosine to the PyTorch image tower min {embed['cosine_min']:.5f}, "
+                        f"mean {embed['cosine_mean']:.5f}."]
 
 
 def _image(files: dict, key: str, alt: str) -> list[str]:
