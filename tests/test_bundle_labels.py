@@ -111,9 +111,11 @@ def test_a_prompt_without_exactly_one_slot_is_refused(prompt):
 
 
 def _version(number: int):
-    """The manifest as that older schema had it: no batch sizes besides 1 (version 3 added them)."""
+    """The manifest as that older schema had it: no batch sizes besides 1 (version 3 added them),
+    no CPU features (version 4)."""
     def edit(manifest: dict) -> None:
         manifest["schema_version"] = number
+        manifest["target"].pop("cpu_features", None)
         for towers in manifest["modules"].values():
             for entry in towers.values():
                 entry.pop("batch_modules", None)
