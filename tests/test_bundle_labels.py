@@ -33,7 +33,7 @@ def baked(baked_labels_bundle):
 
 def test_labels_are_members_the_manifest_and_plan_name(baked):
     bundle, members, manifest = baked
-    assert manifest["schema_version"] == 3
+    assert manifest["schema_version"] == 4
     assert manifest["labels"] == {"names": "labels/names.txt", "embeddings": "labels/embeddings.npy",
                                   "count": len(bundle.labels), "prompt": bundle.prompt}
     assert members["labels/names.txt"].decode("utf-8") == "".join(f"{label}\n" for label in bundle.labels)
@@ -111,9 +111,11 @@ def test_a_prompt_without_exactly_one_slot_is_refused(prompt):
 
 
 def _version(number: int):
-    """The manifest as that older schema had it: no batch sizes besides 1 (version 3 added them)."""
+    """The manifest as that older schema had it: no batch sizes besides 1 (version 3 added them),
+    no CPU features (version 4)."""
     def edit(manifest: dict) -> None:
         manifest["schema_version"] = number
+        manifest["target"].pop("cpu_features", None)
         for towers in manifest["modules"].values():
             for entry in towers.values():
                 entry.pop("batch_modules", None)
@@ -131,7 +133,7 @@ SCHEMA_FAULTS = [
     ("prompt a number", edit_field("labels.prompt", 3), "`labels.prompt` is 3"),
     ("labels a list", edit_field("labels", ["a cat"]), "field `labels` is ['a cat'], not an object"),
     ("labels in a version 1 bundle", _version(1), "field `labels` needs bundle schema version 2"),
-    ("version 4", edit_field("schema_version", 4), "schema version 4 is not supported (this edgeclip reads 1, 2, 3)"),
+    ("version 5", edit_field("schema_version", 5), "schema version 5 is not supported (this edgeclip reads 1, 2, 3, 4)"),
 ]
 
 

@@ -397,7 +397,7 @@ def test_the_manifest_lists_the_batch_sizes_and_older_bundles_still_read(bundle,
     with local.extracted(bundle) as (_, manifest):
         pass
     image = manifest["modules"]["ternary"]["image"]
-    assert manifest["schema_version"] == 3
+    assert manifest["schema_version"] == 4
     assert image["batch_modules"] == [{"batch": 8, "path": "modules/ternary/image.b8.so", "function": "main"}]
     assert "batch_modules" not in manifest["modules"]["ternary"]["text"]  # texts run one at a time
     older = copy.deepcopy(manifest)

@@ -24,6 +24,7 @@ from edgeclip.bundle.model_info import bundle_family, model_info, tokenizer_file
 from edgeclip.errors import BundleError
 from edgeclip.formats.bundle import MIN_COSINE, SUFFIX, VARIANTS, write_bundle
 from edgeclip.formats.manifest import MAX_BATCH
+from edgeclip.lower.target import cpu_features
 from edgeclip.native import runtime_libs, toolchain
 from edgeclip.quant.packing import base3_from_2bit
 from edgeclip.targets import Target, load_target
@@ -128,7 +129,7 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
     manifest = {
         **(model_info or {}),
         "name": name,
-        "target": target.to_dict(),
+        "target": {**target.to_dict(), "cpu_features": cpu_features(target)},
         "runner": RUNNER,
         "runner_plan": PLAN,
         "modules": module_manifest,

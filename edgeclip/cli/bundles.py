@@ -47,6 +47,8 @@ def add_bundle_commands(subparsers) -> None:
     p = subparsers.add_parser("verify", help="check a bundle's hashes, schema and architecture without running it")
     p.add_argument("bundle", help="a .edgeclip bundle")
     p.add_argument("--arch", help="also require this architecture (as `uname -m` prints it)")
+    p.add_argument("--cpu-features", metavar="A,B,...",
+                   help="also require the bundle to run on a CPU with these features (/proc/cpuinfo names)")
     p.set_defaults(func=run_verify)
 
 
@@ -107,5 +109,26 @@ def run_verify(args) -> None:
 
     manifest = verify_bundle(args.bundle, arch=args.arch)
     target = manifest.get("target", {})
+    if args.cpu_features is not None:
+        check_cpu_features(args.bundle, target, args.cpu_features)
     print(f"{args.bundle}: OK ({len(manifest['members'])} members, schema {manifest['schema_version']}, "
           f"target {target.get('name')} / {target.get('arch')})")
+
+
+def check_cpu_features(bundle, target: dict, given: str) -> None:
+    """`verify --cpu-features`: refuse, as the runner would on that CPU, a bundle needing features
+    the list lacks; bundles before schema 4 state none and pass."""
+    from edgeclip.errors import BundleError, TargetError
+    from edgeclip.formats import cpu_features
+    from edgeclip.lower.target import alternatives
+    from edgeclip.targets import load_target
+
+    have = cpu_features.parse_list(given)
+    absent = cpu_features.missing(target.get("cpu_features", []), have)
+    if absent:
+        try:
+            others = alternatives(load_target(target["name"]))
+        except TargetError:  # a bundle for a board this edgeclip does not know: no suggestion
+            others = []
+        fits = [name for name, needs in others if not cpu_features.missing(needs, have)]
+        raise BundleError(f"{bundle}: {cpu_features.refusal(absent, fits)}")

@@ -12,10 +12,11 @@ import posixpath
 import re
 
 from edgeclip.errors import BundleError
+from edgeclip.formats.cpu_features import ALLOWED as CPU_FEATURES
 from edgeclip.formats.jsonbound import load_bounded
 
-SCHEMA_VERSION = 3  # what this edgeclip writes: 2 added baked `labels`, 3 `batch_modules`
-READ_VERSIONS = (1, 2, 3)  # older bundles are read as ones without labels / with batch 1 only
+SCHEMA_VERSION = 4  # what this edgeclip writes: 2 added baked `labels`, 3 `batch_modules`, 4 `target.cpu_features`
+READ_VERSIONS = (1, 2, 3, 4)  # older bundles are read as ones without labels / with batch 1 only / no CPU check
 MANIFEST = "manifest.json"
 # The module variants a bundle may carry, in the order runners and reports list them.
 VARIANTS = ("ternary", "fp32")
@@ -58,6 +59,10 @@ def check_manifest(manifest, where) -> None:
     target = check.table(manifest, "target")
     check.word(target, "name", "target.")
     check.word(target, "arch", "target.")
+    if "cpu_features" in target:
+        if version < 4:
+            raise check.fail("target.cpu_features", "needs bundle schema version 4")
+        check.cpu_features(target)
     check.member(manifest, "runner", executable=True)
     if "runner_plan" in manifest:
         check.member(manifest, "runner_plan")
@@ -209,6 +214,14 @@ class _Checker:
             last = batch
             self.member(item, "path", field)
             self.word(item, "function", field)
+
+    def cpu_features(self, target: dict) -> None:
+        """The CPU features the code needs: distinct names of formats.cpu_features' table."""
+        names = target.get("cpu_features")
+        if (not isinstance(names, list) or len(names) > len(CPU_FEATURES) or len(set(map(str, names))) != len(names)
+                or not all(isinstance(n, str) and n in CPU_FEATURES for n in names)):
+            raise self.fail("target.cpu_features", f"is {_short(names)}, not a list of distinct CPU feature names "
+                            "(such as asimd, asimddp, avx2)")
 
     def references(self, reference: dict) -> None:
         for tower in reference:

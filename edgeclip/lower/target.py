@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from functools import cache
 
 from edgeclip.errors import TargetError
+from edgeclip.formats import cpu_features as features_table
 from edgeclip.lower.thread_pool import size_for_host
-from edgeclip.targets import Target, load_target
+from edgeclip.targets import Target, load_target, load_target_file
+from edgeclip.targets.loader import target_files
 
 HOST_TARGET = "x86-64"
 
@@ -70,3 +72,29 @@ def _llvm_cpus(triple: str) -> list[str]:
     from tvm.target import codegen
 
     return sorted(str(cpu) for cpu in codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm", "mtriple": triple})))
+
+
+def cpu_features(board: Target) -> list[str]:
+    """The CPU features (Linux names) code compiled for the board's TVM CPU target may use: what
+    LLVM switches on for its `mcpu` plus `mattr`, through formats.cpu_features' table. The
+    fp32 baseline is compiled for the same target, so this holds for every module of a bundle."""
+    import tvm
+    from tvm.target import codegen
+
+    target = tvm.target.Target(board.tvm_cpu)
+    return features_table.from_llvm(board.arch, (str(f) for f in codegen.llvm_get_cpu_features(target)))
+
+
+def alternatives(board: Target) -> list[tuple[str, list[str]]]:
+    """The other known boards of the board's architecture and their CPU features, the closest
+    name first (rpi4 for rpi5): what a refusal may suggest building for instead. Boards that do
+    not load here (an `auto` board of another architecture, a broken user file) are left out."""
+    found = []
+    for name, path in target_files().items():
+        try:
+            other = load_target_file(path)
+        except TargetError:
+            continue
+        if name != board.name and other.arch == board.arch:
+            found.append((name, cpu_features(other)))
+    return sorted(found, key=lambda item: (-difflib.SequenceMatcher(None, board.name, item[0]).ratio(), item[0]))

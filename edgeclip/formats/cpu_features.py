@@ -1,0 +1,77 @@
+"""CPU features a bundle's code needs, in the names Linux gives them (/proc/cpuinfo, hwcaps).
+
+One table maps the LLVM features of a module's TVM target (what `-mcpu`/`-mattr` switch on) to
+those names. It lists only features LLVM may use in generated compute code without intrinsics
+or that our kernels use through intrinsics (SIMD, dot product, FMA, BMI, ...), never ones
+reached only by explicit intrinsics we do not call (AES, SHA, CRC): LLVM's Cortex-A72 model has
+AES, the Pi 4's BCM2711 has not, and requiring it would refuse a real Pi 4. The manifest
+schema allows exactly these names; the runner (cpu_features.h) detects each of them.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+# arch -> {LLVM feature: (Linux name, what it is)}
+FEATURES = {
+    "aarch64": {
+        "neon": ("asimd", "Advanced SIMD"),
+        "dotprod": ("asimddp", "dot product"),
+        "fullfp16": ("asimdhp", "half-precision arithmetic"),
+        "i8mm": ("i8mm", "int8 matrix multiply"),
+        "bf16": ("bf16", "bfloat16"),
+        "sve": ("sve", "scalable vectors"),
+    },
+    "x86_64": {
+        "sse3": ("pni", "SSE3"),
+        "ssse3": ("ssse3", "SSSE3"),
+        "sse4.1": ("sse4_1", "SSE4.1"),
+        "sse4.2": ("sse4_2", "SSE4.2"),
+        "popcnt": ("popcnt", "POPCNT"),
+        "lzcnt": ("abm", "LZCNT"),
+        "movbe": ("movbe", "MOVBE"),
+        "bmi": ("bmi1", "BMI1"),
+        "bmi2": ("bmi2", "BMI2"),
+        "avx": ("avx", "AVX"),
+        "avx2": ("avx2", "AVX2"),
+        "fma": ("fma", "FMA"),
+        "f16c": ("f16c", "half-precision conversion"),
+        "avx512f": ("avx512f", "AVX-512"),
+        "avx512bw": ("avx512bw", "AVX-512 byte/word"),
+        "avx512dq": ("avx512dq", "AVX-512 dword/qword"),
+        "avx512vl": ("avx512vl", "AVX-512 vector length"),
+        "avx512cd": ("avx512cd", "AVX-512 conflict detection"),
+        "avx512vnni": ("avx512_vnni", "AVX-512 VNNI"),
+        "avxvnni": ("avx_vnni", "AVX VNNI"),
+        "avx512bf16": ("avx512_bf16", "AVX-512 bfloat16"),
+    },
+}
+DESCRIPTIONS = {name: text for table in FEATURES.values() for name, text in table.values()}
+ALLOWED = frozenset(DESCRIPTIONS)
+
+
+def from_llvm(arch: str, llvm_features) -> list[str]:
+    """The Linux names of the table's features among `llvm_features`, in table order."""
+    have = set(llvm_features)
+    return [name for feature, (name, _) in FEATURES[arch].items() if feature in have]
+
+
+def parse_list(text: str) -> set[str]:
+    """`--cpu-features a,b,c` (or a /proc/cpuinfo flags line: spaces work too) as a set of names."""
+    return {word for word in text.replace(",", " ").split() if word}
+
+
+def missing(required, have) -> list[str]:
+    """The required features `have` lacks, in the order they are required."""
+    have = set(have)
+    return [name for name in required if name not in have]
+
+
+def refusal(absent: list[str], alternatives: list[str]) -> str:
+    """The one line that refuses code needing `absent` features, naming targets that fit instead
+    (the runner's cpu_features.h words it the same)."""
+    lacks = ", ".join(f"{name} ({DESCRIPTIONS.get(name, 'unknown')})" for name in absent)
+    if alternatives:
+        names = alternatives[0] if len(alternatives) == 1 else f"{', '.join(alternatives[:-1])} or {alternatives[-1]}"
+        return f"this CPU lacks {lacks}: build with --target {names}"
+    return (f"this CPU lacks {lacks}: build for a target whose features it has "
+            "(x86-64 takes those of the machine it is built on)")
