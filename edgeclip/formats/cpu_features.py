@@ -5,7 +5,8 @@ those names. It lists only features LLVM may use in generated compute code witho
 or that our kernels use through intrinsics (SIMD, dot product, FMA, BMI, ...), never ones
 reached only by explicit intrinsics we do not call (AES, SHA, CRC): LLVM's Cortex-A72 model has
 AES, the Pi 4's BCM2711 has not, and requiring it would refuse a real Pi 4. The manifest
-schema allows exactly these names; the runner (cpu_features.h) detects each of them.
+schema allows exactly these names; `edgeclip verify --cpu-features` checks them offline (the
+runner does not check them yet: docs/device-runtime.md).
 Standard library only.
 """
 
