@@ -24,6 +24,7 @@ from edgeclip.bundle.build import build_bundle
 from edgeclip.cli import main
 from edgeclip.errors import BundleError
 from edgeclip.formats.manifest import check_manifest
+from edgeclip.formats.runner_inputs import folder_images
 from edgeclip.native import toolchain
 from edgeclip.pipeline import ternarize_source
 from edgeclip.quant import TernaryConfig
@@ -127,6 +128,7 @@ def test_embed_folder_is_its_images_in_name_order_and_out_writes_one_npy(folder,
     listed = lines(run(folder, "embed", "--image", tmp_path, images[0]))
     order = ["A.jpg", "b.png", "c.JPEG", "d.png"]  # byte order: upper case first
     assert [row["image"] for row in listed] == [str(tmp_path / n) for n in order] + [str(images[0])]
+    assert folder_images(tmp_path) == order  # the host tools' mirror of the rule picks the same
     out = tmp_path / "all.npy"
     (summary,) = lines(run(folder, "embed", "--image", tmp_path, "--out", out))
     dim = len(one_by_one[0]["embedding"])

@@ -15,6 +15,7 @@ import numpy as np
 from edgeclip.demo import predict
 from edgeclip.demo.steps import Skip
 from edgeclip.errors import ToolchainError
+from edgeclip.formats.runner_inputs import folder_images
 from edgeclip.native.toolchain import emulator_command
 
 EMBEDDINGS = "device-embeddings.npy"
@@ -40,7 +41,7 @@ def use_on_board(bundle: Path, rows: list[dict], images: Path, checkpoint: Path,
     summary = io.StringIO()
     run_mode(bundle, "embed", ["--image", str(images), "--out", str(out)], emulate=True, out=summary)
     embeddings = np.load(out)
-    files = sorted(p for p in images.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    files = [images / name for name in folder_images(images)]
     expected = predict.torch_image_embeddings(predict.dual_encoder(checkpoint), [str(p) for p in files])
     cosines = np.sum(embeddings.astype(np.float64) * expected, axis=1)
     return {"classify": classified, "agree": sum(r["device"] == r["torch"] for r in classified),

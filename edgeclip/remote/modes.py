@@ -30,6 +30,7 @@ from edgeclip.errors import RemoteError
 from edgeclip.formats.bundle import read_manifest, sha256_file
 from edgeclip.formats.layout import VERSIONS, version_of
 from edgeclip.formats.npy import NpyError, check_matrix, max_matrix_bytes
+from edgeclip.formats.runner_inputs import folder_images
 from edgeclip.fsutil import fsync_dir, write_synced
 from edgeclip.remote.connect import CommandResult, Connection, SshOptions, connect, quote_command
 from edgeclip.remote.deploy import Layout, check_name, installed_state
@@ -42,7 +43,6 @@ UPLOADED = ("--image", "--labels-file", "--text-file")  # runner flags whose val
 OUT = "--out"
 OUT_COPY = "out.npy"
 PATH_KEYS = ("image", "out")  # the fields of the runner's JSON lines that hold a path
-IMAGE_SUFFIXES = (b".jpg", b".jpeg", b".png")
 RUNNER_STATUSES = (2, 3)  # the runner's own failures (usage, bad input): its message is the error
 MAX_DIM = 1 << 16
 STALE_MINUTES = 24 * 60
@@ -106,15 +106,12 @@ def plan_inputs(pairs: list[tuple[str, str]]) -> Inputs:
 
 
 def image_names(folder: str) -> list[str]:
-    """The files the runner takes for a folder (its ExpandImages): names ending in .jpg, .jpeg or
-    .png in any ASCII case, regular files directly in it, in byte order."""
+    """The images the runner takes from `folder`, each checked to be sendable to the board."""
     try:
-        names = os.listdir(folder)
+        names = folder_images(folder)
     except OSError as err:
         raise RemoteError(f"cannot list the folder {folder} ({err.strerror}); check its permissions") from err
-    picked = [name for name in names if os.path.isfile(os.path.join(folder, name))
-              and any(len(os.fsencode(name)) > len(s) and os.fsencode(name).lower().endswith(s) for s in IMAGE_SUFFIXES)]
-    return sorted((_sendable_name(os.path.join(folder, name)) for name in picked), key=os.fsencode)
+    return [_sendable_name(os.path.join(folder, name)) for name in names]
 
 
 def run_on_board(bundle, host: HostSpec | str, mode: str, pairs: list[tuple[str, str]],
