@@ -6,6 +6,7 @@ whether the compiled bundle agrees with the model it was built from.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -105,8 +106,10 @@ def torch_image_embeddings(dual, paths: list[str]) -> np.ndarray:
         return dual.encode_image(dual.preprocess(images)).numpy()
 
 
+@functools.lru_cache(maxsize=2)
 def dual_encoder(checkpoint: Path):
-    """The PyTorch model of a checkpoint, as the CLIP pair the demo compares bundles with."""
+    """The PyTorch model of a checkpoint, as the CLIP pair the demo compares bundles with; loaded
+    once per run, as the classify step and the on-board step both compare with it."""
     from edgeclip.models.dual import DualEncoder
     from edgeclip.models.model_io import load_model
 
