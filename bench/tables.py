@@ -121,6 +121,18 @@ def device_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def peak_table() -> str:
+    lines = ["| CPU | instruction | threads | GMAC/s | core GHz (measured) | MAC/cycle/core | load avg |",
+             "|---|---|---|---|---|---|---|"]
+    for _, d in _load("peak-*.json"):
+        meta = d["meta"]
+        for row in d["results"]:
+            lines.append(f"| {meta['cpu']} | `{meta['instruction']}` × {meta['accumulators']} | {row['threads']} | "
+                         f"{row['mac_per_s'] / 1e9:.0f} | {row['core_ghz']:.2f} | {row['mac_per_cycle_per_core']:.0f} | "
+                         f"{meta['load_average'][0]:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _met(goal: dict) -> str:
     return "**met**" if goal["met"] else "**not met**"
 
@@ -178,7 +190,7 @@ def _ablation_lines(data: dict, name: str) -> list[str]:
 
 
 TABLES = {"kernels": kernels_table, "e2e": e2e_table, "ptq": ptq_table, "bundle": bundle_table,
-          "device": device_table, "training": training_table}
+          "device": device_table, "training": training_table, "peak": peak_table}
 
 
 def main() -> None:
