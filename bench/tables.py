@@ -133,6 +133,44 @@ def peak_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+ARM_GOALS_MS = {"rpi5": 40, "rpi4": 150}  # issue #21: image tower at 4 threads, as estimates
+
+
+def arm_table() -> str:
+    lines = []
+    for _, d in _load("arm-model.json"):
+        cal = d["calibration"]
+        first = next(iter(cal["models"]))
+        lines += [
+            f"ESTIMATES, not measurements ({d['meta']['llvm_mca']}). Calibration on {cal['cpu']} at "
+            f"{cal['core_ghz']:.2f} GHz: measured / estimated kernel time = {cal['error']:.2f} with the "
+            f"{first} model (" + ", ".join(f"{m}: {v['error']:.2f}" for m, v in cal["models"].items()) + ").",
+            "",
+            "| board (llvm-mca model) | tower | ternary kernels ms 1 → 4 threads | tower ms 1 → 4 threads "
+            "(× calibration) | rest serial, 4 threads | ideal fp32 NEON GEMM ms 1 → 4 | ncnn fp32 ms (scaled) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for board in d["boards"].values():
+            ncnn = ", ".join(f"{v:.0f} at {t}" for t, v in board["ncnn_fp32_vit_b32_224_ms"].items())
+            for tower, t in board["towers"].items():
+                one, four = t["estimates"]
+                gemm = t["fp32_neon_gemm_ms"]
+                lines.append(
+                    f"| {board['description']} ({board['mca_cpu']}) | {tower} | {one['kernels_ms']:.0f} → "
+                    f"{four['kernels_ms']:.0f} | {one['tower_ms']:.0f} → {four['tower_ms']:.0f} "
+                    f"({one['tower_ms_calibrated']:.0f} → {four['tower_ms_calibrated']:.0f}) | "
+                    f"{four['tower_ms_rest_serial']:.0f} | {gemm['1']:.0f} → {gemm['4']:.0f} | "
+                    f"{ncnn if tower.startswith('image') else '–'} |")
+        lines.append("")
+        for name, goal in ARM_GOALS_MS.items():
+            four = d["boards"][name]["towers"]["image vit-b-32"]["estimates"][1]
+            verdict = "met" if four["tower_ms_calibrated"] < goal else "not met"
+            lines.append(f"- {name} image tower < {goal} ms at 4 threads: **{verdict}** as an estimate "
+                         f"({four['tower_ms']:.1f} ms raw, {four['tower_ms_calibrated']:.1f} ms calibrated, "
+                         f"{four['tower_ms_rest_serial']:.0f} ms with the rest serial).")
+    return "\n".join(lines) + "\n"
+
+
 def _met(goal: dict) -> str:
     return "**met**" if goal["met"] else "**not met**"
 
@@ -190,7 +228,8 @@ def _ablation_lines(data: dict, name: str) -> list[str]:
 
 
 TABLES = {"kernels": kernels_table, "e2e": e2e_table, "ptq": ptq_table, "bundle": bundle_table,
-          "device": device_table, "training": training_table, "peak": peak_table}
+          "device": device_table, "training": training_table, "peak": peak_table,
+          "arm": arm_table}
 
 
 def main() -> None:
