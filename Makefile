@@ -30,8 +30,9 @@ demo: system-deps-demo $(STAMP)
 test: system-deps-test $(STAMP)
 	$(BIN)/python -m pytest -q -rs
 
-# What the scripts in bench/ need beyond the Python environment.
+# What the scripts in bench/ need beyond the Python environment (the OpenVINO peers too).
 bench-setup: system-deps-bench $(STAMP)
+	$(BIN)/pip install --quiet -e '.[peers]'
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgeclip training targets schedules tests bench

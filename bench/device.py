@@ -30,17 +30,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 from clip_shapes import SHAPES, random_clip_dir
+from host_facts import host
 from PIL import Image
 from skimage import data as samples
 
@@ -57,7 +56,6 @@ LABELS = ("an astronaut", "a cup of coffee", "a cat", "a rocket", "a galaxy", "a
           "a dog", "a bicycle", "a city street")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 TEXTS = tuple(f"a photo of {label}, taken {when}" for label in LABELS for when in ("at noon", "at night"))
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 
 
 def source_key() -> str:
@@ -251,22 +249,6 @@ def measure_serve(runner: Path, folder: Path, photos: list[Path], repeats: int) 
         memory = server.memory_kb()
         return {"text_embed_round_trip": summary(text), "tokenize_round_trip": summary(tokenize),
                 "requests": server.count, **memory}
-
-
-def host() -> dict:
-    """What ran the benchmark: CPU, its relevant ISA flags, cores, load, time and edgeclip commit."""
-    lscpu = dict(line.split(":", 1) for line in subprocess.run(["lscpu"], capture_output=True, text=True,
-                                                               check=True).stdout.splitlines() if ":" in line)
-    flags = set(lscpu.get("Flags", "").split())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                            check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "edgeclip", "schedules", "targets"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.strip()
-    return {"cpu": lscpu.get("Model name", platform.processor()).strip(), "machine": platform.machine(),
-            "cpu_flags": [f for f in CPU_FLAGS if f in flags], "cpus": os.cpu_count(),
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "edgeclip_commit": commit + ("-dirty" if dirty else "")}
 
 
 def main() -> None:

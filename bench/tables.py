@@ -49,11 +49,25 @@ def e2e_table() -> str:
     lines = []
     for path, data in _load("e2e-*.json"):
         lines += [f"{data['model']}, batch 1, {data['cores']}-core {data['cpu']} host ({path.name}).", ""]
-        lines += ["| tower | threads | runtime | ms | × vs torch fp32 |", "|---|---|---|---|---|"]
-        base = {(r["tower"], r["threads"]): r["ms"] for r in data["rows"] if r["runtime"] == "torch fp32"}
+        lines += ["| shape | tower | batch | threads | runtime | precision | ms | × vs strongest peer | "
+                  "tower / kernels efficiency |", "|---|---|---|---|---|---|---|---|---|"]
+        groups: dict[tuple, list[dict]] = {}
         for r in data["rows"]:
-            ratio = base[(r["tower"], r["threads"])] / r["ms"]
-            lines.append(f"| {r['tower']} | {r['threads']} | {r['runtime']} | {r['ms']:.1f} | {ratio:.2f} |")
+            groups.setdefault((r.get("shape", "vit-b-32"), r["tower"], r.get("batch", 1), r["threads"]), []).append(r)
+        for (shape, tower, batch, threads), rows in groups.items():
+            best = min((r for r in rows if not r["runtime"].startswith("tvm")), key=lambda r: r["ms"])
+            for r in sorted(rows, key=lambda r: (r is not best, not r["runtime"].startswith("tvm"), r["ms"])):
+                eff = (f"{100 * r['tower_efficiency']:.0f} % / {100 * r['kernel_efficiency']:.0f} %"
+                       if "tower_efficiency" in r else "")
+                name = f"**{r['runtime']}**" if r is best else r["runtime"]
+                lines.append(f"| {shape} | {tower} | {batch} | {threads} | {name} | {r.get('precision', '')} | "
+                             f"{r['ms']:.1f} | {best['ms'] / r['ms']:.2f} | {eff} |")
+        if "peak_mac_per_s" in data:
+            peaks = ", ".join(f"{v / 1e9:.0f} GMAC/s at {n} thread(s)" for n, v in data["peak_mac_per_s"].items())
+            lines += ["", f"Efficiency = multiply-accumulates of the tower's linears and matmuls (kernels: of the "
+                          f"ternary kernels alone, from the per-op profile) / (time × this CPU's "
+                          f"`{data['peak_instruction']}` peak, measured in the same run: {peaks}). Command: "
+                          f"`{data['command']}`; load average {data['load_average'][0]:.1f}."]
         lines.append("")
     return "\n".join(lines)
 
