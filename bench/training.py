@@ -7,7 +7,8 @@ and the loss ablation of the Fashion-MNIST QAT student.
 Every run is the real CLI (`edgeclip train` / `eval` / `ternarize`) in its own process, so each
 entry in the JSON carries the command that reproduces it. MiniLM runs evaluate the 1,000 held-out
 sentences at even intervals of training time (`--eval-every`, not charged to the budget), which
-gives the fidelity-vs-minutes curve. The box may be shared, so the 1-minute load average is
+gives the fidelity-vs-minutes curve; each final student is also scored on 1,000 WordNet glosses
+(`edgeclip eval --data wordnet`), a text source training never sees. The box may be shared, so the 1-minute load average is
 sampled throughout and stored beside each run. Writes bench/results/training-<host>.json (a part
 run alone replaces only its own part) and training-<host>-minilm.png.
 """
@@ -110,10 +111,20 @@ def minilm(args, work: Path, load: LoadSampler, png: Path) -> dict:
             "final": curve[-1], "curve": curve, "command": shown(command, args.threads),
             **load.between(start, time.time()),
         })
+        runs[-1]["wordnet"] = _wordnet_fidelity(out, work, args.threads)
         print(f"minilm {budget}: cosine {curve[-1]['mean_cosine']:.4f}, recall@10 "
               f"{curve[-1]['neighbour_recall_at_10']:.4f} after {summary['steps_done']} steps", flush=True)
     plot_evaluation(logs, png)
     return {"targets": {"mean_cosine": 0.88, "neighbour_recall_at_10": 0.55, "budget": "10m"}, "runs": runs}
+
+
+def _wordnet_fidelity(student: Path, work: Path, threads: int) -> dict:
+    """The student's fidelity on 1,000 WordNet glosses, a text source training never sees."""
+    out = work / f"wordnet-{student.name}.json"
+    command = [*EDGECLIP, "eval", "--model", str(student), "--data", "wordnet", "--json", str(out)]
+    run(command, threads, work / f"wordnet-{student.name}.log")
+    metrics = json.loads(out.read_text())["metrics"]
+    return {**metrics, "command": shown(command, threads)}
 
 
 def _read_rows(path: Path) -> list[dict]:

@@ -8,7 +8,7 @@ import torch
 from training_fixtures import colour_image, png_bytes, write_caption_folder, write_shard
 
 from edgeclip.errors import TrainingError
-from edgeclip.training.corpus import load_fortunes, split_sentences
+from edgeclip.training.corpus import gloss_definition, load_fortunes, load_wordnet_glosses, split_sentences
 from edgeclip.training.data import (
     CaptionTable,
     TarShards,
@@ -125,3 +125,24 @@ def test_fortunes_corpus_holds_out_a_fixed_disjoint_set():
     assert all(6 <= len(s.split()) <= 40 for s in corpus.held_out)
     assert load_fortunes().held_out == corpus.held_out
     assert torch.tensor(corpus.batch_at(5, 16, seed=0)).unique().numel() == 16
+
+
+def test_wordnet_gloss_is_the_definition_before_its_examples():
+    line = ('00002452 03 n 01 thing 0 009 @ 00001930 n 0000 | a separate and self-contained entity; '
+            '"the thing stood  alone"; "another example"  ')
+    assert gloss_definition(line) == "a separate and self-contained entity"
+    assert gloss_definition("  1 This software and database is being provided to you") is None
+
+
+def test_wordnet_glosses_are_a_fixed_set_training_never_sees():
+    glosses = load_wordnet_glosses()
+    assert len(glosses) == 1000 == len(set(glosses))
+    assert all(6 <= len(g.split()) <= 40 and '"' not in g for g in glosses)
+    assert load_wordnet_glosses() == glosses
+    assert not set(glosses) & set(load_fortunes().train)
+
+
+def test_missing_wordnet_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECLIP_WORDNET", str(tmp_path))
+    with pytest.raises(TrainingError, match="apt-get install wordnet-base"):
+        load_wordnet_glosses()

@@ -121,9 +121,18 @@ def evaluate(model_spec: str, data: str | None = None, teacher: str | None = Non
             return ev.result(source.name, model_spec, "zeroshot_classification", metrics)
         metrics = ev.retrieval(DualEncoder(model), source, limit or 1000)
         return ev.result(source.name, model_spec, "zeroshot_retrieval", {**metrics, "skipped": source.skipped})
-    from edgeclip.training.corpus import load_fortunes
-
     teacher_model, _ = open_model(teacher or "minilm")
-    sentences = load_fortunes().held_out[:limit]
-    metrics = ev.embedding_fidelity(model, teacher_model, tokenizer_for_spec(teacher or "minilm"), sentences)
-    return ev.result("fortunes-held-out", model_spec, "embedding_fidelity", metrics)
+    name, sentences = fidelity_sentences(data)
+    metrics = ev.embedding_fidelity(model, teacher_model, tokenizer_for_spec(teacher or "minilm"), sentences[:limit])
+    return ev.result(name, model_spec, "embedding_fidelity", metrics)
+
+
+def fidelity_sentences(data: str) -> tuple[str, list[str]]:
+    """(dataset name, sentences) a sentence encoder is evaluated on; neither set enters training."""
+    from edgeclip.training.corpus import load_fortunes, load_wordnet_glosses
+
+    if data == "fortunes":
+        return "fortunes-held-out", load_fortunes().held_out
+    if data == "wordnet":
+        return "wordnet-glosses", load_wordnet_glosses()
+    raise TrainingError(f"sentence encoders are evaluated on 'fortunes' or 'wordnet', not {data!r}")

@@ -133,7 +133,9 @@ def _add_eval(verbs) -> None:
     )
     p.add_argument("--model", required=True, help="edgeclip checkpoint, 'demo', 'minilm' or a model directory")
     p.add_argument("--teacher", default=None, help="reference for embedding fidelity (default 'minilm')")
-    p.add_argument("--data", default=None, help="'fashion-mnist' (test split), captions table or tar shards")
+    p.add_argument("--data", default=None, help="'fashion-mnist' (test split), captions table or tar shards; "
+                   "sentence encoders: 'fortunes' (its 1,000 held-out sentences, the default) or 'wordnet' "
+                   "(1,000 WordNet glosses, a text source training never sees)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     p.add_argument("--json", default=None, help="write the result JSON here")
     p.set_defaults(func=_eval)
