@@ -295,7 +295,12 @@ def main() -> None:
             print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     result["host_after"] = host()
     result["goals"] = goals(result)
-    out = Path(__file__).with_name("results") / f"device-{args.shape}-{args.target}.json"
+    save(result, f"device-{args.shape}-{args.target}.json")
+
+
+def save(result: dict, name: str) -> None:
+    """`result` as bench/results/NAME, written atomically, and printed."""
+    out = Path(__file__).with_name("results") / name
     partial = out.with_suffix(".json.part")
     write_synced(partial, (json.dumps(result, indent=1) + "\n").encode())
     os.replace(partial, out)

@@ -10,6 +10,12 @@ import numpy as np
 from edgeclip.formats import index as index_format
 
 
+def corpus_mean(rows: np.ndarray) -> np.ndarray:
+    """The runner's mean: float64 sums row by row in order (cumsum, not numpy's pairwise sum), then float32."""
+    rows = np.asarray(rows, dtype=np.float32)
+    return (np.cumsum(rows.astype(np.float64), axis=0)[-1] / len(rows)).astype(np.float32)
+
+
 def quantize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(scales f32[N], codes i8[N, stride], sign bits u8[N, bit stride]) as the runner's QuantizeRow:
     scale = max|x| / 127 and codes round(x / scale), ties to even, all in float32."""
@@ -27,10 +33,13 @@ def quantize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def build_index(rows: np.ndarray, items: list[str], model: dict, kind: str = "text", encoding: str = "binary",
                 lines: list[int] | None = None) -> bytes:
-    """An index file's bytes for unit `rows` [N, D] and their items (line i + 1 unless given)."""
-    scales, codes, bits = quantize(rows)
+    """An index file's bytes for unit `rows` [N, D] and their items (line i + 1 unless given): each
+    row's residual from the corpus mean quantized."""
+    rows = np.asarray(rows, dtype=np.float32)
+    mean = corpus_mean(rows)
+    scales, codes, bits = quantize(rows - mean)
     lines = list(range(1, len(items) + 1)) if lines is None and kind == "text" else lines or [0] * len(items)
-    return index_format.encode(encoding, kind, model, scales.tobytes(), codes.tobytes(), bits.tobytes(), lines,
+    return index_format.encode(encoding, kind, model, mean.tobytes(), scales.tobytes(), codes.tobytes(), bits.tobytes(), lines,
                                items, rows.shape[1])
 
 
@@ -45,4 +54,4 @@ def exact_top_k(corpus: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 def recall_at_k(found: list[list[int]], exact: np.ndarray) -> float:
     """|found ∩ exact| / k, averaged over the queries."""
     k = exact.shape[1]
-    return float(np.mean([len(set(f[:k]) & set(e.tolist())) / k for f, e in zip(found, exact)]))
+    return float(np.mean([len(set(f[:k]) & set(e.tolist())) / k for f, e in zip(found, exact, strict=True)]))

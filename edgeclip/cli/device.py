@@ -48,7 +48,7 @@ def add_device_commands(verbs) -> None:
     _inputs(p, "--text", "a text to embed; repeatable")
     _inputs(p, "--text-file", "a UTF-8 file with one text a line; repeatable")
     p.add_argument("--out", type=os.path.abspath, help="write the embeddings to this .npy file")
-    p.add_argument("--batch", type=int, help="images a tower call, up to the bundle's compiled sizes (default 1)")
+    _batch(p)
     _common(p)
 
     p = _verb(verbs, "tokenize", "the text tower's token ids, from the bundle's own tokenizer (`edgeclip-runner tokenize`)",
@@ -64,9 +64,9 @@ def add_device_commands(verbs) -> None:
     _inputs(p, "--text-file", "a UTF-8 file, one item a line")
     _inputs(p, "--image", "image files or folders", nargs="+")
     p.add_argument("--out", type=os.path.abspath, required=True, help="the index file to write")
-    p.add_argument("--encoding", choices=("binary", "int8"),
-                   help="binary: sign bits scanned first, int8 re-ranks (default); int8: every row scored in int8")
-    p.add_argument("--batch", type=int, help="images a tower call, up to the bundle's compiled sizes (default 1)")
+    p.add_argument("--encoding", choices=("int8", "binary"),
+                   help="int8: every row scored in int8 (default); binary: sign bits scanned first, 8x fewer bytes")
+    _batch(p)
     _common(p)
 
     p = _verb(verbs, "search", "the k nearest items of an index to a text or image (`edgeclip-runner search`)",
@@ -77,7 +77,7 @@ def add_device_commands(verbs) -> None:
     _inputs(p, "--query", "a text to look up")
     _inputs(p, "--image", "an image file to look up")
     p.add_argument("--k", type=int, help="how many items to return (default 10)")
-    p.add_argument("--rerank", type=int, help="rows a binary index re-ranks in int8 (default 100)")
+    p.add_argument("--rerank", type=int, help="rows of the first pass re-scored finely (default 100)")
     _common(p)
 
 
@@ -90,6 +90,10 @@ def _verb(verbs, name: str, help_text: str, description: str):
 
 def _inputs(p, flag: str, help_text: str, nargs=None) -> None:
     p.add_argument(flag, action=_InOrder, dest="inputs", nargs=nargs, help=help_text, metavar=flag.lstrip("-").upper())
+
+
+def _batch(p) -> None:
+    p.add_argument("--batch", type=int, help="images a tower call, up to the bundle's compiled sizes (default 1)")
 
 
 def _common(p) -> None:

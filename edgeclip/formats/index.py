@@ -7,11 +7,13 @@ Layout, little-endian, every section starting on a 64-byte boundary (zero paddin
     16  u32 count                  20  u32 dim                24  u32 header bytes (JSON)
     28  u32 CRC-32 of bytes 64..   32  u64 item text bytes    40  u64 file bytes    48..64 zero
     64  JSON header {"kind": "text"|"image", "model": {"bundle", "tower", "variant", "module_sha256"}}
-    scales f32[count] | codes i8[count][stride 32] | sign bits (binary only) u8[count][stride 8]
-    lines u32[count] (1-based text line, 0 for images) | offsets u64[count + 1] | item text (UTF-8)
+    mean f32[dim] | scales f32[count] | codes i8[count][stride 32] | sign bits (binary only)
+    u8[count][stride 8] | lines u32[count] (1-based text line, 0 for images) | offsets u64[count + 1]
+    | item text (UTF-8)
 
-Codes are `round(x / scale)` with `scale = max|x| / 127` in float32 (ties to even), bit j of a row
-is `code[j] > 0`. Sizes are bounded and the file's length must equal what its counts give before
+Each row is stored as its residual r = x - mean from the corpus mean (float64 sums row by row, then
+float32): codes are `round(r / scale)` with `scale = max|r| / 127` in float32 (ties to even), bit j
+of a row is `code[j] > 0`; a query's score is q . mean + scale * (q . codes). Sizes are bounded and the file's length must equal what its counts give before
 anything else is read; the CRC covers everything after the prefix. Standard library only: the
 host verbs and tests check an index fetched from a board without numpy.
 """
@@ -59,6 +61,7 @@ def bit_stride(dim: int) -> int:
 class Layout:
     """Where each section starts, from the prefix's counts alone."""
 
+    mean: int
     scales: int
     codes: int
     bits: int
@@ -69,13 +72,14 @@ class Layout:
 
     @classmethod
     def of(cls, encoding: int, count: int, dim: int, header_bytes: int, string_bytes: int) -> Layout:
-        scales = _up(PREFIX + header_bytes, ALIGN)
+        mean = _up(PREFIX + header_bytes, ALIGN)
+        scales = _up(mean + 4 * dim, ALIGN)
         codes = _up(scales + 4 * count, ALIGN)
         bits = _up(codes + code_stride(dim) * count, ALIGN)
         lines = _up(bits + (bit_stride(dim) * count if encoding == ENCODINGS["binary"] else 0), ALIGN)
         offsets = _up(lines + 4 * count, ALIGN)
         strings = offsets + 8 * (count + 1)
-        return cls(scales, codes, bits, lines, offsets, strings, strings + string_bytes)
+        return cls(mean, scales, codes, bits, lines, offsets, strings, strings + string_bytes)
 
 
 @dataclass(frozen=True)
@@ -92,13 +96,13 @@ class IndexInfo:
     items: tuple[str, ...]
 
     def vector_bytes(self) -> int:
-        """What the vectors take (scales, codes, sign bits), padding excluded: the storage figure."""
+        """What the vectors take (mean, scales, codes, sign bits), padding excluded: the storage figure."""
         per_row = 4 + self.dim + (bit_stride(self.dim) if self.encoding == "binary" else 0)
-        return self.count * per_row
+        return 4 * self.dim + self.count * per_row
 
 
-def encode(encoding: str, kind: str, model: dict, scales: bytes, codes: bytes, bits: bytes | None, lines: list[int],
-           items: list[str], dim: int) -> bytes:
+def encode(encoding: str, kind: str, model: dict, mean: bytes, scales: bytes, codes: bytes, bits: bytes | None,
+           lines: list[int], items: list[str], dim: int) -> bytes:
     """An index file's bytes from already-quantized rows (codes padded to code_stride, bits to bit_stride)."""
     if encoding not in ENCODINGS or kind not in KINDS:
         raise IndexFormatError(f"encoding {encoding!r} or kind {kind!r} unknown")
@@ -109,6 +113,7 @@ def encode(encoding: str, kind: str, model: dict, scales: bytes, codes: bytes, b
     layout = Layout.of(code, count, dim, len(header), sum(map(len, texts)))
     out = bytearray(layout.total)
     out[PREFIX:PREFIX + len(header)] = header
+    out[layout.mean:layout.mean + 4 * dim] = mean
     out[layout.scales:layout.scales + 4 * count] = scales
     out[layout.codes:layout.codes + code_stride(dim) * count] = codes
     if code == ENCODINGS["binary"]:
@@ -166,11 +171,11 @@ def parse(data: bytes, where: str = "the index") -> IndexInfo:
     if not isinstance(model, dict) or not all(isinstance(model.get(f), str) for f in MODEL_FIELDS):
         raise fail(f"has a header whose model lacks one of {', '.join(MODEL_FIELDS)}")
     offsets = struct.unpack_from(f"<{count + 1}Q", data, layout.offsets)
-    if offsets[0] != 0 or offsets[-1] != string_bytes or any(a > b for a, b in zip(offsets, offsets[1:])):
+    if offsets[0] != 0 or offsets[-1] != string_bytes or any(a > b for a, b in zip(offsets, offsets[1:], strict=False)):
         raise fail("has bad item offsets")
     blob = data[layout.strings:]
     try:
-        items = tuple(blob[a:b].decode("utf-8") for a, b in zip(offsets, offsets[1:]))
+        items = tuple(blob[a:b].decode("utf-8") for a, b in zip(offsets, offsets[1:], strict=False))
     except UnicodeDecodeError as err:
         raise fail(f"has an item that is not UTF-8 ({err})") from err
     lines = struct.unpack_from(f"<{count}I", data, layout.lines)
@@ -185,5 +190,6 @@ def with_items(data: bytes, items: list[str]) -> bytes:
         raise IndexFormatError(f"{len(items)} items given for an index of {info.count}")
     at, count, dim = info.layout, info.count, info.dim
     bits = data[at.bits:at.bits + bit_stride(dim) * count] if info.encoding == "binary" else None
-    return encode(info.encoding, info.kind, info.model, data[at.scales:at.scales + 4 * count],
+    return encode(info.encoding, info.kind, info.model, data[at.mean:at.mean + 4 * dim],
+                  data[at.scales:at.scales + 4 * count],
                   data[at.codes:at.codes + code_stride(dim) * count], bits, list(info.lines), items, dim)

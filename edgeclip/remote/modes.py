@@ -245,12 +245,13 @@ def _announced(row: dict | None, rows: int, host: str, mode: str) -> int:
     return dim
 
 
-def _fetch_bounded(conn: Connection, remote: str, limit: int, what: str, local: str, host: str) -> bytes:
+def _fetch_bounded(conn: Connection, remote: str, limit: int, what: str, bound: str, local: str, host: str) -> bytes:
+    """The board's file, refused unread when it is over `limit` bytes (`bound` says what sets it)."""
     with sftp_errors(conn, remote, "fetching"):
         sftp = conn.sftp()
         size = sftp.stat(remote).st_size or 0
         if size > limit:
-            raise RemoteError(f"{host}: the {what} the board wrote is {size} bytes, over the {limit} it can take; "
+            raise RemoteError(f"{host}: the {what} the board wrote is {size} bytes, over the {limit} that {bound}; "
                               f"nothing was written to {local}")
         with sftp.open(remote, "rb") as handle:
             handle.prefetch(size)
@@ -261,7 +262,8 @@ def _fetch_out(conn: Connection, remote: str, inputs: Inputs, row: dict | None, 
     """The board's .npy, bounded before it is read and checked before it is written here."""
     rows, local = inputs.rows, inputs.out
     dim = _announced(row, rows, host, "embed")
-    data = _fetch_bounded(conn, remote, max_matrix_bytes(rows, dim), "embeddings file", local, host)
+    data = _fetch_bounded(conn, remote, max_matrix_bytes(rows, dim), "embeddings file", f"{rows} x {dim} float32 take",
+                          local, host)
     try:
         check_matrix(data, rows, dim)
     except NpyError as err:
@@ -278,7 +280,8 @@ def _fetch_index(conn: Connection, remote: str, inputs: Inputs, row: dict | None
     sent = sum(os.path.getsize(path) for path, _ in inputs.files) + rows * 4096  # item text: lines or paths
     limit = index_format.Layout.of(index_format.ENCODINGS["binary"], rows, dim, index_format.MAX_HEADER_BYTES,
                                    sent).total
-    data = _fetch_bounded(conn, remote, limit, "index", local, host)
+    data = _fetch_bounded(conn, remote, limit, "index", f"{rows} items of {dim} dimensions with their texts take",
+                          local, host)
     try:
         info = index_format.parse(data, "the index the board wrote")
         if info.count != rows or info.dim != dim:

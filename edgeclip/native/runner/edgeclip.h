@@ -73,15 +73,17 @@ int edgeclip_handle_request(edgeclip_model* model, const char* json_line, char**
 void edgeclip_free_string(char* text); /* NULL is fine */
 
 /* Search (docs/device-runtime.md#search). An index file holds a corpus's embeddings, int8 per
- * vector (encoding "int8") or with their sign bits too ("binary": a Hamming pass, then int8
- * re-ranking), each item's text (and 1-based line number) or image path, and the identity of the
- * model that embedded them; a query must come from the same bundle, tower and variant. */
+ * vector (encoding "int8": every row scored in int8) or with their sign bits too ("binary": a
+ * Hamming pass over the bits, 8x fewer bytes read), each item's text (and 1-based line number) or
+ * image path, and the identity of the model that embedded them; a query must come from the same
+ * bundle and variant. Either way the `rerank` best of that first pass are re-scored with the query
+ * at 20 bits, so scores agree to the bit on every CPU. */
 typedef struct edgeclip_index edgeclip_index;
 
 /* Embeds `count` items with the model's text tower (`tower` EDGECLIP_TEXT; lines[i] is item i's
  * 1-based line number, NULL = i + 1) or image tower (EDGECLIP_IMAGE, items are file paths, `batch`
  * images a tower call as in edgeclip_embed_image_files) and writes the index to `out_path`
- * atomically. `encoding`: "binary" (NULL) or "int8". */
+ * atomically. `encoding`: "int8" (NULL) or "binary". */
 int edgeclip_index_build(edgeclip_model* model, int tower, const char* const* items, const int* lines, int count,
                          int batch, const char* encoding, const char* out_path);
 /* Maps and checks an index file (length, CRC-32, sizes, header); NULL on failure. */
@@ -98,7 +100,7 @@ int edgeclip_index_line(const edgeclip_index* index, int id); /* 0 for an image 
 
 /* The `k` (1 to 1000) nearest items to a unit `query` of edgeclip_index_dim floats: ids[] and
  * scores[] (cosine estimates) best first; returns how many (min(k, count)), -1 on failure.
- * `rerank`: how many rows a binary index scores in int8 (0 = the default, 100 or k if larger). */
+ * `rerank`: how many rows of the first pass are re-scored (0 = the default, 100, or k if larger). */
 int edgeclip_search_vector(const edgeclip_index* index, const float* query, int k, int rerank, int* ids,
                            float* scores);
 /* The same for a text (or image file) embedded by `model`, which must be the model that built the

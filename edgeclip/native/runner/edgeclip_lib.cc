@@ -260,6 +260,17 @@ int SearchInto(const edgeclip_index* index, const float* query, int k, int reran
   return static_cast<int>(hits.size());
 }
 
+// A query the model embeds (after checking the index is its own), then searched.
+template <typename Embed>
+int SearchEmbedded(edgeclip_model* model, const edgeclip_index* index, int k, int rerank, int* ids, float* scores,
+                   Embed embed) {
+  NeedModel(model, index);
+  model->CheckIndex(index->file);
+  std::vector<float> query(static_cast<size_t>(std::max(model->dim, 1)));
+  embed(query.data());
+  return SearchInto(index, query.data(), k, rerank, ids, scores);
+}
+
 // The output length of a tower: the size of its reference output in the plan.
 int OutputDim(const Tower& tower) {
   if (tower.expected.empty()) throw std::runtime_error("the " + tower.name + " tower has no reference output; rebuild the bundle");
@@ -490,7 +501,7 @@ int edgeclip_index_build(edgeclip_model* model, int tower, const char* const* it
     const std::string kind = tower == EDGECLIP_IMAGE ? "image" : "text";
     if (tower != EDGECLIP_IMAGE && tower != EDGECLIP_TEXT) throw std::invalid_argument("tower must be EDGECLIP_IMAGE or EDGECLIP_TEXT");
     edgeclip_model::Need(tower == EDGECLIP_IMAGE ? model->image : model->text, kind.c_str());
-    const std::string code = encoding ? encoding : "binary";
+    const std::string code = encoding ? encoding : "int8";
     if (code != "binary" && code != "int8") throw std::invalid_argument("encoding '" + code + "' unknown; use binary or int8");
     if (count < 1 || static_cast<uint32_t>(count) > kMaxIndexCount) {
       throw std::invalid_argument("an index holds 1 to " + std::to_string(kMaxIndexCount) + " items, not " + std::to_string(count));
@@ -560,11 +571,7 @@ int edgeclip_search_text(edgeclip_model* model, const edgeclip_index* index, con
                          int* ids, float* scores) {
   return Guard(-1, [&] {
     NeedModel(model, utf8);
-    NeedModel(model, index);
-    model->CheckIndex(index->file);
-    std::vector<float> query(static_cast<size_t>(std::max(model->dim, 1)));
-    model->EmbedText(utf8, query.data());
-    return SearchInto(index, query.data(), k, rerank, ids, scores);
+    return SearchEmbedded(model, index, k, rerank, ids, scores, [&](float* q) { model->EmbedText(utf8, q); });
   });
 }
 
@@ -572,12 +579,9 @@ int edgeclip_search_image(edgeclip_model* model, const edgeclip_index* index, co
                           int* ids, float* scores) {
   return Guard(-1, [&] {
     NeedModel(model, path);
-    NeedModel(model, index);
-    model->CheckIndex(index->file);
     edgeclip_model::Need(model->image, "image");
-    std::vector<float> query(static_cast<size_t>(std::max(model->dim, 1)));
-    model->EmbedImage(DecodeImage(path), query.data());
-    return SearchInto(index, query.data(), k, rerank, ids, scores);
+    return SearchEmbedded(model, index, k, rerank, ids, scores,
+                          [&](float* q) { model->EmbedImage(DecodeImage(path), q); });
   });
 }
 

@@ -1,6 +1,6 @@
-// Exact search over an index file: the query quantized as the items are, int8 dot products of it
-// with every item (or, for a binary index, Hamming distances of sign bits first and int8 dot
-// products only for the `rerank` nearest), and a bounded heap for the top k. The inner loops are
+// Exact search over an index file in two passes: a coarse one over every row (int8 dot products
+// with the query quantized as the items are, or Hamming distances of sign bits), a bounded heap
+// keeping the `rerank` best, then a fine one re-scoring those with the query at 20 bits. The inner loops are
 // picked once per process by what the CPU has: AVX2 (+popcnt) on x86-64, NEON with sdot
 // (ARMv8.2 dotprod) or without it (Cortex-A72) on aarch64, plain C++ elsewhere. Integer sums are
 // exact, so every path gives the same scores and the same order (ties go to the lower id).
@@ -8,6 +8,7 @@
 #define EDGECLIP_INDEX_SCAN_H_
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -142,12 +143,44 @@ class TopK {
 };
 
 struct SearchStats {
-  uint64_t bytes_scanned = 0;  // index bytes the query read: codes and scales, or bits + reranked rows
-  uint32_t candidates = 0;     // rows scored in int8
+  uint64_t bytes_scanned = 0;  // index bytes the query read: codes and scales, or bits, plus the re-scored rows
+  uint32_t candidates = 0;     // rows the fine pass scored
 };
 
-// The `k` items nearest `query` (dim floats, unit length), scores the int8 estimate of the cosine.
-// A binary index compares sign bits first and scores the `rerank` nearest in int8 (at least k).
+// The fine score of item i: q . mean + scale_i * (q . codes_i), the dot taken with the query at
+// 20 bits in int64 (exact, so x86 and ARM agree to the bit) and the sum by explicit fma.
+class FineScorer {
+ public:
+  FineScorer(const IndexFile& index, const float* query) : index_(index), q_(CodeStride(index.dim()), 0) {
+    const uint32_t dim = index.dim();
+    float peak = 0;
+    for (uint32_t j = 0; j < dim; ++j) peak = std::max(peak, std::fabs(query[j]));
+    step_ = peak > 0 ? static_cast<double>(peak) / kFine : 0.0;
+    const float* mean = index.Mean();
+    for (uint32_t j = 0; j < dim; ++j) {
+      q_[j] = peak > 0 ? static_cast<int32_t>(std::nearbyint(static_cast<double>(query[j]) / step_)) : 0;
+      q_mean_ = std::fma(static_cast<double>(query[j]), static_cast<double>(mean[j]), q_mean_);
+    }
+  }
+  float operator()(uint32_t i) const {
+    const int8_t* codes = index_.Codes() + CodeStride(index_.dim()) * i;
+    int64_t dot = 0;
+    for (uint32_t j = 0; j < index_.dim(); ++j) dot += int64_t{q_[j]} * codes[j];
+    const double scale = static_cast<double>(index_.Scales()[i]) * step_;
+    return static_cast<float>(std::fma(scale, static_cast<double>(dot), q_mean_));
+  }
+
+ private:
+  static constexpr double kFine = 1 << 20;
+  const IndexFile& index_;
+  std::vector<int32_t> q_;
+  double step_ = 0, q_mean_ = 0;
+};
+
+// The `k` items nearest `query` (dim floats, unit length), best first, scored by the fine pass
+// (the cosine within the codes' rounding). A coarse pass picks the `rerank` rows (at least k) it
+// re-scores: int8 dot products with the query at 8 bits (int8 index), or Hamming distances of
+// sign bits (binary index; rows at the cut distance taken in id order).
 inline std::vector<Hit> Search(const IndexFile& index, const float* query, size_t k, size_t rerank,
                                SearchStats* stats = nullptr) {
   const uint32_t dim = index.dim(), count = index.count();
@@ -158,12 +191,14 @@ inline std::vector<Hit> Search(const IndexFile& index, const float* query, size_
   const float* scales = index.Scales();
   const int8_t* codes = index.Codes();
   k = std::min<size_t>(std::max<size_t>(k, 1), count);
-  TopK top(k);
+  const size_t want = std::min<size_t>(std::max(rerank, k), count);
+  std::vector<uint32_t> candidates;
   SearchStats local;
   if (index.encoding() == kEncodingInt8) {
-    for (uint32_t i = 0; i < count; ++i) top.Offer(i, scales[i] * q_scale * kern.dot(q.data(), codes + stride * i, stride));
+    TopK coarse(want);
+    for (uint32_t i = 0; i < count; ++i) coarse.Offer(i, scales[i] * q_scale * kern.dot(q.data(), codes + stride * i, stride));
+    for (const Hit& hit : coarse.Sorted()) candidates.push_back(hit.id);
     local.bytes_scanned = uint64_t{count} * (stride + 4);
-    local.candidates = count;
   } else {
     const size_t words = BitStride(dim) / 8;
     std::vector<uint64_t> qbits(words, 0);
@@ -175,9 +210,6 @@ inline std::vector<Hit> Search(const IndexFile& index, const float* query, size_
       distance[i] = static_cast<uint16_t>(kern.hamming(qbits.data(), bits + words * i, words));
       ++histogram[distance[i]];
     }
-    // The smallest distance `cut` with at least `want` rows at or under it; rows at `cut` are taken
-    // in id order until `want` are in.
-    const size_t want = std::min<size_t>(std::max(rerank, k), count);
     size_t below = 0;
     uint32_t cut = 0;
     while (below + histogram[cut] < want) below += histogram[cut++];
@@ -185,11 +217,14 @@ inline std::vector<Hit> Search(const IndexFile& index, const float* query, size_
     for (uint32_t i = 0; i < count; ++i) {
       if (distance[i] > cut || (distance[i] == cut && at_cut == 0)) continue;
       if (distance[i] == cut) --at_cut;
-      top.Offer(i, scales[i] * q_scale * kern.dot(q.data(), codes + stride * i, stride));
+      candidates.push_back(i);
     }
     local.bytes_scanned = uint64_t{count} * words * 8 + want * (stride + 4);
-    local.candidates = static_cast<uint32_t>(want);
   }
+  const FineScorer fine(index, query);
+  TopK top(k);
+  for (uint32_t i : candidates) top.Offer(i, fine(i));
+  local.candidates = static_cast<uint32_t>(candidates.size());
   if (stats != nullptr) *stats = local;
   return top.Sorted();
 }

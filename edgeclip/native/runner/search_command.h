@@ -1,4 +1,4 @@
-// `edgeclip-runner index (--text-file F | --image DIR...) --out INDEX [--encoding binary|int8]`
+// `edgeclip-runner index (--text-file F | --image DIR...) --out INDEX [--encoding int8|binary]`
 // embeds a corpus (every line of F, or the images, batched with --batch) and writes an index;
 // `edgeclip-runner search --index INDEX (--query T | --image Q | --vector Q.npy) [--k 10]` prints
 // one JSON line per query: {"query"|"image"|"vector": ..., "results": [{"id", "line", "text" |
@@ -27,7 +27,7 @@ namespace edgeclip {
 
 constexpr const char* kIndexUsage =
     "index [--bundle DIR] [--variant ternary|fp32] [--threads N] (--text-file F | --image FILE|DIR...) --out INDEX "
-    "[--encoding binary|int8] [--batch N]";
+    "[--encoding int8|binary] [--batch N]";
 constexpr const char* kSearchUsage =
     "search [--bundle DIR] [--variant ternary|fp32] [--threads N] --index INDEX (--query T | --image FILE | --vector "
     "Q.npy) [--k 10] [--rerank N]";
@@ -39,7 +39,7 @@ inline void IndexMain(const Args& args, const std::string& bundle) {
   if (texts && args.Has("--batch")) throw UsageError("--batch goes with --image; texts are embedded one at a time");
   const int batch = args.Int("--batch", 1, 1);
   if (batch > kMaxBatch) throw UsageError("--batch needs a whole number from 1 to " + std::to_string(kMaxBatch));
-  const std::string encoding = args.One("--encoding", "binary");
+  const std::string encoding = args.One("--encoding", "int8");
   if (encoding != "binary" && encoding != "int8") throw UsageError("--encoding must be binary or int8, not '" + encoding + "'");
   const std::vector<std::string> items = images ? ExpandImages(args.All("--image")) : Texts(args);
   if (items.empty()) throw std::runtime_error("the corpus is empty; give a text file with lines or some images");
