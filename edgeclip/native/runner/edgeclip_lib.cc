@@ -260,17 +260,6 @@ int SearchInto(const edgeclip_index* index, const float* query, int k, int reran
   return static_cast<int>(hits.size());
 }
 
-// A query the model embeds (after checking the index is its own), then searched.
-template <typename Embed>
-int SearchEmbedded(edgeclip_model* model, const edgeclip_index* index, int k, int rerank, int* ids, float* scores,
-                   Embed embed) {
-  NeedModel(model, index);
-  model->CheckIndex(index->file);
-  std::vector<float> query(static_cast<size_t>(std::max(model->dim, 1)));
-  embed(query.data());
-  return SearchInto(index, query.data(), k, rerank, ids, scores);
-}
-
 // The output length of a tower: the size of its reference output in the plan.
 int OutputDim(const Tower& tower) {
   if (tower.expected.empty()) throw std::runtime_error("the " + tower.name + " tower has no reference output; rebuild the bundle");
@@ -336,6 +325,17 @@ Result Guard(Result failed, Body body) {
 void NeedModel(const void* model, const void* buffer) {
   if (model == nullptr) throw std::invalid_argument("the model is NULL; edgeclip_open failed");
   if (buffer == nullptr) throw std::invalid_argument("an argument is NULL");
+}
+
+// A query the model embeds (after checking the index is its own), then searched.
+template <typename Embed>
+int SearchEmbedded(edgeclip_model* model, const edgeclip_index* index, int k, int rerank, int* ids, float* scores,
+                   Embed embed) {
+  NeedModel(model, index);
+  model->CheckIndex(index->file);
+  std::vector<float> query(static_cast<size_t>(std::max(model->dim, 1)));
+  embed(query.data());
+  return SearchInto(index, query.data(), k, rerank, ids, scores);
 }
 
 }  // namespace
