@@ -185,3 +185,23 @@ def test_aarch64_search_under_qemu_equals_the_host_runner(folder, built, tmp_pat
         device = subprocess.run([*command, *args], capture_output=True, text=True, timeout=600)
         assert device.returncode == 0, device.stderr
         assert hits(device) == host
+
+
+def test_serve_answers_search_requests_as_the_search_mode(folder, built, texts):
+    paths, _, _, _ = built
+    sentence = texts[1].read_text(encoding="utf-8").splitlines()[5]
+    index = str(paths["int8"])
+    requests = [{"id": 1, "op": "search", "index": index, "text": sentence, "k": 3},
+                {"id": 2, "op": "search", "index": index, "text": sentence, "k": 3},  # the index kept open
+                {"id": 3, "op": "search", "index": index, "text": sentence, "top": 2},
+                {"id": 4, "op": "search", "index": index + ".missing", "text": sentence}]
+    done = subprocess.run([str(folder / "bin" / "edgeclip-runner"), "serve", "--bundle", str(folder), "--threads", "1"],
+                          input="".join(json.dumps(r) + "\n" for r in requests), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    replies = [json.loads(line) for line in done.stdout.splitlines()]
+    direct = json.loads(runner(folder, "search", "--bundle", folder, "--index", index, "--query", sentence, "--k", 3).stdout)
+    del direct["ms"]
+    assert replies[0] == {"id": 1, "result": direct} and replies[1] == {"id": 2, "result": direct}
+    assert "unknown field \"top\" for op search" in replies[2]["error"]
+    assert "cannot open the index" in replies[3]["error"]

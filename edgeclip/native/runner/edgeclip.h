@@ -60,7 +60,8 @@ int edgeclip_classify(edgeclip_model* model, const float* image_embedding, float
 /* The serve protocol (docs/device-runtime.md#serve), for applications that take requests as text:
  * `json_line` is one request, e.g. {"id": 7, "op": "classify", "image": "cat.jpg", "top": 3}
  * (ops: classify with "image" and optional "labels", "prompt", "top"; embed with "image" or
- * "text"; tokenize with "text"). *reply becomes one line of JSON without a newline, allocated
+ * "text"; tokenize with "text"; search with "index" and "text" or "image", optional "k").
+ * *reply becomes one line of JSON without a newline, allocated
  * here (free it with edgeclip_free_string): {"id": 7, "result": ...}, the result shaped as the
  * line edgeclip-runner classify/embed/tokenize prints, or {"id": 7, "error": "one line"}.
  * Returns 0 for a result, 1 for an error reply (edgeclip_last_error() says the same), -1 when no

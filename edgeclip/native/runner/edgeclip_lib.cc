@@ -1,6 +1,8 @@
 // libedgeclip.so: the C API of edgeclip.h over the bundle's towers, preprocessing, tokenizer and
 // labels. Built with -fvisibility=hidden: only the edgeclip_* functions are exported (stb_image
 // and the C++ internals stay private), so an application links against nothing but this API.
+#include <sys/stat.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -39,6 +41,11 @@ thread_local std::string last_error;
 
 }  // namespace
 
+struct edgeclip_index {
+  edgeclip::IndexFile file;
+  std::vector<std::string> items;  // NUL-terminated copies, made on first edgeclip_index_item
+};
+
 struct edgeclip_model {
   std::string bundle;
   Plan plan;
@@ -53,6 +60,9 @@ struct edgeclip_model {
   // The labels of the last serve request that gave its own, embedded with its prompt.
   Labels request_labels;
   std::string request_prompt;
+  // The index of the last serve search request, reopened when the path or the file changes.
+  std::unique_ptr<edgeclip_index> request_index;
+  std::string request_index_key;
 
   // The tower's first output, `rows` rows flattened and each L2-normalised, into out[rows * dim].
   void Normalised(const tvm::ffi::Any& result, size_t rows, float* out) const {
@@ -153,6 +163,7 @@ struct edgeclip_model {
       return TokenizeJson(this, *plan.tokenizer, *r.text);
     }
     if (r.op == "embed") return EmbedJson(this, r.image.has_value(), r.image ? *r.image : *r.text);
+    if (r.op == "search") return SearchAnswer(r);
     if (!r.labels) {
       if (labels.names.empty()) {
         throw std::runtime_error("this bundle has no baked labels; give \"labels\" in the request or rebuild with "
@@ -205,6 +216,26 @@ struct edgeclip_model {
     }
   }
 
+  // {"query"|"image": ..., "results": [...]}, as edgeclip-runner search prints it less its "ms".
+  std::string SearchAnswer(const Request& r) {
+    struct stat info{};
+    const std::string key = stat(r.index->c_str(), &info) == 0
+                                ? *r.index + "|" + std::to_string(info.st_mtime) + "|" + std::to_string(info.st_size)
+                                : "";
+    if (!request_index || key.empty() || key != request_index_key) {
+      request_index.reset();
+      request_index.reset(new edgeclip_index{IndexFile(*r.index), {}});
+      request_index_key = key;
+    }
+    std::vector<int> ids(static_cast<size_t>(r.k));
+    std::vector<float> scores(static_cast<size_t>(r.k));
+    const edgeclip_index* index = request_index.get();
+    const int found = Checked(r.image ? edgeclip_search_image(this, index, r.image->c_str(), r.k, 0, ids.data(), scores.data())
+                                      : edgeclip_search_text(this, index, r.text->c_str(), r.k, 0, ids.data(), scores.data()));
+    const std::string asked = r.image ? "{\"image\": " + Quoted(*r.image) : "{\"query\": " + Quoted(*r.text);
+    return HitsJson(index, asked, ids, scores, found) + "}";
+  }
+
   Tokenizer& NeedTokenizer() {
     if (!tokenizer) {
       if (!plan.tokenizer) throw std::runtime_error(bundle + "/runner.plan has no tokenizer line; rebuild the bundle");
@@ -235,11 +266,6 @@ struct edgeclip_model {
       else reinterpret_cast<int32_t*>(base)[i] = static_cast<int32_t>(values[i]);
     }
   }
-};
-
-struct edgeclip_index {
-  edgeclip::IndexFile file;
-  std::vector<std::string> items;  // NUL-terminated copies, made on first edgeclip_index_item
 };
 
 namespace {

@@ -54,25 +54,6 @@ inline void IndexMain(const Args& args, const std::string& bundle) {
               model.Dim(), Quoted(encoding).c_str());
 }
 
-// One query's JSON line: what was asked, then the hits with each item's text (and line) or path.
-inline std::string HitsJson(const edgeclip_index* index, const std::string& asked, const std::vector<int>& ids,
-                            const std::vector<float>& scores, int found) {
-  const bool image_items = edgeclip_index_tower(index) == EDGECLIP_IMAGE;
-  std::string json = asked + ", \"results\": [";
-  for (int i = 0; i < found; ++i) {
-    const int id = ids[static_cast<size_t>(i)];
-    json += (i ? ", " : "") + std::string("{\"id\": ") + std::to_string(id);
-    if (image_items) {
-      json += ", \"path\": " + Quoted(edgeclip_index_item(index, id));
-    } else {
-      json += ", \"line\": " + std::to_string(edgeclip_index_line(index, id)) + ", \"text\": " +
-              Quoted(edgeclip_index_item(index, id));
-    }
-    json += ", \"score\": " + FloatJson(scores[static_cast<size_t>(i)]) + "}";
-  }
-  return json + "]";
-}
-
 inline void SearchMain(const Args& args, const std::string& bundle) {
   const int given = args.Has("--query") + args.Has("--image") + args.Has("--vector");
   if (given != 1) throw UsageError("search needs one of --query T, --image FILE or --vector Q.npy");
