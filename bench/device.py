@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -39,13 +38,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from clip_shapes import SHAPES, random_clip_dir
-from host_facts import host
+from host_facts import host, save
 from PIL import Image
 from skimage import data as samples
 
 from edgeclip.bundle import local
 from edgeclip.bundle.build import build_bundle
-from edgeclip.fsutil import write_synced
 from edgeclip.pipeline import ternarize_source
 from edgeclip.quant import TernaryConfig
 
@@ -277,11 +275,8 @@ def main() -> None:
             print(f"{name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     result["host_after"] = host()
     result["goals"] = goals(result)
-    out = Path(__file__).with_name("results") / f"device-{args.shape}-{args.target}.json"
-    partial = out.with_suffix(".json.part")
-    write_synced(partial, (json.dumps(result, indent=1) + "\n").encode())
-    os.replace(partial, out)
-    print(json.dumps(result, indent=1))
+    save(result, f"device-{args.shape}-{args.target}.json")
+
 
 
 def goals(result: dict) -> dict:

@@ -1,13 +1,17 @@
 """What ran a benchmark, stored beside its figures (machines vary between runs: CPU and ISA flags,
-load, time and the edgeclip commit say which numbers may be compared)."""
+load, time and the edgeclip commit say which numbers may be compared), and the one way results
+are written."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+
+from edgeclip.fsutil import write_synced
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "asimddp")
@@ -27,3 +31,12 @@ def host() -> dict:
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "edgeclip_commit": commit + ("-dirty" if dirty else "")}
+
+
+def save(result: dict, name: str) -> None:
+    """`result` as bench/results/NAME, written atomically, and printed."""
+    out = Path(__file__).with_name("results") / name
+    partial = out.with_suffix(".json.part")
+    write_synced(partial, (json.dumps(result, indent=1) + "\n").encode())
+    os.replace(partial, out)
+    print(json.dumps(result, indent=1))

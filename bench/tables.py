@@ -243,9 +243,22 @@ def _ablation_lines(data: dict, name: str) -> list[str]:
     return lines + [""]
 
 
+def search_table() -> str:
+    lines = ["| CPU | encoding | rerank | p50 ms (p90) | recall@10 | bytes scanned / query | vectors vs fp32 | load avg |",
+             "|---|---|---|---|---|---|---|---|"]
+    for _, d in _load("search-*.json"):
+        cpu = d["host_before"]
+        for c in d["configs"]:
+            lines.append(f"| {cpu['cpu']} ({cpu['cpus']} CPUs, 1 used) | {c['encoding']} | {c['rerank'] or 100} | "
+                         f"{c['p50_ms']:.2f} ({c['p90_ms']:.2f}) | {c['recall_at_10']:.4f} | "
+                         f"{c['bytes_scanned'] / 1e6:.2f} MB | {100 * c['vector_storage_vs_fp32']:.1f} % | "
+                         f"{cpu['load_average'][0]:.1f}–{d['host_after']['load_average'][0]:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 TABLES = {"kernels": kernels_table, "e2e": e2e_table, "ptq": ptq_table, "bundle": bundle_table,
           "device": device_table, "training": training_table, "peak": peak_table,
-          "arm": arm_table}
+          "arm": arm_table, "search": search_table}
 
 
 def main() -> None:

@@ -138,7 +138,9 @@ def test_tokenize_gives_the_host_tokenizers_ids(bundle, capsys):
 
 @pytest.mark.parametrize(("verb", "flags"), [("classify", ["--image", "--labels", "--labels-file", "--top"]),
                                              ("embed", ["--image", "--text", "--text-file", "--out", "--batch"]),
-                                             ("tokenize", ["--text", "--text-file", "--emulate"])])
+                                             ("tokenize", ["--text", "--text-file", "--emulate"]),
+                                             ("index", ["--text-file", "--image", "--out", "--encoding", "--host"]),
+                                             ("search", ["--index", "--query", "--image", "--k", "--rerank"])])
 def test_each_verb_has_help(verb, flags, capsys):
     with pytest.raises(SystemExit) as done:
         main([verb, "--help"])

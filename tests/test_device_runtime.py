@@ -30,7 +30,7 @@ from edgeclip.pipeline import ternarize_source
 from edgeclip.quant import TernaryConfig
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "classify.c"
-MODES = ("bench", "classify", "embed", "tokenize", "serve", "preprocess")
+MODES = ("bench", "classify", "embed", "tokenize", "index", "search", "serve", "preprocess")
 LABELS = ["cat", "dog", "rocket ship"]
 
 

@@ -95,7 +95,7 @@ def test_stdin_session_answers_bad_requests_with_errors_and_keeps_serving(folder
     bad = [
         ('{"id": 1, "op": "classify", "image": ', None, "bad JSON at byte"),
         ("[1, 2]", None, "a request must be a JSON object"),
-        ('{"id": 2, "op": "search", "text": "x"}', 2, "unknown op 'search'"),
+        ('{"id": 2, "op": "zoom", "text": "x"}', 2, "unknown op 'zoom'"),
         ('{"id": 3, "text": "x"}', 3, 'has no "op"'),
         ('{"id": 4, "op": "classify", "labels": ["a"]}', 4, 'classify needs "image"'),
         (json.dumps({"id": 5, "op": "classify", "image": str(png) + ".missing", "labels": ["a"]}), 5,

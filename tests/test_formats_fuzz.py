@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeclip.errors import BundleError, CheckpointError
+from edgeclip.formats import index as index_format
 from edgeclip.formats.arch_bounds import SIZE_LIMITS
 from edgeclip.formats.bundle import (
     EXTENSIONS,
@@ -239,8 +240,58 @@ def test_frame_decoder_takes_any_bytes_with_a_bounded_buffer(chunks, split, limi
     assert decoder.skipped_bytes + decoder.pending <= len(stream)
 
 
+def small_index(encoding: str = "binary") -> bytes:
+    """A real 5-item, 40-dimension index as the runner writes it (edgeclip.bundle.index_host)."""
+    import numpy as np
+
+    from edgeclip.bundle.index_host import build_index
+
+    rows = np.random.default_rng(0).standard_normal((5, 40)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    model = {"bundle": "b", "tower": "text", "variant": "ternary", "module_sha256": "a" * 64}
+    return build_index(rows, ["one", "two", "three", "fünf", ""], model, encoding=encoding)
+
+
+def _check_index(data: bytes) -> None:
+    """The property: IndexFormatError, or an index whose every section lies inside the bytes."""
+    with in_time():
+        try:
+            info = index_format.parse(data)
+        except index_format.IndexFormatError:
+            return
+    assert info.layout.total == len(data) and len(info.items) == info.count and len(info.lines) == info.count
+
+
+@FUZZ
+@given(encoding=st.sampled_from(sorted(index_format.ENCODINGS)),
+       flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), max_size=8),
+       cut=st.none() | st.integers(0, 10**6))
+def test_index_parse_survives_damaged_bytes(encoding, flips, cut):
+    data = bytearray(small_index(encoding))
+    for position, mask in flips:
+        data[position % len(data)] ^= mask
+    _check_index(bytes(data[: None if cut is None else cut % (len(data) + 1)]))
+
+
+@FUZZ
+@given(field=st.sampled_from([(12, "I"), (16, "I"), (20, "I"), (24, "I"), (32, "Q"), (40, "Q")]),
+       value=st.integers(0, 2**32 - 1) | st.sampled_from([0, 1, 2**31, 2**32 - 1]), wide=st.integers(0, 2**64 - 1))
+def test_index_prefix_fields_are_bounded_before_use(field, value, wide):
+    """Any count, dim, header or text size with a valid CRC: refused by its bound or the length
+    check, never read past the end or allocated from."""
+    import struct
+    import zlib
+
+    offset, kind = field
+    data = bytearray(small_index())
+    struct.pack_into("<" + kind, data, offset, value if kind == "I" else wide)
+    struct.pack_into("<I", data, 28, zlib.crc32(bytes(data[index_format.PREFIX:])))
+    _check_index(bytes(data))
+
+
 def test_fuzz_inputs_are_the_real_formats(bundle, checkpoint):
     """The fuzzers start from inputs the readers accept, so mutations explore near valid data."""
     assert verify_bundle(bundle)["runner"] == "bin/edgeclip-runner"
+    assert index_format.parse(small_index()).items[3] == "fünf"
     document = read_config(checkpoint / CONFIG_FILE)
     assert math.prod(document["tensors"][next(iter(document["tensors"]))]["shape"]) > 0

@@ -253,3 +253,22 @@ def test_a_fetched_out_file_that_is_not_the_announced_matrix_is_refused(board, t
     assert done.returncode == 1 and fragment in done.stderr, done.stderr
     assert len(done.stderr.splitlines()) == 1 and not (tmp_path / "e.npy").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["liar.edgeclip"] and left_on(board) == []
+
+
+def test_index_on_the_board_and_search_with_the_index_sent_equal_the_local_run(bundle, board, images, tmp_path,
+                                                                                capsys):
+    """`index --host` embeds on the board and fetches the index: the same bytes as the local one
+    (the same runner), image paths put back as the caller's; `search --host` sends it and answers
+    as the local search does."""
+    texts = tmp_path / "notes.txt"
+    texts.write_text("a cat on a mat\nrockets to the moon\n\na red car\n", encoding="utf-8")
+    for flag, value, name in (("--text-file", texts, "text"), ("--image", images, "image")):
+        (mine,) = rows(capsys, ["index", bundle, flag, value, "--out", tmp_path / f"{name}-here.index"])
+        (theirs,) = rows(capsys, ["index", bundle, flag, value, "--out", tmp_path / f"{name}-there.index",
+                                  *ssh_args(board)])
+        assert theirs == {**mine, "out": str(tmp_path / f"{name}-there.index")}
+        assert (tmp_path / f"{name}-there.index").read_bytes() == (tmp_path / f"{name}-here.index").read_bytes()
+    query = ["search", bundle, "--index", tmp_path / "image-there.index", "--query", "a cat", "--k", "3"]
+    mine, theirs = local_and_remote(capsys, board, query)
+    assert [r["results"] for r in theirs] == [r["results"] for r in mine]
+    assert str(images) in mine[0]["results"][0]["path"] and left_on(board) == []

@@ -1,4 +1,4 @@
-"""`edgeclip classify | embed | tokenize`: one of the bundle runner's application modes, run here
+"""`edgeclip classify | embed | tokenize | index | search`: one of the bundle runner's application modes, run here
 exactly as on the device (natively, or under qemu-user with `emulate`), its JSON lines streamed.
 
 The bundle is verified and extracted once and the runner started once for all the images, labels
@@ -15,7 +15,7 @@ from edgeclip.bundle.local import extracted, runner_command
 from edgeclip.console import one_line
 from edgeclip.errors import BundleError
 
-MODES = ("classify", "embed", "tokenize")
+MODES = ("classify", "embed", "tokenize", "index", "search")
 
 
 def run_mode(bundle, mode: str, args: list[str], emulate: bool = False, out=None) -> None:

@@ -1,4 +1,4 @@
-"""`edgeclip classify | embed | tokenize BUNDLE ...`: the device runner's application modes, run
+"""`edgeclip classify | embed | tokenize | index | search BUNDLE ...`: the device runner's application modes, run
 here with the runner's own arguments (the work is in `edgeclip.bundle.runner_modes`).
 
 The options are the runner's, passed through in the order given; file paths (images, label and
@@ -16,7 +16,7 @@ from edgeclip.cli.remote import HOST_HELP, add_ssh_options, options_from
 from edgeclip.errors import RemoteError
 
 VARIANTS = ("ternary", "fp32")  # edgeclip.formats.manifest.VARIANTS
-_PATH_INPUTS = ("--image", "--text-file")
+_PATH_INPUTS = ("--image", "--text-file", "--index", "--vector")
 
 
 class _InOrder(argparse.Action):
@@ -48,7 +48,7 @@ def add_device_commands(verbs) -> None:
     _inputs(p, "--text", "a text to embed; repeatable")
     _inputs(p, "--text-file", "a UTF-8 file with one text a line; repeatable")
     p.add_argument("--out", type=os.path.abspath, help="write the embeddings to this .npy file")
-    p.add_argument("--batch", type=int, help="images a tower call, up to the bundle's compiled sizes (default 1)")
+    _batch(p)
     _common(p)
 
     p = _verb(verbs, "tokenize", "the text tower's token ids, from the bundle's own tokenizer (`edgeclip-runner tokenize`)",
@@ -56,6 +56,29 @@ def add_device_commands(verbs) -> None:
     _inputs(p, "--text", "a text to tokenize; repeatable")
     _inputs(p, "--text-file", "a UTF-8 file with one text a line; repeatable")
     _where(p)
+
+    p = _verb(verbs, "index", "embed a corpus into a search index file (`edgeclip-runner index`)",
+              "Every line of --text-file (or every image) embedded by the bundle and stored quantized with its text "
+              "or path; prints {\"out\": INDEX, \"count\": N, \"dim\": D, \"encoding\": E}. With --host the "
+              "board embeds and the index is fetched to --out here.")
+    _inputs(p, "--text-file", "a UTF-8 file, one item a line")
+    _inputs(p, "--image", "image files or folders", nargs="+")
+    p.add_argument("--out", type=os.path.abspath, required=True, help="the index file to write")
+    p.add_argument("--encoding", choices=("int8", "binary"),
+                   help="int8: every row scored in int8 (default); binary: sign bits scanned first, 8x fewer bytes")
+    _batch(p)
+    _common(p)
+
+    p = _verb(verbs, "search", "the k nearest items of an index to a text or image (`edgeclip-runner search`)",
+              "One JSON line {\"query\"|\"image\": ..., \"results\": [{\"id\", \"line\", \"text\" | \"path\", "
+              "\"score\"}, ...], \"ms\": T}. The index must come from this bundle (same tower module and variant). "
+              "With --host the index file is copied to the board for the run.")
+    p.add_argument("--index", action=_InOrder, dest="inputs", required=True, help="an index made by `edgeclip index`")
+    _inputs(p, "--query", "a text to look up")
+    _inputs(p, "--image", "an image file to look up")
+    p.add_argument("--k", type=int, help="how many items to return (default 10)")
+    p.add_argument("--rerank", type=int, help="rows of the first pass re-scored finely (default 100)")
+    _common(p)
 
 
 def _verb(verbs, name: str, help_text: str, description: str):
@@ -67,6 +90,10 @@ def _verb(verbs, name: str, help_text: str, description: str):
 
 def _inputs(p, flag: str, help_text: str, nargs=None) -> None:
     p.add_argument(flag, action=_InOrder, dest="inputs", nargs=nargs, help=help_text, metavar=flag.lstrip("-").upper())
+
+
+def _batch(p) -> None:
+    p.add_argument("--batch", type=int, help="images a tower call, up to the bundle's compiled sizes (default 1)")
 
 
 def _common(p) -> None:
@@ -84,7 +111,7 @@ def _where(p) -> None:
     add_ssh_options(board)
 
 
-_PASSED = ("labels", "labels_file", "prompt", "top", "out", "batch", "variant", "threads")
+_PASSED = ("labels", "labels_file", "prompt", "top", "out", "encoding", "batch", "k", "rerank", "variant", "threads")
 
 
 def _run(args) -> None:

@@ -23,10 +23,10 @@ from edgeclip.native import runtime_libs
 RUNNER_DIR = Path(__file__).with_name("runner")
 # The headers both programs compile; edgeclip.h is also the bundle's public include/edgeclip.h.
 SHARED_HEADERS = ("args.h", "bpe.h", "edgeclip.h", "exif.h", "host.h", "html.h", "image.h", "image_decode.h",
-                  "inflate.h", "json.h", "labels.h", "npy.h", "plan.h", "preprocess.h", "report.h", "request.h",
+                  "index_file.h", "index_scan.h", "inflate.h", "json.h", "labels.h", "npy.h", "plan.h", "preprocess.h", "report.h", "request.h",
                   "resample.h", "results.h", "tensors.h", "tokenizer.h", "tower.h", "unicode.h", "unicode_tables.h", "wordpiece.h")
 RUNNER_HEADERS = ("bench.h", "classify_command.h", "embed_command.h", "model_handle.h", "preprocess_command.h",
-                  "serve_command.h", "tokenize_command.h")
+                  "search_command.h", "serve_command.h", "tokenize_command.h")
 LIBRARY_NAME = "libedgeclip.so"
 PUBLIC_HEADER = RUNNER_DIR / "edgeclip.h"
 # The runtime decodes JPEG/PNG with stb_image, header-only: its folder is an include directory and
@@ -114,6 +114,21 @@ def runner_binary(compiler: str, package: str, wheel_platform: str) -> Path:
     library = runtime_library(compiler, package, wheel_platform)
     return tvm_program(f"edgeclip-runner-{arch}", compiler, package, wheel_platform, RUNNER_DIR / "edgeclip_runner.cc",
                        headers, rpath="$ORIGIN/../lib", shared_libs=(library,))
+
+
+def standalone_runner(dest: Path, compiler: str, package: str, wheel_platform: str) -> Path:
+    """`dest`/bin/edgeclip-runner with its libraries in `dest`/lib, as in a bundle but without a
+    model: enough for `search --vector` over an index (the search benchmark, format tests)."""
+    (dest / "bin").mkdir(parents=True, exist_ok=True)
+    (dest / "lib").mkdir(exist_ok=True)
+    runtime = runtime_libs.runtime_dir(wheel_platform) / "lib"
+    for source, folder in ((runner_binary(compiler, package, wheel_platform), "bin"),
+                           (runtime_library(compiler, package, wheel_platform), "lib"),
+                           (runtime / "libtvm_runtime.so", "lib"), (runtime / "libtvm_ffi.so", "lib")):
+        name = "edgeclip-runner" if folder == "bin" else (LIBRARY_NAME if source.name.startswith("libedgeclip")
+                                                          else source.name)
+        shutil.copy2(source, dest / folder / name)
+    return dest / "bin" / "edgeclip-runner"
 
 
 def _compiler_version(compiler: str) -> str:

@@ -1,4 +1,4 @@
-"""`edgeclip classify | embed | tokenize BUNDLE --host BOARD`: the runner's application modes run on
+"""`edgeclip classify | embed | tokenize | index | search BUNDLE --host BOARD`: the runner's application modes run on
 the board, by the version `edgeclip deploy` installed, on copies of the caller's files.
 
 The bundle must already be the board's current version, intact (every member's sha256 checked on
@@ -10,7 +10,9 @@ Each run gets a private folder, `mktemp -d ROOT/.staging/run.XXXXXX`: the input 
 there over SFTP under their own names, the runner's path arguments point at the copies, every
 runner argument is shell-quoted, and the runner's JSON lines come back with the copies' paths put
 back as the caller's. `embed --out` is written on the board, fetched, checked against the shape
-the runner announced (float32 [N, D], N the inputs sent), then written here atomically. The
+the runner announced (float32 [N, D], N the inputs sent), then written here atomically; so is
+`index --out`, checked as an index of N items (its image paths, the copies', put back as the
+caller's before it is written). `search --index` sends the caller's index for the run. The
 folder is removed when the run ends, failed or not; one a dead link left behind is removed by a
 later run once it is a day old.
 """
@@ -27,6 +29,7 @@ from typing import TextIO
 
 from edgeclip.console import one_line
 from edgeclip.errors import RemoteError
+from edgeclip.formats import index as index_format
 from edgeclip.formats.bundle import read_manifest, sha256_file
 from edgeclip.formats.layout import VERSIONS, version_of
 from edgeclip.formats.npy import NpyError, check_matrix, max_matrix_bytes
@@ -39,9 +42,9 @@ from edgeclip.remote.hosts import HostSpec
 from edgeclip.remote.probe import probe
 from edgeclip.remote.upload import put_file, sftp_errors
 
-UPLOADED = ("--image", "--labels-file", "--text-file")  # runner flags whose value is a file to send
+UPLOADED = ("--image", "--labels-file", "--text-file", "--index")  # runner flags whose value is a file to send
 OUT = "--out"
-OUT_COPY = "out.npy"
+OUT_COPY = "out.file"
 PATH_KEYS = ("image", "out")  # the fields of the runner's JSON lines that hold a path
 RUNNER_STATUSES = (2, 3)  # the runner's own failures (usage, bad input): its message is the error
 MAX_DIM = 1 << 16
@@ -140,7 +143,8 @@ def run_on_board(bundle, host: HostSpec | str, mode: str, pairs: list[tuple[str,
             if not result.ok:
                 raise _runner_failed(result, mode, str(spec), local_of)
             if inputs.out is not None:
-                _fetch_out(conn, f"{run_dir}/{OUT_COPY}", inputs.out, answers.out_row, inputs.rows, str(spec))
+                fetch = _fetch_index if mode == "index" else _fetch_out
+                fetch(conn, f"{run_dir}/{OUT_COPY}", inputs, answers.out_row, local_of, str(spec))
                 answers.write(answers.out_row)
         finally:
             _remove(conn, run_dir)
@@ -229,27 +233,60 @@ def _runner_failed(result: CommandResult, mode: str, host: str, local_of: dict[s
     return explain(dataclasses.replace(result, stderr=message.encode()), f"running the bundle runner's {mode}", host)
 
 
-def _fetch_out(conn: Connection, remote: str, local: str, row: dict | None, rows: int, host: str) -> None:
-    """The board's .npy, bounded before it is read and checked before it is written here."""
+def _announced(row: dict | None, rows: int, host: str, mode: str) -> int:
+    """The dimension the runner's `{"out": ..., "count": N, "dim": D}` line gives, N the inputs sent."""
     count, dim = (row or {}).get("count"), (row or {}).get("dim")
     if count != rows or not isinstance(dim, int) or not 0 < dim <= MAX_DIM:
-        raise RemoteError(f"{host}: the runner's embed --out answered {str(row)[:200]}, not {rows} rows of at most "
+        raise RemoteError(f"{host}: the runner's {mode} --out answered {str(row)[:200]}, not {rows} rows of at most "
                           f"{MAX_DIM} dimensions; is the bundle's runner from this edgeclip version?")
-    limit = max_matrix_bytes(rows, dim)
+    return dim
+
+
+def _fetch_bounded(conn: Connection, remote: str, limit: int, what: str, bound: str, local: str, host: str) -> bytes:
+    """The board's file, refused unread when it is over `limit` bytes (`bound` says what sets it)."""
     with sftp_errors(conn, remote, "fetching"):
         sftp = conn.sftp()
         size = sftp.stat(remote).st_size or 0
         if size > limit:
-            raise RemoteError(f"{host}: the embeddings file the board wrote is {size} bytes, over the {limit} that "
-                              f"{rows} x {dim} float32 take; nothing was written to {local}")
+            raise RemoteError(f"{host}: the {what} the board wrote is {size} bytes, over the {limit} that {bound}; "
+                              f"nothing was written to {local}")
         with sftp.open(remote, "rb") as handle:
             handle.prefetch(size)
-            data = handle.read(size)
+            return handle.read(size)
+
+
+def _fetch_out(conn: Connection, remote: str, inputs: Inputs, row: dict | None, local_of: dict, host: str) -> None:
+    """The board's .npy, bounded before it is read and checked before it is written here."""
+    rows, local = inputs.rows, inputs.out
+    dim = _announced(row, rows, host, "embed")
+    data = _fetch_bounded(conn, remote, max_matrix_bytes(rows, dim), "embeddings file", f"{rows} x {dim} float32 take",
+                          local, host)
     try:
         check_matrix(data, rows, dim)
     except NpyError as err:
         raise RemoteError(f"{host}: the embeddings file the board wrote is not a float32 [{rows}, {dim}] .npy ({err}); "
                           f"nothing was written to {local}") from err
+    write_atomic(Path(local), data)
+
+
+def _fetch_index(conn: Connection, remote: str, inputs: Inputs, row: dict | None, local_of: dict, host: str) -> None:
+    """The board's index, bounded by what N items of the texts sent can take, checked, and with
+    the copies' image paths put back as the caller's before it is written here."""
+    rows, local = inputs.rows, inputs.out
+    dim = _announced(row, rows, host, "index")
+    sent = sum(os.path.getsize(path) for path, _ in inputs.files) + rows * 4096  # item text: lines or paths
+    limit = index_format.Layout.of(index_format.ENCODINGS["binary"], rows, dim, index_format.MAX_HEADER_BYTES,
+                                   sent).total
+    data = _fetch_bounded(conn, remote, limit, "index", f"{rows} items of {dim} dimensions with their texts take",
+                          local, host)
+    try:
+        info = index_format.parse(data, "the index the board wrote")
+        if info.count != rows or info.dim != dim:
+            raise index_format.IndexFormatError(f"it holds {info.count} x {info.dim}, not {rows} x {dim}")
+        if info.kind == "image":
+            data = index_format.with_items(data, [local_of.get(item, item) for item in info.items])
+    except index_format.IndexFormatError as err:
+        raise RemoteError(f"{host}: {err}; nothing was written to {local}") from err
     write_atomic(Path(local), data)
 
 

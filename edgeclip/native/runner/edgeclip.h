@@ -60,7 +60,8 @@ int edgeclip_classify(edgeclip_model* model, const float* image_embedding, float
 /* The serve protocol (docs/device-runtime.md#serve), for applications that take requests as text:
  * `json_line` is one request, e.g. {"id": 7, "op": "classify", "image": "cat.jpg", "top": 3}
  * (ops: classify with "image" and optional "labels", "prompt", "top"; embed with "image" or
- * "text"; tokenize with "text"). *reply becomes one line of JSON without a newline, allocated
+ * "text"; tokenize with "text"; search with "index" and "text" or "image", optional "k").
+ * *reply becomes one line of JSON without a newline, allocated
  * here (free it with edgeclip_free_string): {"id": 7, "result": ...}, the result shaped as the
  * line edgeclip-runner classify/embed/tokenize prints, or {"id": 7, "error": "one line"}.
  * Returns 0 for a result, 1 for an error reply (edgeclip_last_error() says the same), -1 when no
@@ -71,6 +72,44 @@ int edgeclip_classify(edgeclip_model* model, const float* image_embedding, float
 #define EDGECLIP_MAX_REQUEST_BYTES 1048576
 int edgeclip_handle_request(edgeclip_model* model, const char* json_line, char** reply);
 void edgeclip_free_string(char* text); /* NULL is fine */
+
+/* Search (docs/device-runtime.md#search). An index file holds a corpus's embeddings, int8 per
+ * vector (encoding "int8": every row scored in int8) or with their sign bits too ("binary": a
+ * Hamming pass over the bits, 8x fewer bytes read), each item's text (and 1-based line number) or
+ * image path, and the identity of the model that embedded them; a query must come from the same
+ * bundle and variant. Either way the `rerank` best of that first pass are re-scored with the query
+ * at 20 bits, so scores agree to the bit on every CPU. */
+typedef struct edgeclip_index edgeclip_index;
+
+/* Embeds `count` items with the model's text tower (`tower` EDGECLIP_TEXT; lines[i] is item i's
+ * 1-based line number, NULL = i + 1) or image tower (EDGECLIP_IMAGE, items are file paths, `batch`
+ * images a tower call as in edgeclip_embed_image_files) and writes the index to `out_path`
+ * atomically. `encoding`: "int8" (NULL) or "binary". */
+int edgeclip_index_build(edgeclip_model* model, int tower, const char* const* items, const int* lines, int count,
+                         int batch, const char* encoding, const char* out_path);
+/* Maps and checks an index file (length, CRC-32, sizes, header); NULL on failure. */
+edgeclip_index* edgeclip_index_open(const char* path);
+void edgeclip_index_close(edgeclip_index* index); /* NULL is fine */
+int edgeclip_index_count(const edgeclip_index* index);
+int edgeclip_index_dim(const edgeclip_index* index);
+/* EDGECLIP_TEXT or EDGECLIP_IMAGE: the tower its items were embedded by (queries may use either
+ * tower of the same bundle, e.g. text queries over an image index). */
+int edgeclip_index_tower(const edgeclip_index* index);
+/* Item `id`'s text or image path (NUL-terminated, valid until the index is closed), NULL when out of range. */
+const char* edgeclip_index_item(const edgeclip_index* index, int id);
+int edgeclip_index_line(const edgeclip_index* index, int id); /* 0 for an image item, -1 out of range */
+
+/* The `k` (1 to 1000) nearest items to a unit `query` of edgeclip_index_dim floats: ids[] and
+ * scores[] (cosine estimates) best first; returns how many (min(k, count)), -1 on failure.
+ * `rerank`: how many rows of the first pass are re-scored (0 = the default, 100, or k if larger). */
+int edgeclip_search_vector(const edgeclip_index* index, const float* query, int k, int rerank, int* ids,
+                           float* scores);
+/* The same for a text (or image file) embedded by `model`, which must be the model that built the
+ * index (same bundle and variant); the model needs that tower loaded. */
+int edgeclip_search_text(edgeclip_model* model, const edgeclip_index* index, const char* utf8, int k, int rerank,
+                         int* ids, float* scores);
+int edgeclip_search_image(edgeclip_model* model, const edgeclip_index* index, const char* path, int k, int rerank,
+                          int* ids, float* scores);
 
 #ifdef __cplusplus
 }

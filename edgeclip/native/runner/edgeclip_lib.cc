@@ -1,6 +1,8 @@
 // libedgeclip.so: the C API of edgeclip.h over the bundle's towers, preprocessing, tokenizer and
 // labels. Built with -fvisibility=hidden: only the edgeclip_* functions are exported (stb_image
 // and the C++ internals stay private), so an application links against nothing but this API.
+#include <sys/stat.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -20,6 +22,8 @@
 
 #include "host.h"
 #include "image_decode.h"
+#include "index_file.h"
+#include "index_scan.h"
 #include "labels.h"
 #include "plan.h"
 #include "preprocess.h"
@@ -37,10 +41,16 @@ thread_local std::string last_error;
 
 }  // namespace
 
+struct edgeclip_index {
+  edgeclip::IndexFile file;
+  std::vector<std::string> items;  // NUL-terminated copies, made on first edgeclip_index_item
+};
+
 struct edgeclip_model {
   std::string bundle;
   Plan plan;
   const Tower* image_plan = nullptr;  // where more of the image tower's batch sizes are loaded from
+  std::string variant;
   std::optional<TowerProgram> image, text;
   std::optional<Preprocessing> preprocessing;
   std::unique_ptr<Tokenizer> tokenizer;
@@ -50,6 +60,9 @@ struct edgeclip_model {
   // The labels of the last serve request that gave its own, embedded with its prompt.
   Labels request_labels;
   std::string request_prompt;
+  // The index of the last serve search request, reopened when the path or the file changes.
+  std::unique_ptr<edgeclip_index> request_index;
+  std::string request_index_key;
 
   // The tower's first output, `rows` rows flattened and each L2-normalised, into out[rows * dim].
   void Normalised(const tvm::ffi::Any& result, size_t rows, float* out) const {
@@ -150,6 +163,7 @@ struct edgeclip_model {
       return TokenizeJson(this, *plan.tokenizer, *r.text);
     }
     if (r.op == "embed") return EmbedJson(this, r.image.has_value(), r.image ? *r.image : *r.text);
+    if (r.op == "search") return SearchAnswer(r);
     if (!r.labels) {
       if (labels.names.empty()) {
         throw std::runtime_error("this bundle has no baked labels; give \"labels\" in the request or rebuild with "
@@ -169,6 +183,57 @@ struct edgeclip_model {
     } lend{labels, request_labels};
     std::swap(labels, request_labels);
     return ClassifyJson(this, *r.image, r.top);
+  }
+
+  // Who this model is for an index embedded by its tower `name` (loaded or not): the manifest's
+  // name, the variant, and that tower module's sha256 as the manifest lists it.
+  ModelIdentity Identity(const std::string& name) const {
+    const Tower* found = nullptr;
+    for (const Tower& t : plan.towers) {
+      if (t.variant == variant && t.name == name) found = &t;
+    }
+    if (found == nullptr) throw std::runtime_error("the bundle has no " + variant + " " + name + " tower");
+    std::ifstream in(bundle + "/manifest.json", std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    const Json manifest = JsonReader::Parse(text.str());
+    const Json* bundle_name = manifest.Find("name");
+    const Json* members = manifest.Find("members");
+    const Json* entry = members ? members->Find(found->module_path) : nullptr;
+    const Json* sha = entry ? entry->Find("sha256") : nullptr;
+    if (bundle_name == nullptr || sha == nullptr || sha->kind != Json::kString) {
+      throw std::runtime_error("the bundle's manifest does not list " + found->module_path + "; rebuild the bundle");
+    }
+    return {bundle_name->text, name, variant, sha->text};
+  }
+
+  // The index's items must come from this model, or their scores against its queries mean nothing.
+  void CheckIndex(const IndexFile& index) const {
+    const ModelIdentity mine = Identity(index.model().tower);
+    if (!(mine == index.model()) || static_cast<uint32_t>(dim) != index.dim()) {
+      throw std::runtime_error("the index " + index.path() + " was built by " + index.model().Describe() + ", not by " +
+                               mine.Describe() + "; rebuild the index with this bundle or search with that one");
+    }
+  }
+
+  // {"query"|"image": ..., "results": [...]}, as edgeclip-runner search prints it less its "ms".
+  std::string SearchAnswer(const Request& r) {
+    struct stat info{};
+    const std::string key = stat(r.index->c_str(), &info) == 0
+                                ? *r.index + "|" + std::to_string(info.st_mtime) + "|" + std::to_string(info.st_size)
+                                : "";
+    if (!request_index || key.empty() || key != request_index_key) {
+      request_index.reset();
+      request_index.reset(new edgeclip_index{IndexFile(*r.index), {}});
+      request_index_key = key;
+    }
+    std::vector<int> ids(static_cast<size_t>(r.k));
+    std::vector<float> scores(static_cast<size_t>(r.k));
+    const edgeclip_index* index = request_index.get();
+    const int found = Checked(r.image ? edgeclip_search_image(this, index, r.image->c_str(), r.k, 0, ids.data(), scores.data())
+                                      : edgeclip_search_text(this, index, r.text->c_str(), r.k, 0, ids.data(), scores.data()));
+    const std::string asked = r.image ? "{\"image\": " + Quoted(*r.image) : "{\"query\": " + Quoted(*r.text);
+    return HitsJson(index, asked, ids, scores, found) + "}";
   }
 
   Tokenizer& NeedTokenizer() {
@@ -205,6 +270,22 @@ struct edgeclip_model {
 
 namespace {
 
+constexpr int kMaxSearchK = 1000;
+constexpr size_t kDefaultRerank = 100;
+
+// Checks shared by the search calls; the hits into ids/scores, returning how many.
+int SearchInto(const edgeclip_index* index, const float* query, int k, int rerank, int* ids, float* scores) {
+  if (index == nullptr) throw std::invalid_argument("the index is NULL; edgeclip_index_open failed");
+  if (query == nullptr || ids == nullptr || scores == nullptr) throw std::invalid_argument("an argument is NULL");
+  if (k < 1 || k > kMaxSearchK || rerank < 0) {
+    throw std::invalid_argument("k must be 1 to " + std::to_string(kMaxSearchK) + " and rerank 0 or more");
+  }
+  const std::vector<Hit> hits = Search(index->file, query, static_cast<size_t>(k),
+                                       rerank == 0 ? kDefaultRerank : static_cast<size_t>(rerank));
+  for (size_t i = 0; i < hits.size(); ++i) ids[i] = static_cast<int>(hits[i].id), scores[i] = hits[i].score;
+  return static_cast<int>(hits.size());
+}
+
 // The output length of a tower: the size of its reference output in the plan.
 int OutputDim(const Tower& tower) {
   if (tower.expected.empty()) throw std::runtime_error("the " + tower.name + " tower has no reference output; rebuild the bundle");
@@ -222,6 +303,7 @@ edgeclip_model* Open(const char* bundle_dir, const char* variant_or_null, int to
   auto model = std::make_unique<edgeclip_model>();
   model->bundle = bundle_dir;
   model->plan = ReadPlan(model->bundle);
+  model->variant = variant;
   ChooseThreads(threads);
   for (const auto& [bit, name] : {std::pair{EDGECLIP_IMAGE, "image"}, std::pair{EDGECLIP_TEXT, "text"}}) {
     if (!(towers & bit)) continue;
@@ -242,6 +324,7 @@ edgeclip_model* Open(const char* bundle_dir, const char* variant_or_null, int to
     (bit == EDGECLIP_IMAGE ? model->image : model->text) = LoadTower(model->bundle, *found, {});
     if (bit == EDGECLIP_TEXT) model->text_inputs = found->data.size();
     if (bit == EDGECLIP_IMAGE) model->image_plan = found;
+
   }
   if (model->image) model->preprocessing = ReadPreprocessing(model->bundle);
   if (model->plan.labels) model->labels = ReadBakedLabels(*model->plan.labels, model->dim);
@@ -268,6 +351,17 @@ Result Guard(Result failed, Body body) {
 void NeedModel(const void* model, const void* buffer) {
   if (model == nullptr) throw std::invalid_argument("the model is NULL; edgeclip_open failed");
   if (buffer == nullptr) throw std::invalid_argument("an argument is NULL");
+}
+
+// A query the model embeds (after checking the index is its own), then searched.
+template <typename Embed>
+int SearchEmbedded(edgeclip_model* model, const edgeclip_index* index, int k, int rerank, int* ids, float* scores,
+                   Embed embed) {
+  NeedModel(model, index);
+  model->CheckIndex(index->file);
+  std::vector<float> query(static_cast<size_t>(std::max(model->dim, 1)));
+  embed(query.data());
+  return SearchInto(index, query.data(), k, rerank, ids, scores);
 }
 
 }  // namespace
@@ -424,5 +518,97 @@ int edgeclip_handle_request(edgeclip_model* model, const char* json_line, char**
 }
 
 void edgeclip_free_string(char* text) { std::free(text); }
+
+int edgeclip_index_build(edgeclip_model* model, int tower, const char* const* items, const int* lines, int count,
+                         int batch, const char* encoding, const char* out_path) {
+  return Guard(-1, [&] {
+    NeedModel(model, items);
+    NeedModel(model, out_path);
+    const std::string kind = tower == EDGECLIP_IMAGE ? "image" : "text";
+    if (tower != EDGECLIP_IMAGE && tower != EDGECLIP_TEXT) throw std::invalid_argument("tower must be EDGECLIP_IMAGE or EDGECLIP_TEXT");
+    edgeclip_model::Need(tower == EDGECLIP_IMAGE ? model->image : model->text, kind.c_str());
+    const std::string code = encoding ? encoding : "int8";
+    if (code != "binary" && code != "int8") throw std::invalid_argument("encoding '" + code + "' unknown; use binary or int8");
+    if (count < 1 || static_cast<uint32_t>(count) > kMaxIndexCount) {
+      throw std::invalid_argument("an index holds 1 to " + std::to_string(kMaxIndexCount) + " items, not " + std::to_string(count));
+    }
+    std::vector<std::string> names;
+    std::vector<uint32_t> numbers;
+    for (int i = 0; i < count; ++i) {
+      if (items[i] == nullptr) throw std::invalid_argument("item " + std::to_string(i) + " is NULL");
+      names.emplace_back(items[i]);
+      numbers.push_back(tower == EDGECLIP_IMAGE ? 0u : static_cast<uint32_t>(lines ? lines[i] : i + 1));
+    }
+    const size_t dim = static_cast<size_t>(model->dim);
+    std::vector<float> rows(dim * names.size());
+    if (tower == EDGECLIP_IMAGE) {
+      if (batch < 1 || batch > kMaxBatch) throw std::invalid_argument("batch must be 1 to " + std::to_string(kMaxBatch));
+      model->EmbedImageFiles(names, batch, rows.data());
+    } else {
+      for (size_t i = 0; i < names.size(); ++i) model->EmbedText(names[i], &rows[i * dim]);
+    }
+    WriteFileAtomic(out_path, EncodeIndex(code == "int8" ? kEncodingInt8 : kEncodingBinary, kind, model->Identity(kind),
+                                          rows.data(), names, numbers, static_cast<uint32_t>(dim)));
+    return 0;
+  });
+}
+
+edgeclip_index* edgeclip_index_open(const char* path) {
+  return Guard(static_cast<edgeclip_index*>(nullptr), [&] {
+    if (path == nullptr) throw std::invalid_argument("edgeclip_index_open needs a path");
+    return new edgeclip_index{IndexFile(path), {}};
+  });
+}
+
+void edgeclip_index_close(edgeclip_index* index) { delete index; }
+
+int edgeclip_index_count(const edgeclip_index* index) { return index ? static_cast<int>(index->file.count()) : -1; }
+
+int edgeclip_index_dim(const edgeclip_index* index) { return index ? static_cast<int>(index->file.dim()) : -1; }
+
+int edgeclip_index_tower(const edgeclip_index* index) {
+  if (index == nullptr) return -1;
+  return index->file.kind() == "image" ? EDGECLIP_IMAGE : EDGECLIP_TEXT;
+}
+
+const char* edgeclip_index_item(const edgeclip_index* index, int id) {
+  if (index == nullptr || id < 0 || id >= edgeclip_index_count(index)) return nullptr;
+  auto& items = const_cast<edgeclip_index*>(index)->items;
+  if (items.empty()) {
+    items.reserve(index->file.count());
+    for (uint32_t i = 0; i < index->file.count(); ++i) items.push_back(index->file.Item(i));
+  }
+  return items[static_cast<size_t>(id)].c_str();
+}
+
+int edgeclip_index_line(const edgeclip_index* index, int id) {
+  if (index == nullptr || id < 0 || id >= edgeclip_index_count(index)) return -1;
+  return static_cast<int>(index->file.Line(static_cast<uint32_t>(id)));
+}
+
+int edgeclip_search_vector(const edgeclip_index* index, const float* query, int k, int rerank, int* ids,
+                           float* scores) {
+  return Guard(-1, [&] {
+    return SearchInto(index, query, k, rerank, ids, scores);
+  });
+}
+
+int edgeclip_search_text(edgeclip_model* model, const edgeclip_index* index, const char* utf8, int k, int rerank,
+                         int* ids, float* scores) {
+  return Guard(-1, [&] {
+    NeedModel(model, utf8);
+    return SearchEmbedded(model, index, k, rerank, ids, scores, [&](float* q) { model->EmbedText(utf8, q); });
+  });
+}
+
+int edgeclip_search_image(edgeclip_model* model, const edgeclip_index* index, const char* path, int k, int rerank,
+                          int* ids, float* scores) {
+  return Guard(-1, [&] {
+    NeedModel(model, path);
+    edgeclip_model::Need(model->image, "image");
+    return SearchEmbedded(model, index, k, rerank, ids, scores,
+                          [&](float* q) { model->EmbedImage(DecodeImage(path), q); });
+  });
+}
 
 }  // extern "C"

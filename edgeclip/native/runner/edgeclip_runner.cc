@@ -1,6 +1,7 @@
 // edgeclip-runner: the bundle's command line on the device, with no Python. `edgeclip-runner MODE
 // [--flags]`: bench (measure the towers, one JSON object), classify, embed, tokenize (through
-// libedgeclip's C API, one JSON line per input), serve (the same as JSON-lines requests to one
+// libedgeclip's C API, one JSON line per input), index and search (a corpus's embeddings in an
+// index file, and its nearest items to a query), serve (the same as JSON-lines requests to one
 // loaded model), preprocess (an image to the image tower's input).
 // Errors: one line on stderr, exit status 2 (usage) or 3 (bad input or a failure).
 //
@@ -32,6 +33,7 @@
 #include "classify_command.h"
 #include "embed_command.h"
 #include "preprocess_command.h"
+#include "search_command.h"
 #include "serve_command.h"
 #include "tokenize_command.h"
 
@@ -59,6 +61,12 @@ const Mode kModes[] = {
      {"--text", "--text-file"}, EmbedMain},
     {"tokenize", kTokenizeUsage, "the text tower's token ids (and mask) for texts (one JSON line per text)",
      {"--bundle", "--variant", "--threads", "--text", "--text-file"}, {}, {"--text", "--text-file"}, TokenizeMain},
+    {"index", kIndexUsage, "embed a corpus (text lines or images) into a search index file",
+     {"--bundle", "--variant", "--threads", "--text-file", "--out", "--encoding", "--batch"}, {"--image"}, {},
+     IndexMain},
+    {"search", kSearchUsage, "the k nearest items of an index to a text, image or vector (JSON lines)",
+     {"--bundle", "--variant", "--threads", "--index", "--query", "--image", "--vector", "--k", "--rerank"},
+     {}, {}, SearchMain},
     {"serve", kServeUsage, "load once, answer JSON-lines requests on stdin/stdout or a Unix socket",
      {"--bundle", "--variant", "--threads", "--towers", "--socket"}, {}, {}, ServeMain},
     {"preprocess", kPreprocessUsage, "an image to the image tower's input, as .npy",
@@ -90,7 +98,7 @@ void PrintModes(FILE* to) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "edgeclip-runner: no mode given; run edgeclip-runner --help for bench, classify, embed, "
-                         "tokenize, serve and preprocess\n");
+                         "tokenize, index, search, serve and preprocess\n");
     return 2;
   }
   const std::string name = argv[1];

@@ -25,9 +25,9 @@ inline std::string TooLongMessage() {
 
 struct Request {
   std::string op;
-  std::optional<std::string> image, text, prompt;
+  std::optional<std::string> image, text, prompt, index;
   std::optional<std::vector<std::string>> labels;
-  int top = 5;
+  int top = 5, k = 10;
 };
 
 inline std::string ResultReply(const std::string& id, const std::string& result) {
@@ -56,19 +56,20 @@ inline std::string Text(const Json& value, const std::string& key) {
 }  // namespace request_detail
 
 // The fields of `doc` checked against its op (classify: image [labels prompt top]; embed: image or
-// text; tokenize: text); one-line std::invalid_argument for the first problem found.
+// text; tokenize: text; search: index and image or text [k]); one-line std::invalid_argument for the first problem found.
 inline Request ReadRequest(const Json& doc) {
   using request_detail::Text;
   if (doc.kind != Json::kObject) throw std::invalid_argument("a request must be a JSON object");
   const Json* op = doc.Find("op");
-  if (op == nullptr) throw std::invalid_argument("the request has no \"op\"; use classify, embed or tokenize");
+  if (op == nullptr) throw std::invalid_argument("the request has no \"op\"; use classify, embed, tokenize or search");
   Request r;
   r.op = Text(*op, "op");
   std::set<std::string> allowed;
   if (r.op == "classify") allowed = {"image", "labels", "prompt", "top"};
   else if (r.op == "embed") allowed = {"image", "text"};
   else if (r.op == "tokenize") allowed = {"text"};
-  else throw std::invalid_argument("unknown op '" + r.op + "'; use classify, embed or tokenize");
+  else if (r.op == "search") allowed = {"index", "image", "text", "k"};
+  else throw std::invalid_argument("unknown op '" + r.op + "'; use classify, embed, tokenize or search");
   std::set<std::string> seen;
   for (const auto& [key, value] : doc.fields) {
     if (!seen.insert(key).second) throw std::invalid_argument("\"" + key + "\" is given twice");
@@ -77,22 +78,25 @@ inline Request ReadRequest(const Json& doc) {
     if (key == "image") r.image = Text(value, key);
     if (key == "text") r.text = Text(value, key);
     if (key == "prompt") r.prompt = Text(value, key);
+    if (key == "index") r.index = Text(value, key);
     if (key == "labels") {
       if (value.kind != Json::kArray) throw std::invalid_argument("\"labels\" must be an array of strings");
       r.labels.emplace();
       for (const Json& label : value.items) r.labels->push_back(Text(label, "labels"));
     }
-    if (key == "top") {
+    if (key == "top" || key == "k") {
+      const double most = key == "k" ? 1000 : 1e9;
       if (value.kind != Json::kNumber || value.number != std::floor(value.number) || value.number < 1 ||
-          value.number > 1e9) {
-        throw std::invalid_argument("\"top\" must be a whole number of at least 1");
+          value.number > most) {
+        throw std::invalid_argument("\"" + key + "\" must be a whole number " + (key == "k" ? "from 1 to 1000" : "of at least 1"));
       }
-      r.top = static_cast<int>(value.number);
+      (key == "k" ? r.k : r.top) = static_cast<int>(value.number);
     }
   }
-  if (r.op == "embed" && r.image.has_value() == r.text.has_value()) {
-    throw std::invalid_argument("embed needs \"image\" or \"text\", not both");
+  if ((r.op == "embed" || r.op == "search") && r.image.has_value() == r.text.has_value()) {
+    throw std::invalid_argument(r.op + " needs \"image\" or \"text\", not both");
   }
+  if (r.op == "search" && !r.index) throw std::invalid_argument("search needs \"index\", an index file's path");
   if (r.op == "classify" && !r.image) throw std::invalid_argument("classify needs \"image\"");
   if (r.op == "tokenize" && !r.text) throw std::invalid_argument("tokenize needs \"text\"");
   if (r.prompt && !r.labels) {

@@ -87,6 +87,25 @@ inline std::string TokenizeJson(edgeclip_model* model, const TokenizerSpec& spec
   return json + "}";
 }
 
+// One query's JSON line: what was asked, then the hits with each item's text (and line) or path.
+inline std::string HitsJson(const edgeclip_index* index, const std::string& asked, const std::vector<int>& ids,
+                            const std::vector<float>& scores, int found) {
+  const bool image_items = edgeclip_index_tower(index) == EDGECLIP_IMAGE;
+  std::string json = asked + ", \"results\": [";
+  for (int i = 0; i < found; ++i) {
+    const int id = ids[static_cast<size_t>(i)];
+    json += (i ? ", " : "") + std::string("{\"id\": ") + std::to_string(id);
+    if (image_items) {
+      json += ", \"path\": " + Quoted(edgeclip_index_item(index, id));
+    } else {
+      json += ", \"line\": " + std::to_string(edgeclip_index_line(index, id)) + ", \"text\": " +
+              Quoted(edgeclip_index_item(index, id));
+    }
+    json += ", \"score\": " + FloatJson(scores[static_cast<size_t>(i)]) + "}";
+  }
+  return json + "]";
+}
+
 }  // namespace edgeclip
 
 #endif  // EDGECLIP_RESULTS_H_
