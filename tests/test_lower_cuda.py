@@ -9,19 +9,20 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 import tvm
-from model_fixtures import make_tiny_clip
+from model_fixtures import cosine, make_ternary_tiny_clip
 
-from edgeclip.errors import TargetError
+from edgeclip.errors import ModelError, TargetError
 from edgeclip.lower.build import CompiledModel, build_tower
 from edgeclip.lower.importer import import_tower
 from edgeclip.lower.target import resolve_target
 from edgeclip.models.families import model_towers
-from edgeclip.quant import TernaryConfig, freeze, quantize, ternary_layers
+from edgeclip.quant import ternary_layers
 
 pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA toolkit) not found on PATH")
 
@@ -31,10 +32,7 @@ PREFIXES = {"image": ("vision_model.", "visual_projection"), "text": ("text_mode
 
 @pytest.fixture(scope="module")
 def student():
-    model = make_tiny_clip(seed=3)
-    quantize(model, TernaryConfig(policy="q-all"))
-    freeze(model)
-    return model.eval()
+    return make_ternary_tiny_clip(seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -136,14 +134,33 @@ def test_bad_gpu_requests_fail_with_one_clear_line():
         resolve_target("cuda-host", device="gpu")
 
 
-def cosine(a, b) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+@pytest.mark.parametrize("argv,problem", [
+    (["--device", "cuda"], "name its arch with --cuda-arch"),
+    (["--device", "cuda", "--cuda-arch", "sm_61"], "not a GPU arch CUDA 13 builds for"),
+    (["--cuda-arch", "sm_90"], "only applies with --device cuda"),
+])
+def test_compile_verb_refuses_a_bad_gpu_request_in_one_line(tmp_path, argv, problem):
+    done = subprocess.run([sys.executable, "-m", "edgeclip.cli", "compile", "--model", "demo", "--target", "cuda-host",
+                           *argv, "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1 and problem in lines[0], done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(tvm.cuda(0).exist, reason="this machine has a CUDA GPU")
+def test_running_a_gpu_tower_without_a_gpu_names_the_problem(gpu_build, student):
+    _, _, built = gpu_build
+    size = student.config.vision_config.image_size
+    with pytest.raises(ModelError, match="compiled for an NVIDIA GPU and this machine has none"):
+        built["image"](np.zeros((1, 3, size, size), np.float32))
 
 
 @pytest.mark.skipif(not tvm.cuda(0).exist, reason="no CUDA GPU on this machine")
-def test_gpu_towers_match_torch(student, imported):
-    """Built for this GPU's own arch (cuda-host), both towers agree with torch (cosine >= 0.995)."""
+def test_gpu_towers_match_torch(student, imported, monkeypatch):
+    """Built for this GPU's own arch (cuda-host), both towers agree with torch (cosine >= 0.995).
+    With the driver present TVM compiles the device code while building, through its callback:
+    nvcc here (its default, NVRTC, needs the `cuda-bindings` package)."""
+    monkeypatch.setenv("TVM_CUDA_COMPILE_MODE", "nvcc")
     arch = "sm_" + tvm.cuda(0).compute_version.replace(".", "")
     built = build_for(imported, resolve_target("cuda-host", device="cuda", cuda_arch=arch))
     rng = np.random.default_rng(0)
