@@ -106,13 +106,14 @@ def cpu_features(board: Target) -> list[str]:
 def alternatives(board: Target) -> list[tuple[str, list[str]]]:
     """The other known boards of the board's architecture and their CPU features, the closest
     name first (rpi4 for rpi5): what a refusal may suggest building for instead. Boards that do
-    not load here (an `auto` board of another architecture, a broken user file) are left out."""
+    not load here (an `auto` board of another architecture, a broken user file) are left out, and
+    so is `cuda-host`: it names any NVIDIA GPU machine, not a CPU to build for."""
     found = []
     for name, path in target_files().items():
         try:
             other = load_target_file(path)
         except TargetError:
             continue
-        if name != board.name and other.arch == board.arch:
+        if name != board.name and other.arch == board.arch and not other.gpu_arch_is_parameter:
             found.append((name, cpu_features(other)))
     return sorted(found, key=lambda item: (-difflib.SequenceMatcher(None, board.name, item[0]).ratio(), item[0]))
