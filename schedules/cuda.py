@@ -6,8 +6,9 @@ weights to registers once and reuses them for every row of its tile. int8 mode m
 adds/subtracts x by the weight's sign. Jetson Nano (sm_53) is older than CUDA 13 can target; it
 runs the ARMv8.0 NEON family on its Cortex-A57 instead.
 
-Compiled to PTX in tests only: no board's kernel_family names it, so lowering never calls it (the
-GPU target comes from a board TOML's [tvm.gpu] table, e.g. jetson-orin-nano's).
+Whole-model lowering uses it for `--device cuda` (`edgeclip.lower.target`): the GPU target comes
+from a board TOML's [tvm.gpu] table (jetson-orin-nano's sm_87, or cuda-host's `--cuda-arch`).
+The kernel itself is not tied to sm_87: dp4a exists from sm_61 on.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import os
 import platform
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgeclip.errors import TargetError
@@ -23,6 +23,10 @@ USER_DIR_ENV = "EDGECLIP_TARGETS_DIR"
 KERNEL_FAMILIES = ("arm_neon", "arm_dotprod", "x86_avx2", "x86_avx512")
 ARCHES = {"aarch64": "aarch64-linux-gnu", "x86_64": "x86_64-linux-gnu"}
 AUTO = "auto"
+PARAM = "param"  # `cuda_arch` / `tvm.gpu.arch` of a board whose GPU arch the user gives (`--cuda-arch`)
+# The GPU arches CUDA 13's nvcc builds for (`nvcc --list-gpu-arch`): Turing sm_75 and newer.
+CUDA_ARCHES = ("sm_75", "sm_80", "sm_86", "sm_87", "sm_88", "sm_89", "sm_90", "sm_100", "sm_103", "sm_110",
+               "sm_120", "sm_121")
 
 _TOP_FIELDS = {
     "name": str, "description": str, "arch": str, "cores": (int, str), "memory_mb": (int, str),
@@ -68,6 +72,11 @@ class Target:
     def compiler(self) -> tuple[str, str]:
         """(cross compiler, the Debian package that provides it): what `edgeclip.native.toolchain` takes."""
         return self.cross_compiler, self.cross_package
+
+    @property
+    def gpu_arch_is_parameter(self) -> bool:
+        """The board has an NVIDIA GPU of any arch (`cuda-host`): `with_cuda_arch` names it."""
+        return self.cuda_arch == PARAM
 
     @property
     def is_host_arch(self) -> bool:
@@ -201,8 +210,28 @@ def _tvm_tables(tvm: dict, arch: str, path: Path) -> tuple[dict, dict | None]:
         raise _fail(path, "tvm.gpu", "must be a table with kind = \"cuda\" and an `arch` such as \"sm_87\"")
     if gpu is not None:
         _check_fields(gpu, _GPU_FIELDS, "tvm.gpu.", path)
-        _check_text(gpu["arch"], "tvm.gpu.arch", path)
+        if gpu["arch"] != PARAM:
+            _check_text(gpu["arch"], "tvm.gpu.arch", path)
     return dict(cpu), None if gpu is None else dict(gpu)
+
+
+def with_cuda_arch(board: Target, arch: str | None) -> Target:
+    """`board` with its GPU arch given by the user (`--cuda-arch`), never read from this machine:
+    the bundle runs elsewhere. Only a `param` board takes a new arch; a fixed one may be repeated."""
+    if arch is None:
+        return board
+    if arch not in CUDA_ARCHES:
+        raise TargetError(f"--cuda-arch {arch[:20]!r} is not a GPU arch CUDA 13 builds for; give one of "
+                          f"{', '.join(CUDA_ARCHES)} (e.g. sm_90 for H100/H200, sm_87 for Jetson Orin)")
+    if board.cuda_arch is None:
+        raise TargetError(f"--cuda-arch {arch} was given, but {board.name} has no NVIDIA GPU ([tvm.gpu] in its "
+                          "board file); drop --cuda-arch or pick a target with a GPU, e.g. cuda-host")
+    if not board.gpu_arch_is_parameter:
+        if arch != board.cuda_arch:
+            raise TargetError(f"{board.name}'s GPU is {board.cuda_arch} (fixed by its board file), not {arch}; "
+                              f"drop --cuda-arch or give {board.cuda_arch}")
+        return board
+    return replace(board, cuda_arch=arch, tvm_gpu={**board.tvm_gpu, "arch": arch})
 
 
 def _check_text(value: str, name: str, path: Path) -> None:

@@ -52,3 +52,21 @@ def make_tiny_clip_dir(path, seed: int = 0, **overrides) -> Path:
     directory = Path(path)
     make_tiny_clip(seed, **overrides).save_pretrained(directory)
     return directory
+
+
+def make_ternary_tiny_clip(seed: int = 3) -> CLIPModel:
+    """The tiny CLIP quantized Q-ALL and frozen (int8 trits + scales): what lowering compiles."""
+    from edgeclip.quant import TernaryConfig, freeze, quantize
+
+    model = make_tiny_clip(seed)
+    quantize(model, TernaryConfig(policy="q-all"))
+    freeze(model)
+    return model.eval()
+
+
+def cosine(a, b) -> float:
+    """Cosine similarity of two arrays, flattened, in float64 (compiled output vs torch)."""
+    import numpy as np
+
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))

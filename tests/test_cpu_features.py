@@ -56,4 +56,8 @@ def test_verify_refuses_a_cpu_lacking_a_feature():
     x86 = {"name": "x86-64", "arch": "x86_64", "cpu_features": cpu_features(load_target("x86-64"))}
     with pytest.raises(BundleError, match="lacks"):
         check_cpu_features("x.edgeclip", {**x86, "cpu_features": [*x86["cpu_features"], "avx512_vnni"]}, "avx2,fma")
+    haswell = ",".join(cpu_features(load_target("cuda-host")))  # a CPU that cuda-host's x86 code fits
+    with pytest.raises(BundleError, match="lacks") as refused:
+        check_cpu_features("x.edgeclip", {**x86, "cpu_features": [*x86["cpu_features"], "avx512_vnni"]}, haswell)
+    assert "cuda-host" not in str(refused.value)  # an NVIDIA GPU machine is not a CPU to suggest
     check_cpu_features("old.edgeclip", {"name": "rpi5", "arch": "aarch64"}, "fp")  # schema 3: no check

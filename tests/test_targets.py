@@ -12,7 +12,7 @@ import pytest
 
 from edgeclip.cli.bundles import add_bundle_commands
 from edgeclip.errors import TargetError
-from edgeclip.targets import list_targets, load_target, load_target_file
+from edgeclip.targets import list_targets, load_target, load_target_file, with_cuda_arch
 from edgeclip.targets.loader import SHIPPED_DIR, cpu_flags, pick_x86_family
 
 SHIPPED = {"rpi4", "rpi5", "jetson-orin-nano", "jetson-nano", "generic-aarch64", "x86-64"}
@@ -27,6 +27,7 @@ def test_every_shipped_board_loads_and_tvm_accepts_its_targets():
         assert tvm.target.Target(board.tvm_cpu).kind.name == "llvm"
         assert board.tvm_cpu["num-cores"] == board.cores
         if board.tvm_gpu:
+            board = with_cuda_arch(board, "sm_90") if board.gpu_arch_is_parameter else board  # cuda-host
             gpu = tvm.target.Target(board.tvm_gpu)
             assert gpu.kind.name == "cuda" and gpu.host.kind.name == "llvm"
 
@@ -40,6 +41,10 @@ def test_boards_describe_their_hardware():
     orin = load_target("jetson-orin-nano")
     assert orin.cuda_arch == "sm_87" and orin.tvm_gpu["arch"] == "sm_87"
     assert orin.tvm_gpu["host"]["mtriple"] == "aarch64-linux-gnu"
+    host = load_target("cuda-host")  # any x86-64 + NVIDIA GPU: the arch is given, never detected
+    assert (host.arch, host.kernel_family, host.tvm_cpu["mcpu"]) == ("x86_64", "x86_avx2", "haswell")
+    assert host.gpu_arch_is_parameter and with_cuda_arch(host, "sm_90").tvm_gpu["arch"] == "sm_90"
+    assert with_cuda_arch(orin, "sm_87") == orin and not orin.gpu_arch_is_parameter
     nano = load_target("jetson-nano")
     assert nano.tvm_cpu["mcpu"] == "cortex-a57" and nano.tvm_gpu is None and nano.cuda_arch is None
     assert "sm_53" in (SHIPPED_DIR / "jetson-nano.toml").read_text()  # the file says why: CPU only

@@ -63,7 +63,8 @@ def run_targets(args) -> None:
         print(json.dumps({**target.to_dict(), "file": str(target.source)}, indent=2))
         return
     for target in list_targets():
-        gpu = f" + CUDA {target.cuda_arch}" if target.cuda_arch else ""
+        arch = "sm_XX" if target.gpu_arch_is_parameter else target.cuda_arch
+        gpu = f" + CUDA {arch}" if target.cuda_arch else ""
         print(f"{target.name:18} {target.arch:8} {target.kernel_family:12}{gpu:12} {target.description}")
 
 

@@ -10,6 +10,10 @@ def add_lower_commands(verbs) -> None:
                          description="torch.export -> Relax -> ternary kernels -> scheduled module per tower.")
     add_model_option(p)
     p.add_argument("--target", default="x86-64", help="board name, see `edgeclip targets` (default x86-64, the host)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where the towers run: the board's CPU (default) or its NVIDIA GPU (whole tower on the GPU)")
+    p.add_argument("--cuda-arch", metavar="sm_XX", default=None,
+                   help="the GPU's arch for a target that leaves it open (cuda-host), e.g. sm_90; never read from this machine")
     p.add_argument("-o", "--out", required=True, help="output directory (one .so per tower + compiled.json)")
     add_tower_options(p, threads="the module is scheduled for")
     p.set_defaults(func=_compile)
@@ -37,7 +41,7 @@ def _compile(args) -> None:
     from edgeclip.lower.build import compile
 
     compiled = compile(args.model, args.target, towers=towers_from(args), act=args.act,
-                       threads=args.threads, seq_len=args.seq_len)
+                       threads=args.threads, seq_len=args.seq_len, device=args.device, cuda_arch=args.cuda_arch)
     out = compiled.save(args.out)
     for name, tower in compiled.towers.items():
         r = tower.report

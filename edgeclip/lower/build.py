@@ -1,7 +1,7 @@
 """`compile(model, target)`: the single door from a (ternary) model to compiled tower modules.
 
 Pipeline per tower: torch.export -> Relax -> ternary rewrite (family kernels) -> legalize +
-fuse the float remainder -> CPU schedule rules -> `tvm.compile`. The result runs in-process
+fuse the float remainder -> the target's schedule rules (CPU, or DLight's GPU rules) -> `tvm.compile`. The result runs in-process
 (`CompiledModel.encode`) and saves as one shared library per tower plus its 2-bit packed weights
 (parameters of the module after the inputs, see `rewrite.py`) stored 1.6-bit, and a manifest.
 """
@@ -19,6 +19,7 @@ from tvm import relax
 
 from edgeclip.errors import ModelError
 from edgeclip.lower.fast_math import fast_math
+from edgeclip.lower.gpu_pipeline import gpu_pipeline
 from edgeclip.lower.importer import import_tower
 from edgeclip.lower.kernels import ACTS
 from edgeclip.lower.knobs import apply_kernel_records
@@ -75,13 +76,23 @@ class CompiledTower:
     report: RewriteReport = field(default_factory=RewriteReport)
     unscheduled: list[str] = field(default_factory=list)
     compile_seconds: float = 0.0
+    device: str = "cpu"  # where it runs: "cpu" or "cuda" (the GPU's memory holds inputs and weights)
     _vm: object = None
     _weight_tensors: list = field(default_factory=list)
 
+    def _device(self):
+        if self.device == "cpu":
+            return tvm.cpu()
+        if not tvm.cuda(0).exist:
+            raise ModelError(f"tower {self.name!r} is compiled for an NVIDIA GPU and this machine has none; "
+                             "run it where the NVIDIA driver and a GPU are, or compile with --device cpu")
+        return tvm.cuda(0)
+
     def vm(self) -> relax.VirtualMachine:
         if self._vm is None:
-            self._vm = relax.VirtualMachine(self.executable, tvm.cpu())
-            self._weight_tensors = [tvm.runtime.tensor(w) for w in self.weights]
+            dev = self._device()
+            self._vm = relax.VirtualMachine(self.executable, dev)
+            self._weight_tensors = [tvm.runtime.tensor(w, dev) for w in self.weights]
         return self._vm
 
     def __call__(self, *arrays) -> np.ndarray:
@@ -92,9 +103,10 @@ class CompiledTower:
             array = np.ascontiguousarray(np.asarray(array), dtype=spec.dtype)
             if tuple(array.shape) != spec.shape:
                 raise ModelError(f"{self.name}.{spec.name} has shape {array.shape}; compiled for {spec.shape}")
-            args.append(tvm.runtime.tensor(array))
+            args.append(array)
         vm = self.vm()
-        return vm["main"](*args, *self._weight_tensors).numpy()
+        dev = self._device()
+        return vm["main"](*(tvm.runtime.tensor(a, dev) for a in args), *self._weight_tensors).numpy()
 
 
 @dataclass
@@ -146,17 +158,24 @@ def load_compiled(directory) -> dict[str, CompiledTower]:
     for name, info in manifest["towers"].items():
         inputs = tuple(InputSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in info["inputs"])
         weights = tuple(two_bit_from_base3(np.load(root / w["path"]), w["shape"]) for w in info["packed_weights"])
-        towers[name] = CompiledTower(name, inputs, tvm.runtime.load_module(str(root / info["library"])), weights)
+        towers[name] = CompiledTower(name, inputs, tvm.runtime.load_module(str(root / info["library"])), weights,
+                                     device=_device_of(manifest["tvm_target"]))
     return towers
+
+
+def _device_of(tvm_target: dict) -> str:
+    return "cuda" if tvm_target.get("kind") == "cuda" else "cpu"
 
 
 def build_tower(mod: tvm.IRModule, tower: Tower, target: LowerTarget, act: str, records=FROM_STORE) -> CompiledTower:
     """Lower and compile an imported tower (import once, build for several modes)."""
     start = time.perf_counter()
     lowered, report = lower_module(mod, target, act, records)
-    executable = tvm.compile(lowered, target.tvm())
+    tvm_target = target.tvm()
+    pipeline = "default" if target.device == "cpu" else gpu_pipeline(tvm_target)
+    executable = tvm.compile(lowered, tvm_target, relax_pipeline=pipeline)
     return CompiledTower(tower.name, tower.inputs, executable, tuple(report.packed_weights), report, unscheduled(lowered),
-                         time.perf_counter() - start)
+                         time.perf_counter() - start, target.device)
 
 
 def compile_tower(tower: Tower, target: LowerTarget, act: str, records=FROM_STORE) -> CompiledTower:
@@ -167,17 +186,20 @@ def compile_tower(tower: Tower, target: LowerTarget, act: str, records=FROM_STOR
 
 
 def compile(model_or_ckpt, target: str | Target = HOST_TARGET, towers=None, act: str = "int8",
-            threads: int | None = None, seq_len: int | None = None, batch: int = 1) -> CompiledModel:  # noqa: A001 - the door's name
+            threads: int | None = None, seq_len: int | None = None, batch: int = 1, device: str = "cpu",
+            cuda_arch: str | None = None) -> CompiledModel:  # noqa: A001 - the door's name
     """Compile the towers of a model (module, checkpoint dir or teacher spec) for `target` (a board
     or its name).
 
     act="int8" quantizes activations per token inside each ternary kernel; "fp32" keeps them float.
     `towers` picks e.g. ["image"]; default all the model has. `threads` defaults to every core.
     `batch`: the input rows each call takes (a static shape, as every kernel here is).
+    `device="cuda"`: the whole tower runs on the board's NVIDIA GPU (`cuda_arch` names the arch of
+    a board that leaves it open, `cuda-host`); weights stay parameters as on the CPU.
     """
     if act not in ACTS:
         raise ModelError(f"--act must be one of {ACTS}, got {act!r}")
-    resolved = resolve_target(target, threads)
+    resolved = resolve_target(target, threads, device, cuda_arch)
     family, selected = select_towers(model_or_ckpt, towers, seq_len, batch)
     compiled = {name: compile_tower(tower, resolved, act) for name, tower in selected.items()}
     return CompiledModel(resolved, act, family.name, compiled)

@@ -12,14 +12,14 @@ from types import ModuleType
 from edgeclip.errors import KernelError
 from edgeclip.lower.target import LowerTarget
 from edgeclip.schedules.family import load_family
-from edgeclip.schedules.ternary import ACT_MODES, embedding_prim_func
+from edgeclip.schedules.ternary import ACT_MODES, embedding_prim_func, embedding_te
 
 ACTS = ACT_MODES  # the activation modes `compile` and `tune` accept
 
 
 def family(target: LowerTarget) -> ModuleType:
-    """The kernel family module of `target`'s board, refusing one scheduled for another kind of
-    TVM target than the board's CPU (the CUDA family is not wired into whole-model lowering)."""
+    """The kernel family module of `target` (the board's CPU family, or `cuda` for its GPU),
+    refusing one scheduled for another kind of TVM target than the one lowered for."""
     module = load_family(target.family)
     kind = target.tvm_target["kind"]
     if module.FAMILY.target_kind != kind:
@@ -28,7 +28,13 @@ def family(target: LowerTarget) -> ModuleType:
     return module
 
 
-def embedding_kernel(n_ids: int, vocab: int, dim: int):
-    """Gather of 2-bit packed rows with one scale per row (family independent: memory bound)."""
-    return embedding_prim_func(n_ids, vocab, dim, per_row_scale=True).with_attr("tirx.is_scheduled", True)
+def embedding_kernel(n_ids: int, vocab: int, dim: int, target: LowerTarget):
+    """Gather of 2-bit packed rows with one scale per row (family independent: memory bound).
+    On a GPU it is left unscheduled: the graph's GPU rules bind it to threads like any gather."""
+    if target.device == "cpu":
+        return embedding_prim_func(n_ids, vocab, dim, per_row_scale=True).with_attr("tirx.is_scheduled", True)
+    from tvm import te
+
+    params, out = embedding_te(n_ids, vocab, dim, per_row_scale=True)
+    return te.create_prim_func(params + [out])
 

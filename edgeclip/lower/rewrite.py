@@ -123,7 +123,7 @@ class TernaryRewriter:
         vocab, dim = trits.shape
         id_shape = _shape(ids)
         n = int(np.prod(id_shape))
-        gv = self._kernel(("ternary_embedding", n, vocab, dim), lambda: kernels.embedding_kernel(n, vocab, dim))
+        gv = self._kernel(("ternary_embedding", n, vocab, dim), lambda: kernels.embedding_kernel(n, vocab, dim, self.target))
         flat_ids = relax.op.astype(relax.op.reshape(ids, [n]), "int32")
         rows = self._packed(pack_embedding(trits))
         out = relax.call_tir(gv, [flat_ids, rows, relax.const(scale)], relax.TensorType([n, dim], "float32"))

@@ -8,6 +8,10 @@ put the output's contiguous axis innermost (LLVM vectorizes it), and spread the 
 threads when the target has several cores. The ternary kernels arrive already scheduled
 (`tirx.is_scheduled`) and are left alone.
 
+On a CUDA target DLight's GPU rules take the whole remainder: Matmul (attention's batched
+matmuls), GEMV, Reduction and GeneralReduction (softmax, LayerNorm), and Fallback, which binds
+every other (injective) block to blocks x threads; an op none of them takes fails the build.
+
 Tuning records (`edgeclip tune`, `records.py`) come first: a PrimFunc with a record of the
 build's target gets the recorded schedule (tagged `edgeclip.schedule = "record"`), every other
 one falls through to the rules above. Applying a record replays its trace: zero trials.
@@ -94,7 +98,11 @@ class CpuLoopNest(CPUScheduleRule):
         sch.decompose_reduction(block, reduce[0])
 
 
-def default_rules():
+def default_rules(target=None):
+    """The rules for `target`'s kind: DLight's GPU rules for CUDA, the CPU rules otherwise."""
+    if target is not None and target.kind.name == "cuda":
+        gpu = dlight.gpu
+        return (gpu.Matmul(), gpu.GEMV(), gpu.Reduction(), gpu.GeneralReduction(), gpu.Fallback())
     return (dlight.cpu.Reduction(), dlight.cpu.GEMV(), CpuLoopNest())
 
 
@@ -117,12 +125,12 @@ def apply_records(mod: tvm.IRModule, records) -> tvm.IRModule:
 
 
 def schedule_graph(mod: tvm.IRModule, target, records=None) -> tvm.IRModule:
-    """Apply tuning records (a meta_schedule database, if any), then the CPU rules to every
+    """Apply tuning records (a meta_schedule database, if any), then the target's rules to every
     PrimFunc still unscheduled."""
     with target:
         if records is not None:
             mod = apply_records(mod, records)
-        return dlight.ApplyDefaultSchedule(*default_rules())(mod)
+        return dlight.ApplyDefaultSchedule(*default_rules(target))(mod)
 
 
 def unscheduled(mod: tvm.IRModule) -> list[str]:

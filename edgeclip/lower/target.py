@@ -14,21 +14,25 @@ from functools import cache
 from edgeclip.errors import TargetError
 from edgeclip.formats import cpu_features as features_table
 from edgeclip.lower.thread_pool import size_for_host
-from edgeclip.targets import Target, load_target, load_target_file
+from edgeclip.targets import Target, load_target, load_target_file, with_cuda_arch
 from edgeclip.targets.loader import target_files
 
 HOST_TARGET = "x86-64"
+DEVICES = ("cpu", "cuda")  # where a compiled tower runs: the board's CPU, or its NVIDIA GPU
+GPU_FAMILY = "cuda"  # the kernel family of every NVIDIA GPU (dp4a: sm_61 and newer)
 
 
 @dataclass(frozen=True)
 class LowerTarget:
-    """A resolved target: its name, the schedules family module name, and the TVM target dict."""
+    """A resolved target: its name, the schedules family module name, and the TVM target dict
+    (for a GPU the CUDA target, with the board's CPU as its host)."""
 
     name: str
     family: str  # module under edgeclip.schedules, e.g. "x86_avx2"
     tvm_target: dict
     threads: int
     board: Target  # the board description: its arch and the compiler that links modules for it
+    device: str = "cpu"  # one of DEVICES
 
     def tvm(self):
         import tvm
@@ -36,17 +40,31 @@ class LowerTarget:
         return tvm.target.Target(self.tvm_target)
 
 
-def resolve_target(target: str | Target, threads: int | None = None) -> LowerTarget:
+def resolve_target(target: str | Target, threads: int | None = None, device: str = "cpu",
+                   cuda_arch: str | None = None) -> LowerTarget:
     """Map a board (or its name) to a family + TVM target; `threads` None means every core of the board.
+    `device="cuda"` lowers for the board's GPU (`cuda_arch` names it where the board leaves it open).
 
     Every compile, tune and profile starts here, so this is where the process's TVM thread pool
     is sized (`thread_pool.size_for_host`) before anything runs."""
     size_for_host()
-    board = target if isinstance(target, Target) else load_target(target)
+    if device not in DEVICES:
+        raise TargetError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    board = with_cuda_arch(target if isinstance(target, Target) else load_target(target), cuda_arch)
     check_mcpu(board)
     threads = board.cores if threads is None else threads  # `x86-64`: cores = "auto", this host's
     tvm_target = {**board.tvm_cpu, "num-cores": threads}
-    return LowerTarget(board.name, board.kernel_family, tvm_target, threads, board)
+    if device == "cpu":
+        if cuda_arch is not None:
+            raise TargetError(f"--cuda-arch {cuda_arch} only applies with --device cuda; drop it or add --device cuda")
+        return LowerTarget(board.name, board.kernel_family, tvm_target, threads, board)
+    if board.tvm_gpu is None:
+        raise TargetError(f"{board.name} has no NVIDIA GPU ([tvm.gpu] in its board file); "
+                          "use --device cpu or a target with a GPU, e.g. cuda-host --cuda-arch sm_90")
+    if board.gpu_arch_is_parameter:
+        raise TargetError(f"{board.name} runs on any NVIDIA GPU: name its arch with --cuda-arch, "
+                          "e.g. sm_90 for H100/H200 (it is never read from this machine)")
+    return LowerTarget(board.name, GPU_FAMILY, {**board.tvm_gpu, "host": tvm_target}, threads, board, device)
 
 
 def check_mcpu(board: Target) -> None:
@@ -88,13 +106,14 @@ def cpu_features(board: Target) -> list[str]:
 def alternatives(board: Target) -> list[tuple[str, list[str]]]:
     """The other known boards of the board's architecture and their CPU features, the closest
     name first (rpi4 for rpi5): what a refusal may suggest building for instead. Boards that do
-    not load here (an `auto` board of another architecture, a broken user file) are left out."""
+    not load here (an `auto` board of another architecture, a broken user file) are left out, and
+    so is `cuda-host`: it names any NVIDIA GPU machine, not a CPU to build for."""
     found = []
     for name, path in target_files().items():
         try:
             other = load_target_file(path)
         except TargetError:
             continue
-        if name != board.name and other.arch == board.arch:
+        if name != board.name and other.arch == board.arch and not other.gpu_arch_is_parameter:
             found.append((name, cpu_features(other)))
     return sorted(found, key=lambda item: (-difflib.SequenceMatcher(None, board.name, item[0]).ratio(), item[0]))
