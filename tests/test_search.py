@@ -2,8 +2,8 @@
 2,000 fortunes sentences reach recall@10 >= 0.98 against exact numpy search on the bundle's own
 fp32 embeddings; the runner's index equals the host writer's byte for byte (same quantization);
 text queries answer as their embedding does; damaged indexes and one from another model are
-refused in one line; and the aarch64 runner under qemu (with and without sdot) returns the same
-top-k and scores as the host runner on the same index."""
+refused in one line; the aarch64 runner under qemu (with and without sdot) returns the same
+top-k and scores as the host runner on the same index; and serve's search op answers as the mode."""
 
 from __future__ import annotations
 
