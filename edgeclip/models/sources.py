@@ -80,9 +80,10 @@ def select_towers(model_or_ckpt, towers=None, seq_len: int | None = None, batch:
 
 def _load_sentence_encoder(path: Path) -> tuple[nn.Module, ModelFamily, dict]:
     from edgeclip.models.minilm import SentenceEncoder, load_minilm
+    from edgeclip.models.sentence_dir import sentence_head
 
     bert, _ = load_minilm(path)
-    model = SentenceEncoder(bert).eval()
+    model = SentenceEncoder(bert, sentence_head(Path(path))).eval()
     found = family_of(model)
     return model, found, found.arch(model)
 
