@@ -42,6 +42,9 @@ class TextInput:
     fields: dict  # the manifest's "tokenizer" fields of this family (kind, casing)
     tokenizer: Callable[[Path, dict], Tokenize]  # (vocab file, manifest "tokenizer") -> one text at a time
     batch_tokenizer: Callable[[], Callable[[list[str]], dict[str, torch.Tensor]]]  # for training
+    # arch -> the "tokenizer" fields a model's own config decides (casing); raises ModelError when
+    # the model's vocabulary is not the installed one a bundle would ship
+    arch_fields: Callable[[dict], dict] = lambda arch: {}
 
 
 @dataclass(frozen=True)
