@@ -19,7 +19,8 @@ from torch import nn
 
 CLIP = "clip"  # image + text towers, trained on image-text pairs, evaluated zero-shot
 SENTENCE_ENCODER = "sentence-encoder"  # one text tower, distilled on sentences, evaluated by fidelity
-KINDS = (CLIP, SENTENCE_ENCODER)
+IMAGE_EMBEDDER = "image-embedder"  # one image tower (ViT, a CLIP's vision model); bundled, not trained yet
+KINDS = (CLIP, SENTENCE_ENCODER, IMAGE_EMBEDDER)
 
 Tokenize = Callable[[str], tuple[np.ndarray, np.ndarray]]  # text -> (ids, mask), int64 [1, context]
 
