@@ -88,7 +88,7 @@ def test_round_trip_keeps_values_dtypes_shapes_and_config(checkpoint):
 def test_config_records_format_hash_and_tensor_table(checkpoint):
     document = json.loads((checkpoint / "config.json").read_text())
     weights = (checkpoint / "model.safetensors").read_bytes()
-    assert document["format"] == "edgeclip-checkpoint" and document["format_version"] == 1
+    assert document["format"] == "edgeclip-checkpoint" and document["format_version"] == 2
     assert document["weights"]["file"] == "model.safetensors"
     assert document["weights"]["bytes"] == len(weights)
     assert document["weights"]["sha256"] == hashlib.sha256(weights).hexdigest()
@@ -185,8 +185,8 @@ def test_config_wrong_format(checkpoint):
 
 
 def test_config_unsupported_version(checkpoint):
-    edit_config(checkpoint, lambda d: d.update(format_version=2))
-    assert "unsupported format_version 2" in read_error(checkpoint)
+    edit_config(checkpoint, lambda d: d.update(format_version=3))
+    assert "unsupported format_version 3" in read_error(checkpoint)
 
 
 def test_config_weights_file_must_stay_inside_the_directory(checkpoint):
@@ -286,3 +286,21 @@ def test_a_checkpoint_is_not_replaced_without_asking(checkpoint):
     with pytest.raises(CheckpointError, match="already holds a model.*--force"):
         write_checkpoint(checkpoint, {"only": np.ones(3, np.float32)}, {"family": "new"})
     assert {p.name: p.read_bytes() for p in checkpoint.iterdir()} == before
+
+
+@pytest.mark.parametrize("head, problem", [
+    ({"pooling": "max"}, "sentence.pooling' is not one of mean, cls"),
+    ("mean", "sentence.pooling' is not one of mean, cls"),
+    ({"pooling": "cls", "lowercase": "yes"}, "sentence.lowercase' is not true or false"),
+    ({"pooling": "mean", "vocab_sha256": "ABC"}, "sentence.vocab_sha256' is not 64 lowercase hex digits"),
+])
+def test_a_sentence_head_is_checked(checkpoint, head, problem):
+    edit_config(checkpoint, lambda d: d["model"].setdefault("arch", {}).update(sentence=head))
+    assert problem in read_error(checkpoint)
+
+
+def test_a_sentence_head_needs_version_2_and_version_1_still_reads(checkpoint):
+    edit_config(checkpoint, lambda d: d.update(format_version=1))
+    read_checkpoint(checkpoint)  # a version 1 checkpoint, written before the head existed, still loads
+    edit_config(checkpoint, lambda d: d["model"].setdefault("arch", {}).update(sentence={"pooling": "cls"}))
+    assert "needs format_version 2" in read_error(checkpoint)

@@ -23,6 +23,13 @@ def _example(name: str):
         from edgeclip.models.demo import new_demo_clip
 
         return new_demo_clip(seed=1)
+    if name == "hf-vision":
+        from transformers import ViTConfig
+
+        from edgeclip.models.image_encoder import build_image_encoder
+
+        return build_image_encoder(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=64, image_size=32, patch_size=8).to_dict())
     from edgeclip.models.sources import load_source
 
     return load_source("minilm")[0]
@@ -31,7 +38,7 @@ def _example(name: str):
 def test_every_family_module_is_found_and_names_are_unique():
     modules = {m.name for m in pkgutil.iter_modules(families.__path__)} - {"base"}
     assert len(all_families()) == len(modules) >= 3
-    assert set(all_families()) == {"hf-clip", "demo-clip", "minilm"}
+    assert set(all_families()) == {"hf-clip", "demo-clip", "minilm", "hf-vision"}
     with pytest.raises(ModelError, match="unknown model family 'resnet'.*hf-clip"):
         family("resnet")
 
@@ -46,13 +53,13 @@ def test_a_family_rebuilds_recognises_and_towers_its_models(name):
     assert family_of(rebuilt) is described
     assert rebuilt.state_dict().keys() == model.state_dict().keys()
     towers = model_towers(model)
-    assert set(towers) == ({"image", "text"} if described.kind == "clip" else {"text"})
+    assert set(towers) == {"clip": {"image", "text"}, "image-embedder": {"image"}}.get(described.kind, {"text"})
     with torch.no_grad():
         for tower in towers.values():
             out = tower.module(*(spec.example() for spec in tower.inputs))
             assert out.shape[0] == 1 and torch.isfinite(out).all()
-    if described.bundled:
-        assert described.image is not None and described.text is not None
+    if described.bundled:  # a bundle feeds every tower its family has
+        assert (described.image is not None) == ("image" in towers) and (described.text is not None) == ("text" in towers)
 
 
 @pytest.mark.parametrize("name", [n for n, f in sorted(all_families().items()) if f.image is not None])

@@ -56,6 +56,9 @@ def train_student(spec: StudentSpec, config: TrainConfig | dict, out, resume: bo
     check_writable(Path(out), replace=resume or force)  # before the training, not after it
 
     teacher, family, arch = load_source(spec.teacher)
+    if family.kind != CLIP and family.text is None:  # an image embedder: no sentence distillation for it
+        raise TrainingError(f"{family.name} models ({family.kind}) cannot be trained yet; "
+                            "ternarize them with `edgeclip ternarize` and bundle that checkpoint")
     if isinstance(config, dict):
         config = replace(default_schedule(family), **config)
     student = copy.deepcopy(teacher)

@@ -219,9 +219,9 @@ def parse_batches(text: str) -> tuple[int, ...]:
         raise BundleError(f"--batch {text!r} is not a list of whole numbers; give sizes like --batch 1,8") from None
 
 
-def build_bundle(checkpoint, target_name: str, out_dir, towers=TOWERS, baseline: str | None = None,
+def build_bundle(checkpoint, target_name: str, out_dir, towers=None, baseline: str | None = None,
                  labels: list[str] | None = None, prompt: str = baked.DEFAULT_PROMPT,
-                 batches=DEFAULT_BATCHES) -> Path:
+                 batches=DEFAULT_BATCHES, seq_len: int | None = None) -> Path:
     """`edgeclip build`: the checkpoint's towers compiled for the target, with references.
 
     Ternary modules come from the lowering (`edgeclip.lower.build.compile`, int8 activations);
@@ -229,7 +229,8 @@ def build_bundle(checkpoint, target_name: str, out_dir, towers=TOWERS, baseline:
     by TVM's stock Relax pipeline, i.e. what the model costs without ternary kernels.
     `labels` are embedded here with the PyTorch text tower (`prompt` around each) and baked in,
     also into bundles without a text tower. `batches`: the image tower's compiled batch sizes
-    (the text tower is compiled for batch 1, one text at a time).
+    (the text tower is compiled for batch 1, one text at a time). `towers`: default all the model
+    has (a sentence encoder's one text tower); `seq_len`: the text context (default the family's).
     """
     from edgeclip.models.model_io import load_model
 
@@ -250,7 +251,8 @@ def build_bundle(checkpoint, target_name: str, out_dir, towers=TOWERS, baseline:
                           "write bundles from compiled modules with write_model_bundle") from err
     model, config = load_model(checkpoint)
     family = bundle_family(config["family"])
-    available = family.towers(model)
+    available = family.towers(model, 1, seq_len)
+    towers = tuple(towers or available)
     unknown = [t for t in towers if t not in available]
     if unknown:
         raise BundleError(f"towers {unknown} do not exist; {family.name} models have {', '.join(available)}")
@@ -261,7 +263,7 @@ def build_bundle(checkpoint, target_name: str, out_dir, towers=TOWERS, baseline:
     if labels is not None:
         info["labels"], label_files = _baked_labels(available, family, config, labels, prompt)
         extra.update(label_files)
-    compiled = lower_compile(model, target, towers=list(towers), act="int8", threads=target.cores)
+    compiled = lower_compile(model, target, towers=list(towers), act="int8", threads=target.cores, seq_len=seq_len)
     modules = [BundleModule(t, "ternary", compiled.towers[t].executable, packed_weights=compiled.towers[t].weights)
                for t in towers]
     if baseline:

@@ -27,7 +27,7 @@ def bundle_family(name: str) -> ModelFamily:
         found = None
     if found is None or not found.bundled:
         raise BundleError(f"bundles are built for model families {', '.join(bundled)}, not {name!r}; "
-                          "train or ternarize a CLIP-style model (an HF CLIPModel directory or 'demo')")
+                          "train or ternarize a model of one of those families")
     return found
 
 
@@ -45,10 +45,15 @@ def model_info(found: ModelFamily, config: dict, context_length: int | None) -> 
     info = {
         "model": {"family": found.name, "arch": config["arch"],
                   "quant": {k: v for k, v in quant.items() if k != "layers"} or None},
-        "preprocessing": found.image.preprocessing(config["arch"]),
     }
+    if found.image is not None:  # a text-only family (sentence encoders) has no preprocessing
+        info["preprocessing"] = found.image.preprocessing(config["arch"])
     if context_length is not None:
-        info["tokenizer"] = {**found.text.fields, "vocab": found.text.vocab_member,
+        try:
+            fields = {**found.text.fields, **found.text.arch_fields(config["arch"])}
+        except ModelError as err:
+            raise BundleError(str(err)) from err
+        info["tokenizer"] = {**fields, "vocab": found.text.vocab_member,
                              "context_length": context_length, "inputs": TEXT_INPUTS, "dtype": "int64",
                              "padding": 0}
     return info

@@ -19,8 +19,8 @@ def add_bundle_commands(subparsers) -> None:
                               description="Write DIR/<model>-<target>.edgeclip: compiled towers, the target's TVM "
                                           "runtime libraries, a native runner and reference data.")
     p.add_argument("--target", required=True, help="board name (see `edgeclip targets`)")
-    p.add_argument("--model", required=True, help="edgeclip checkpoint directory (ternary CLIP)")
-    add_tower_options(p, towers_default="image,text", act=False, seq_len=False)
+    p.add_argument("--model", required=True, help="edgeclip checkpoint directory (ternary CLIP or sentence encoder)")
+    add_tower_options(p, act=False)
     p.add_argument("--baseline", choices=["fp32"], help="also bundle an fp32 baseline module for comparison")
     p.add_argument("--labels", help='labels to bake in for classifying on the device: a file with one label a line, '
                    'or "a,b,c" (embedded here by the text tower, also with --towers image)')
@@ -78,8 +78,8 @@ def run_build(args) -> None:
     baked = None if args.labels is None else labels.parse_labels(args.labels)
     prompt = labels.DEFAULT_PROMPT if args.prompt is None else args.prompt
     batches = parse_batches(args.batch)  # before minutes of compiling
-    path = build_bundle(args.model, args.target, args.out, towers=tuple(towers_from(args)), baseline=args.baseline,
-                        labels=baked, prompt=prompt, batches=batches)
+    path = build_bundle(args.model, args.target, args.out, towers=towers_from(args), baseline=args.baseline,
+                        labels=baked, prompt=prompt, batches=batches, seq_len=args.seq_len)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 

@@ -18,7 +18,9 @@ from edgeclip.formats.arch_bounds import arch_problem, parameter_estimate
 from edgeclip.formats.jsonbound import load_bounded
 
 FORMAT = "edgeclip-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what this edgeclip writes: 2 added a sentence encoder's `model.arch.sentence` head
+READ_VERSIONS = (1, 2)
+POOLINGS = ("mean", "cls")  # the sentence-encoder poolings the exported graph implements
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 MAX_CONFIG_BYTES = 16 << 20
@@ -47,12 +49,13 @@ def read_config(path: Path) -> dict:
             f"{path}: wrong format {found!r}, expected {FORMAT!r}; this is not an edgeclip checkpoint"
         )
     version = document.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version not in READ_VERSIONS:
         raise CheckpointError(
-            f"{path}: unsupported format_version {version!r} (this edgeclip reads {FORMAT_VERSION}); "
+            f"{path}: unsupported format_version {version!r} (this edgeclip reads "
+            f"{', '.join(map(str, READ_VERSIONS))}); "
             "use the edgeclip version that wrote it or re-export"
         )
-    problem = _schema_problem(document)
+    problem = _schema_problem(document) or _head_problem(document["model"], version)
     if problem:
         raise CheckpointError(f"{path}: malformed config, {problem}; re-export the checkpoint")
     return document
@@ -116,6 +119,25 @@ def _model_problem(model: dict, tensors: dict) -> str | None:
     if estimate > MAX_ESTIMATE_RATIO * max(recorded, 1):
         return (f"'model.arch' describes about {estimate} parameters but the checkpoint records {recorded} "
                 f"weights (more than {MAX_ESTIMATE_RATIO}x fewer); the architecture does not match its weights")
+    return None
+
+
+def _head_problem(model: dict, version: int) -> str | None:
+    """A sentence encoder's head (`arch.sentence`, version 2): pooling, casing, vocabulary hash."""
+    arch = model.get("arch") or {}
+    if "sentence" not in arch:
+        return None
+    head = arch["sentence"]
+    if version < 2:
+        return "'model.arch.sentence' needs format_version 2"
+    if not isinstance(head, dict) or head.get("pooling") not in POOLINGS:
+        return f"'model.arch.sentence.pooling' is not one of {', '.join(POOLINGS)}"
+    if type(head.get("lowercase", True)) is not bool:
+        return "'model.arch.sentence.lowercase' is not true or false"
+    digest = head.get("vocab_sha256")
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64
+                                   and all(c in "0123456789abcdef" for c in digest)):
+        return "'model.arch.sentence.vocab_sha256' is not 64 lowercase hex digits"
     return None
 
 

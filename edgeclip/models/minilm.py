@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, BertModel
 
 from edgeclip.errors import ModelError
 from edgeclip.models.local_dir import checked_model_dir, load_pretrained_strict, require_model_type
+from edgeclip.models.sentence_dir import POOLINGS
 
 MAX_SEQ_LENGTH = 256  # all-MiniLM-L6-v2 was trained with this limit (sentence_bert_config.json)
 
@@ -44,14 +45,19 @@ def load_minilm(path=None) -> tuple[BertModel, object]:
 
 
 class SentenceEncoder(nn.Module):
-    """BERT token states -> attention-masked mean -> unit-length sentence embedding.
+    """BERT token states -> the model's pooling (attention-masked mean, or the [CLS] state) ->
+    unit-length sentence embedding. Pooling and normalisation sit inside the graph, so a bundle's
+    runner only feeds ids and mask. `head`: the facts `sentence_dir.sentence_head` reads.
 
     BERT's pooler output is unused (sentence-transformers ignores it too); export drops it as dead code.
     """
 
-    def __init__(self, bert: BertModel):
+    def __init__(self, bert: BertModel, head: dict | None = None):
         super().__init__()
         self.bert = bert
+        self.head = dict(head or {"pooling": "mean", "lowercase": True})
+        if self.head["pooling"] not in POOLINGS:
+            raise ModelError(f"pooling {self.head['pooling']!r} unknown; sentence encoders pool with {', '.join(POOLINGS)}")
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids=None
@@ -59,6 +65,8 @@ class SentenceEncoder(nn.Module):
         states = self.bert(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
+        if self.head["pooling"] == "cls":
+            return nn.functional.normalize(states[:, 0], p=2, dim=-1)
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         mean = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         return nn.functional.normalize(mean, p=2, dim=-1)

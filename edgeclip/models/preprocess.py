@@ -45,6 +45,12 @@ def clip_pixels(image, size: int) -> np.ndarray:
     return center_crop(np.asarray(resize_short_side(_as_rgb(image), size)), size)
 
 
+def rgb_square(image, size: int) -> np.ndarray:
+    """A PIL image or uint8 array -> uint8 [size, size, 3]: the whole image to a square, PIL
+    bilinear, as ViTImageProcessor resizes (and the runner's "whole image to a square, bilinear")."""
+    return np.asarray(_as_rgb(image).resize((size, size), Image.Resampling.BILINEAR))
+
+
 def preprocess_image(image, size: int = 224) -> torch.Tensor:
     """A PIL image or uint8 array (HxW, HxWx3, HxWx4) -> float32 tensor [3, size, size]."""
     pixels = clip_pixels(image, size)

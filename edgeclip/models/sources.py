@@ -1,7 +1,7 @@
 """Where models come from: the specs the CLI accepts for `--model` / `--teacher`.
 
 'minilm' (the bundled all-MiniLM-L6-v2), 'demo' (the cached built-in teacher), a Hugging Face
-CLIP or BERT-family directory, an open_clip folder (`open_clip_config.json` + its weights, as
+CLIP, BERT-family, ViT or CLIP-vision directory, an open_clip folder (`open_clip_config.json` + its weights, as
 open_clip publishes models), or an edgeclip checkpoint (float or ternary). Each yields a model
 and its family (`edgeclip.models.families`).
 """
@@ -45,9 +45,16 @@ def load_source(spec: str) -> tuple[nn.Module, ModelFamily, dict]:
         return model, found, found.arch(model)
     if config.get("model_type") == "bert":
         return _load_sentence_encoder(Path(spec))
+    if config.get("model_type") in ("vit", "clip_vision_model"):
+        from edgeclip.models.image_encoder import load_image_encoder
+
+        model = load_image_encoder(spec)
+        found = family_of(model)
+        return model, found, found.arch(model)
     raise ModelError(
-        f"{spec}/config.json has model_type {config.get('model_type')!r}; edgeclip loads CLIP ('clip') "
-        "and BERT-family ('bert') encoders, 'minilm', 'demo', or an edgeclip checkpoint"
+        f"{spec}/config.json has model_type {config.get('model_type')!r}; edgeclip loads CLIP ('clip'), "
+        "BERT-family ('bert') and image ('vit', 'clip_vision_model') encoders, 'minilm', 'demo', or an "
+        "edgeclip checkpoint"
     )
 
 
@@ -80,9 +87,10 @@ def select_towers(model_or_ckpt, towers=None, seq_len: int | None = None, batch:
 
 def _load_sentence_encoder(path: Path) -> tuple[nn.Module, ModelFamily, dict]:
     from edgeclip.models.minilm import SentenceEncoder, load_minilm
+    from edgeclip.models.sentence_dir import sentence_head
 
     bert, _ = load_minilm(path)
-    model = SentenceEncoder(bert).eval()
+    model = SentenceEncoder(bert, sentence_head(Path(path))).eval()
     found = family_of(model)
     return model, found, found.arch(model)
 

@@ -19,7 +19,8 @@ from torch import nn
 
 CLIP = "clip"  # image + text towers, trained on image-text pairs, evaluated zero-shot
 SENTENCE_ENCODER = "sentence-encoder"  # one text tower, distilled on sentences, evaluated by fidelity
-KINDS = (CLIP, SENTENCE_ENCODER)
+IMAGE_EMBEDDER = "image-embedder"  # one image tower (ViT, a CLIP's vision model); bundled, not trained yet
+KINDS = (CLIP, SENTENCE_ENCODER, IMAGE_EMBEDDER)
 
 Tokenize = Callable[[str], tuple[np.ndarray, np.ndarray]]  # text -> (ids, mask), int64 [1, context]
 
@@ -42,6 +43,9 @@ class TextInput:
     fields: dict  # the manifest's "tokenizer" fields of this family (kind, casing)
     tokenizer: Callable[[Path, dict], Tokenize]  # (vocab file, manifest "tokenizer") -> one text at a time
     batch_tokenizer: Callable[[], Callable[[list[str]], dict[str, torch.Tensor]]]  # for training
+    # arch -> the "tokenizer" fields a model's own config decides (casing); raises ModelError when
+    # the model's vocabulary is not the installed one a bundle would ship
+    arch_fields: Callable[[dict], dict] = lambda arch: {}
 
 
 @dataclass(frozen=True)

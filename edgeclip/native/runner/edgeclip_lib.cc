@@ -308,8 +308,15 @@ edgeclip_model* Open(const char* bundle_dir, const char* variant_or_null, int to
   for (const auto& [bit, name] : {std::pair{EDGECLIP_IMAGE, "image"}, std::pair{EDGECLIP_TEXT, "text"}}) {
     if (!(towers & bit)) continue;
     const Tower* found = nullptr;
+    bool any_variant = false;
     for (const Tower& t : model->plan.towers) {
       if (t.variant == variant && t.name == name) found = &t;
+      any_variant = any_variant || t.name == name;
+    }
+    if (!any_variant) {  // an embedding bundle of one tower (a sentence encoder is text only)
+      const std::string other = bit == EDGECLIP_IMAGE ? "text" : "image";
+      throw std::runtime_error("this bundle has no " + std::string(name) + " tower: it embeds " + other +
+                               " only (embed --" + other + "); classifying needs a CLIP bundle with both towers");
     }
     if (found == nullptr) {
       throw std::runtime_error("the bundle has no " + variant + " " + name + " tower; rebuild it with --towers image,text" +
