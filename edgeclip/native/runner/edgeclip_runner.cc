@@ -8,6 +8,8 @@
 // bundle; libedgeclip and the TVM runtime are found through its RUNPATH, $ORIGIN/../lib). What to
 // run is read from `runner.plan` (written by `edgeclip build`), a line-based text file:
 //
+//   variant NAME FEATURES                     a variant and the CPU features it needs (a,b or -), best first
+//   alternative TARGET FEATURES               another target of the arch and what it needs
 //   module VARIANT TOWER MODULE.so FUNCTION   a Relax VM executable and its entry function
 //   batch N MODULE.so FUNCTION                after a module line: the tower compiled for N rows,
 //                                             taking the same params and packed weights
