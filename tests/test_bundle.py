@@ -184,7 +184,7 @@ def test_host_runner_sizes_its_pool_to_the_physical_cores(host_bundle):
     takes half the CPUs on x86); --threads and the user's TVM_NUM_THREADS win over that."""
     clean = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
     with local.extracted(host_bundle) as (folder, manifest):
-        command = local.runner_command(folder, manifest, emulate=False) + ["bench", "--module", "ternary", "--runs", "1"]
+        command = local.runner_command(folder, manifest, emulate=False) + ["bench", "--variant", "ternary", "--runs", "1"]
 
         def threads(*args, **env):
             done = subprocess.run([*command, *args], env=clean | env, capture_output=True, text=True, check=True)
@@ -200,7 +200,7 @@ def test_a_non_finite_output_fails_the_runners_output_check(host_bundle):
     """NaN never agrees with anything: a NaN reference (or output) is cosine -1, not the 1 a
     NaN-swallowing minimum used to report."""
     with local.extracted(host_bundle) as (folder, manifest):
-        command = local.runner_command(folder, manifest, emulate=False) + ["bench", "--module", "ternary", "--runs", "1"]
+        command = local.runner_command(folder, manifest, emulate=False) + ["bench", "--variant", "ternary", "--runs", "1"]
         healthy = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
         expected = folder / manifest["reference"]["text"]["outputs"][0]["path"]
         np.save(expected, np.full_like(np.load(expected), np.nan))
@@ -374,7 +374,7 @@ def test_tiny_clip_host_bundle_reproduces_reference_and_classifies(tiny_clip_che
         stored[len(stored) // 2] = 255
         np.save(damaged, stored)
         with pytest.raises(BundleError, match="no 5 trits encode"):
-            local.run_runner(folder, manifest, ["bench", "--module", "ternary", "--tower", "text", "--runs", "1"])
+            local.run_runner(folder, manifest, ["bench", "--variant", "ternary", "--tower", "text", "--runs", "1"])
 
 
 @pytest.mark.slow

@@ -81,7 +81,7 @@ def bench_output(folder: Path, tower: str, arrays: list[np.ndarray], tmp_path: P
     for i, array in enumerate(arrays):
         paths.append(tmp_path / f"{tower}-in{i}.npy")
         np.save(paths[-1], array)
-    run(folder, "bench", "--module", "ternary", "--tower", tower, "--runs", 1, "--warmup", 0,
+    run(folder, "bench", "--variant", "ternary", "--tower", tower, "--runs", 1, "--warmup", 0,
         "--input", f"{tower}={','.join(map(str, paths))}", "--save-outputs", tmp_path)
     return np.load(tmp_path / f"ternary-{tower}.npy")
 

@@ -35,7 +35,7 @@ def current_of(device, name):
 def run_runner(device, name, module="ternary"):
     with connect(device.spec, device.options()) as conn:
         folder = f"/root/.edgeclip/{name}/current"
-        return conn.run(quote_command(["sh", "-c", 'cd "$1" && ./bin/edgeclip-runner bench --runs 2 --module "$2"', "x", folder, module]))
+        return conn.run(quote_command(["sh", "-c", 'cd "$1" && ./bin/edgeclip-runner bench --runs 2 --variant "$2"', "x", folder, module]))
 
 
 def test_unknown_host_key_refused_with_fingerprint_then_trusted_on_request(tmp_path):

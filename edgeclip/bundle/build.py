@@ -24,7 +24,7 @@ from edgeclip.bundle.model_info import bundle_family, model_info, tokenizer_file
 from edgeclip.errors import BundleError
 from edgeclip.formats.bundle import MIN_COSINE, SUFFIX, VARIANTS, write_bundle
 from edgeclip.formats.manifest import MAX_BATCH
-from edgeclip.lower.target import cpu_features
+from edgeclip.lower.target import alternatives, cpu_features
 from edgeclip.native import runtime_libs, toolchain
 from edgeclip.quant.packing import base3_from_2bit
 from edgeclip.targets import Target, load_target
@@ -124,7 +124,7 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
             module_manifest.setdefault(module.variant, {})[module.tower] = {
                 "path": f"{stem}.so", "function": module.function, "params": params, "packed_weights": packed,
             }
-    files[PLAN] = _plan(modules, module_manifest, reference_manifest, model_info or {}).encode()
+    files[PLAN] = _plan(modules, module_manifest, reference_manifest, model_info or {}, target).encode()
 
     manifest = {
         **(model_info or {}),
@@ -177,10 +177,20 @@ def tokenizer_plan_line(fields: dict) -> str:
     return f"tokenizer {fields['kind']} {fields['vocab']} {fields['context_length']} {','.join(fields['inputs'])}{casing}"
 
 
-def _plan(modules: list[BundleModule], module_manifest: dict, references: dict, info: dict) -> str:
-    """The runner's plan (format in docs/bundle-format.md): the tokenizer, baked labels, ternary
-    towers, then fp32."""
-    lines = ["# edgeclip runner plan 2"]
+def cpu_plan_lines(variants, target: Target) -> list[str]:
+    """The plan's `variant` lines (each variant, best first, with the CPU features its code needs)
+    and `alternative` lines (the other boards of the arch and theirs): the runner checks the CPU
+    against them before loading a module, and a refusal names the boards that fit instead."""
+    needs = cpu_features(target)
+    lines = [f"variant {variant} {','.join(needs) or '-'}" for variant in variants]
+    return lines + [f"alternative {name} {','.join(features) or '-'}" for name, features in alternatives(target)]
+
+
+def _plan(modules: list[BundleModule], module_manifest: dict, references: dict, info: dict, target: Target) -> str:
+    """The runner's plan (format in docs/bundle-format.md): the variants and alternative targets,
+    the tokenizer, baked labels, ternary towers, then fp32."""
+    lines = ["# edgeclip runner plan 3"]
+    lines += cpu_plan_lines([v for v in VARIANTS if v in module_manifest], target)
     tokenizer = info.get("tokenizer")
     if tokenizer is not None and "vocab" in tokenizer:  # the runner tokenizes only with a bundled vocabulary
         lines.append(tokenizer_plan_line(tokenizer))

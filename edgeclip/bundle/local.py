@@ -62,7 +62,7 @@ def profile(bundle, runs: int = 10, warmup: int = 2, module: str | None = None, 
             threads: int | None = None) -> dict:
     """Latency, load time, peak RSS and agreement with the reference, as the device reports them."""
     args = ["bench", "--runs", str(runs), "--warmup", str(warmup)]
-    args += ["--module", module] if module else []
+    args += ["--variant", module] if module else []
     args += ["--threads", str(threads)] if threads else []
     with extracted(bundle) as (folder, manifest):
         return run_runner(folder, manifest, args, emulate)
@@ -87,7 +87,7 @@ def _outputs(folder: Path, manifest: dict, inputs: dict[str, list[tuple[np.ndarr
                 for j, array in enumerate(arrays):
                     paths.append(str(Path(io_dir) / f"{tower}-{i}-{j}.npy"))
                     np.save(paths[-1], np.ascontiguousarray(array))
-                run_runner(folder, manifest, ["bench", "--module", module, "--tower", tower, "--runs", "1",
+                run_runner(folder, manifest, ["bench", "--variant", module, "--tower", tower, "--runs", "1",
                                               "--warmup", "0", "--input", f"{tower}={','.join(paths)}",
                                               "--save-outputs", io_dir], emulate)
                 results.setdefault(tower, []).append(np.load(Path(io_dir) / f"{module}-{tower}.npy"))

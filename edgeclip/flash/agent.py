@@ -19,6 +19,7 @@ import platform
 import re
 import shutil
 import socket
+import struct
 import sys
 import time
 import traceback
@@ -31,6 +32,7 @@ from edgeclip.flash.link import Link, SocketTransport, open_port
 from edgeclip.flash.old_layout import migrate
 from edgeclip.flash.space import extracted_bytes, needed_bytes, no_space, out_of_space
 from edgeclip.flash.timing import IDLE_CLIENT_SECONDS, seconds_argument
+from edgeclip.formats import cpu_features
 from edgeclip.formats.bundle import read_manifest, sha256_file
 from edgeclip.formats.layout import CURRENT, PREVIOUS, SSH_ROOT, STAGING, name_problem, partial_name
 from edgeclip.formats.serial import MAX_PAYLOAD, OFFSET, VERSION, Damaged, Frame, FrameType
@@ -61,9 +63,10 @@ class Session:
 class Agent:
     """The protocol state machine: one frame in, at most one reply out. Never raises on bad input."""
 
-    def __init__(self, root, arch: str, max_bytes: int | None = None):
+    def __init__(self, root, arch: str, max_bytes: int | None = None, cpu_features: list[str] | None = None):
         self.root = Path(root)
         self.arch = arch
+        self.cpu_features = cpu_features  # reported in INFO; None: unknown (not checked by the host)
         self.max_bytes = max_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         _migrate(self.root)
@@ -142,8 +145,8 @@ class Agent:
         return self._info(frame.seq, received, free, up_to_date=False, **installed)
 
     def _info(self, seq: int, offset: int, free: int, **state) -> Reply:
-        info = {"version": VERSION, "arch": self.arch, "free": free, "offset": offset,
-                "max_payload": MAX_PAYLOAD - OFFSET.size, **state}
+        info = {"version": VERSION, "arch": self.arch, "cpu_features": self.cpu_features, "free": free,
+                "offset": offset, "max_payload": MAX_PAYLOAD - OFFSET.size, **state}
         return FrameType.INFO, seq, json.dumps(info).encode()
 
     def _data(self, frame: Frame) -> Reply:
@@ -328,6 +331,24 @@ def _host_port(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def board_features(arch: str) -> list[str] | None:
+    """This CPU's features in the runner's names, what HELLO's reply reports so the host refuses a
+    bundle the board cannot run before sending it: the auxiliary vector's hwcaps on aarch64 (what
+    the runner reads with getauxval), the cpuinfo flags on x86-64. None when reporting another
+    arch than this machine's, or when they cannot be read."""
+    if arch != platform.machine() or arch not in cpu_features.FEATURES:
+        return None
+    try:
+        if arch == "aarch64":
+            data = Path("/proc/self/auxv").read_bytes()[: 1 << 16]
+            words = struct.unpack(f"={len(data) // 8}Q", data[: len(data) // 8 * 8])
+            return cpu_features.from_auxv(list(words))
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+        return cpu_features.from_flags(arch, flags.split(":", 1)[1])
+    except (OSError, StopIteration, struct.error):
+        return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeclip-agent", description="Receive edgeclip bundles on a device.")
     modes = parser.add_subparsers(dest="mode", metavar="MODE", required=True)
@@ -339,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=int, default=921600)
     p.add_argument("--rtscts", action="store_true", help="hardware flow control")
     p.add_argument("--arch", default=platform.machine(), help="architecture to report (default: uname -m)")
+    p.add_argument("--cpu-features", metavar="LIST", help="CPU features to report, comma-separated (default: this "
+                   "CPU's, read as the runner reads them; only with the machine's own --arch)")
     p.add_argument("--max-bytes", type=int, default=None, help="act as if DIR may hold at most this many bytes")
     p.add_argument("--idle-timeout", type=seconds_argument, default=IDLE_CLIENT_SECONDS, metavar="S",
                    help=f"with --listen, close a connection that sends no frame for S seconds (default {IDLE_CLIENT_SECONDS:g})")
@@ -354,7 +377,9 @@ def main(argv: list[str] | None = None) -> int:
             _migrate(args.dir)
             print(json.dumps(list_installs(args.dir), indent=2, sort_keys=True))
             return 0
-        agent = Agent(args.dir, args.arch, args.max_bytes)
+        features = (sorted(cpu_features.parse_list(args.cpu_features)) if args.cpu_features is not None
+                    else board_features(args.arch))
+        agent = Agent(args.dir, args.arch, args.max_bytes, features)
         if args.listen:
             serve_tcp(agent, *args.listen, args.idle_timeout)
         else:

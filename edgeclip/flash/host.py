@@ -22,7 +22,8 @@ from edgeclip.errors import FlashError
 from edgeclip.flash.link import Link, open_port
 from edgeclip.flash.space import needed_bytes, no_space
 from edgeclip.flash.timing import HELLO_SECONDS
-from edgeclip.formats.bundle import read_manifest, sha256_file
+from edgeclip.formats import cpu_features
+from edgeclip.formats.bundle import read_manifest, read_plan, sha256_file
 from edgeclip.formats.layout import manifest_sha256, name_problem
 from edgeclip.formats.serial import DEFAULT_CHUNK, OFFSET, SEQ_MASK, VERSION, Damaged, FrameType
 
@@ -98,7 +99,7 @@ class _Sender:
         if info["up_to_date"] and info.get("arch") == arch:  # like deploy: the same version is current and whole
             return FlashResult(name, sha256, size, info["arch"], 0, 0, self.retries, 0.0, info["current"],
                                info["previous"], already_current=True)
-        self._check_device(info, arch, size)
+        self._check_device(info, arch, size, cpu_refusal(bundle, manifest, info.get("cpu_features")))
         chunk = max(1, min(chunk, int(info["max_payload"])))
         resumed_from = offset = int(info["offset"])
         started = time.monotonic()
@@ -120,11 +121,14 @@ class _Sender:
         return FlashResult(name, sha256, size, info["arch"], resumed_from, self.bytes_sent, self.retries, seconds,
                            installed["installed"], installed["previous"])
 
-    def _check_device(self, info: dict, arch: str, size: int) -> None:
-        """Refuse before any data moves: wrong architecture or too little room on the device."""
+    def _check_device(self, info: dict, arch: str, size: int, cpu: str | None) -> None:
+        """Refuse before any data moves: wrong architecture, a CPU lacking a feature the bundle's
+        code needs (`cpu`, the runner's line), or too little room on the device."""
         problem = None
         if info.get("arch") != arch:
             problem = f"the device is {info.get('arch')} but the bundle is built for {arch}; build it for a {info.get('arch')} target"
+        elif cpu:
+            problem = cpu
         elif int(info["free"]) < needed_bytes(size, int(info["offset"])):
             problem = no_space(needed_bytes(size, int(info["offset"])), int(info["free"]))
         if problem:
@@ -185,6 +189,16 @@ class _Sender:
                 return None
             return event
         return None
+
+
+def cpu_refusal(bundle: Path, manifest: dict, features) -> str | None:
+    """The runner's refusal for a device reporting `features` (INFO's cpu_features), or None; a
+    device that reports none (null, an older agent) is left to the runner's own check."""
+    if features is None:
+        return None
+    if not isinstance(features, list) or not all(isinstance(name, str) for name in features) or len(features) > 256:
+        raise FlashError("the device's INFO has a cpu_features field that is not a list of names; update its agent")
+    return cpu_features.plan_refusal(read_plan(bundle, manifest), features)
 
 
 def _answer(frame, *keys: str) -> dict:

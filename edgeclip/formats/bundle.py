@@ -153,6 +153,30 @@ def read_manifest_bytes(path) -> bytes:
         return tar.extractfile(_first_member(tar, path)).read()
 
 
+MAX_PLAN_BYTES = 1 << 20
+
+
+def read_plan(path, manifest: dict) -> str:
+    """The bundle's runner.plan (its `runner_plan` member), checked against the manifest's size and
+    sha256 before it is used: what the probes check a board's CPU against. "" when it has none."""
+    name = manifest.get("runner_plan")
+    entry = manifest.get("members", {}).get(name) if name else None
+    if entry is None:
+        return ""
+    if entry["bytes"] > MAX_PLAN_BYTES:
+        raise BundleError(f"{path}: {name} declares {entry['bytes']} bytes, over the limit of {MAX_PLAN_BYTES}; "
+                          "rebuild the bundle")
+    with _open_tar(path) as tar, _damage_is_bundle_error(path):
+        member = tar.getmember(name) if name in tar.getnames() else None
+        if member is None or not member.isfile() or member.size != entry["bytes"]:
+            raise BundleError(f"{path}: {name} is missing or not the size the manifest says; copy the bundle again")
+        _check_in_file(member, path)
+        data = tar.extractfile(member).read()
+    if sha256_bytes(data) != entry["sha256"]:
+        raise BundleError(f"{path}: {name} does not match its sha256; copy the bundle again")
+    return data.decode("utf-8", errors="replace")
+
+
 def _first_member(tar: tarfile.TarFile, path) -> tarfile.TarInfo:
     first = tar.next()
     if first is None or first.name != MANIFEST or not first.isfile():

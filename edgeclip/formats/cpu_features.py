@@ -5,8 +5,9 @@ those names. It lists only features LLVM may use in generated compute code witho
 or that our kernels use through intrinsics (SIMD, dot product, FMA, BMI, ...), never ones
 reached only by explicit intrinsics we do not call (AES, SHA, CRC): LLVM's Cortex-A72 model has
 AES, the Pi 4's BCM2711 has not, and requiring it would refuse a real Pi 4. The manifest
-schema allows exactly these names; `edgeclip verify --cpu-features` checks them offline (the
-runner does not check them yet: docs/device-runtime.md).
+schema allows exactly these names; `edgeclip verify --cpu-features` checks them offline, the
+runner and libedgeclip at load (runner/cpu_features.h holds the same table, with where each bit
+is), deploy, profile, the --host verbs and flash on the board before sending anything.
 Standard library only.
 """
 
@@ -76,3 +77,45 @@ def refusal(absent: list[str], alternatives: list[str]) -> str:
         return f"this CPU lacks {lacks}: build with --target {names}"
     return (f"this CPU lacks {lacks}: build for a target whose features it has "
             "(x86-64 takes those of the machine it is built on)")
+
+
+# aarch64: where the auxiliary vector holds each feature, (AT_ type, bit), as the runner's
+# cpu_features.h reads it with getauxval. The deploy probe decodes a board's /proc/self/auxv with it.
+AT_HWCAP, AT_HWCAP2 = 16, 26
+HWCAP_BITS = {"asimd": (AT_HWCAP, 1), "asimddp": (AT_HWCAP, 20), "asimdhp": (AT_HWCAP, 10),
+              "i8mm": (AT_HWCAP2, 13), "bf16": (AT_HWCAP2, 14), "sve": (AT_HWCAP, 22)}
+ONLY_VARIABLE = "EDGECLIP_CPU_FEATURES_ONLY"  # the runner's narrowing hook (a diagnosis aid)
+
+
+def from_auxv(words: list[int]) -> list[str]:
+    """The table's aarch64 features an auxiliary vector (its words: type, value, type, ...) holds."""
+    vector = dict(zip(words[0::2], words[1::2], strict=False))
+    return [name for name, (kind, bit) in HWCAP_BITS.items() if vector.get(kind, 0) >> bit & 1]
+
+
+def from_flags(arch: str, flags: str) -> list[str]:
+    """The table's features of `arch` a /proc/cpuinfo flags line names (x86-64 boards)."""
+    have = parse_list(flags)
+    return [name for name, _ in FEATURES[arch].values() if name in have]
+
+
+def plan_needs(plan: str) -> tuple[list[tuple[str, list[str]]], list[tuple[str, list[str]]]]:
+    """The `variant` and `alternative` lines of a runner.plan: (name, features) each, in order."""
+    found: dict[str, list] = {"variant": [], "alternative": []}
+    for line in plan.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] in found:
+            found[words[0]].append((words[1], [] if words[2] == "-" else words[2].split(",")))
+    return found["variant"], found["alternative"]
+
+
+def plan_refusal(plan: str, have, variants=None) -> str | None:
+    """What the runner would refuse on a CPU with `have`, as its one line, or None: one of
+    `variants` (names) it cannot run, or, without names, the CPU running none of the plan's."""
+    declared, others = plan_needs(plan)
+    names = list(variants or dict(declared))
+    lacking = [lack for lack in (missing(dict(declared).get(name, []), have) for name in names) if lack]
+    if not lacking or (not variants and len(lacking) < len(names)):
+        return None
+    lacks = lacking[0] if variants else min(lacking, key=len)
+    return refusal(lacks, [name for name, features in others if not missing(features, have)])

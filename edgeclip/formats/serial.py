@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass
 
 MAGIC = b"\xa5\xec"
-VERSION = 2  # 2: one install layout; HELLO names the manifest, INFO says what the device runs
+VERSION = 3  # 2: one install layout; HELLO names the manifest, INFO says what the device runs; 3: INFO has cpu_features
 HEADER = struct.Struct(">2sBBII")  # magic, version, type, seq, payload length
 CRC = struct.Struct(">I")
 OFFSET = struct.Struct(">Q")  # DATA payloads start with one; ACK and NAK payloads are one

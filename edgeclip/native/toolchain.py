@@ -22,9 +22,10 @@ from edgeclip.native import runtime_libs
 
 RUNNER_DIR = Path(__file__).with_name("runner")
 # The headers both programs compile; edgeclip.h is also the bundle's public include/edgeclip.h.
-SHARED_HEADERS = ("args.h", "bpe.h", "edgeclip.h", "exif.h", "host.h", "html.h", "image.h", "image_decode.h",
-                  "index_file.h", "index_scan.h", "inflate.h", "json.h", "labels.h", "npy.h", "plan.h", "preprocess.h", "report.h", "request.h",
-                  "resample.h", "results.h", "tensors.h", "tokenizer.h", "tower.h", "unicode.h", "unicode_tables.h", "wordpiece.h")
+SHARED_HEADERS = ("args.h", "bpe.h", "cpu_features.h", "edgeclip.h", "exif.h", "host.h", "html.h", "image.h",
+                  "image_decode.h", "index_file.h", "index_scan.h", "inflate.h", "json.h", "labels.h", "npy.h", "plan.h",
+                  "preprocess.h", "report.h", "request.h", "resample.h", "results.h", "tensors.h", "tokenizer.h", "tower.h",
+                  "unicode.h", "unicode_tables.h", "variants.h", "wordpiece.h")
 RUNNER_HEADERS = ("bench.h", "classify_command.h", "embed_command.h", "model_handle.h", "preprocess_command.h",
                   "search_command.h", "serve_command.h", "tokenize_command.h")
 LIBRARY_NAME = "libedgeclip.so"

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgeclip.errors import RemoteError
-from edgeclip.formats.bundle import sha256_file, verify_bundle
+from edgeclip.formats import cpu_features
+from edgeclip.formats.bundle import read_plan, sha256_file, verify_bundle
 from edgeclip.formats.layout import (
     CURRENT,
     SSH_ROOT,
@@ -169,6 +170,18 @@ def check_fits(manifest: dict, info: DeviceInfo, bundle_bytes: int, host: str) -
         )
 
 
+def check_cpu(bundle, manifest: dict, info: DeviceInfo, host: str, variants=None) -> None:
+    """Refuse before any upload a bundle whose code needs CPU features the board lacks (the
+    runner's own check, variants.h, on the plan's variant lines): the variants named, or without
+    names every variant. A board that did not report its features is not checked here; the
+    runner still checks at load."""
+    if info.cpu_features is None:
+        return
+    refused = cpu_features.plan_refusal(read_plan(bundle, manifest), info.cpu_features, variants)
+    if refused:
+        raise RemoteError(f"{host}: {refused}")
+
+
 def checksum_list(manifest: dict) -> bytes:
     """`sha256sum -c` input for every member, verified inside the unpacked folder."""
     lines = [f"{entry['sha256']}  ./{member}\n" for member, entry in sorted(manifest["members"].items())]
@@ -177,7 +190,10 @@ def checksum_list(manifest: dict) -> bytes:
     return "".join(lines).encode()
 
 
-def deploy(bundle, host: HostSpec | str, options: SshOptions | None = None, progress: Progress | None = None) -> DeployResult:
+def deploy(bundle, host: HostSpec | str, options: SshOptions | None = None, progress: Progress | None = None,
+           variants: tuple[str, ...] | None = None) -> DeployResult:
+    """Install the bundle as the board's current version; `variants`: those the caller will run,
+    checked against the board's CPU with the rest (default: any one of the bundle's)."""
     options = options or SshOptions()
     bundle = Path(bundle)
     manifest = verify_bundle(bundle)
@@ -187,6 +203,7 @@ def deploy(bundle, host: HostSpec | str, options: SshOptions | None = None, prog
     with Session(host, options) as session:
         info = session.retrying(probe)
         check_fits(manifest, info, size, str(session.spec))
+        check_cpu(bundle, manifest, info, str(session.spec), variants)
         layout = Layout(info.home, name)
         installed = session.retrying(lambda conn: _installed_already(conn, layout, sha, manifest))
         stats = UploadStats(total=size)

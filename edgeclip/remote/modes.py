@@ -1,5 +1,6 @@
 """`edgeclip classify | embed | tokenize | index | search BUNDLE --host BOARD`: the runner's application modes run on
-the board, by the version `edgeclip deploy` installed, on copies of the caller's files.
+the board, by the version `edgeclip deploy` installed, on copies of the caller's files. A board
+whose CPU cannot run the bundle's code is refused first, with the runner's own line.
 
 The bundle must already be the board's current version, intact (every member's sha256 checked on
 the board); otherwise the run stops with one line saying to deploy it. It does not deploy by itself:
@@ -36,7 +37,7 @@ from edgeclip.formats.npy import NpyError, check_matrix, max_matrix_bytes
 from edgeclip.formats.runner_inputs import folder_images
 from edgeclip.fsutil import fsync_dir, write_synced
 from edgeclip.remote.connect import CommandResult, Connection, SshOptions, connect, quote_command
-from edgeclip.remote.deploy import Layout, check_name, installed_state
+from edgeclip.remote.deploy import Layout, check_cpu, check_name, installed_state
 from edgeclip.remote.diagnose import explain
 from edgeclip.remote.hosts import HostSpec
 from edgeclip.remote.probe import probe
@@ -129,7 +130,11 @@ def run_on_board(bundle, host: HostSpec | str, mode: str, pairs: list[tuple[str,
     sha = sha256_file(bundle)
     inputs = plan_inputs(pairs)
     with connect(spec, options) as conn:
-        layout = Layout(probe(conn).home, name)
+        info = probe(conn)
+        if mode != "tokenize":  # tokenizing loads no compiled module
+            named = tuple(value for flag, value in pairs if flag == "--variant") or None
+            check_cpu(bundle, manifest, info, str(spec), named)
+        layout = Layout(info.home, name)
         _require_installed(conn, layout, sha, manifest, bundle, str(spec))
         folder = f"{layout.app}/{VERSIONS}/{version_of(sha)}"
         run_dir = _make_run_dir(conn, layout)

@@ -1,5 +1,8 @@
 """What the board is, asked before anything is uploaded: architecture, OS, cores, memory, CPU or
-board model, free disk, governor, temperature and power sensors. One constant POSIX script so the
+board model, its CPU features, free disk, governor, temperature and power sensors. The features
+come from the auxiliary vector on aarch64 (`od` of /proc/self/auxv: the kernel's hwcaps, which
+qemu-user fakes from its -cpu, where /proc/cpuinfo would show the host) and from the cpuinfo
+flags on x86-64, named as edgeclip.formats.cpu_features names them. One constant POSIX script so the
 probe works on any Linux userland (no Python needed on the board) and costs one round trip.
 """
 
@@ -8,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from edgeclip.errors import RemoteError
+from edgeclip.formats import cpu_features
 from edgeclip.remote.connect import Connection
 from edgeclip.remote.diagnose import explain
 
@@ -31,6 +35,8 @@ done
 kv cpu_model "$(grep -m1 -E '^(model name|Hardware|Processor|cpu model)' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')"
 kv cpu_part "$(grep -m1 '^CPU part' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')"
 kv home "$HOME"
+kv auxv "$(od -An -tx8 -v /proc/self/auxv 2>/dev/null | tr -s ' \n' '  ')"
+kv cpu_flags "$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2-)"
 set -- $(df -Pk "$HOME" 2>/dev/null | tail -n 1)
 kv disk_free_kb "${4:-}"
 kv governor "$(first_line /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor)"
@@ -63,6 +69,7 @@ class DeviceInfo:
     temperature_c: float | None = None
     missing_tools: tuple[str, ...] = ()
     power_sensors: tuple[str, ...] = field(default_factory=tuple)
+    cpu_features: tuple[str, ...] | None = None  # None: the board did not say
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -101,7 +108,20 @@ def parse_probe(text: str) -> DeviceInfo:
         temperature_c=None if temperature is None else temperature / 1000,
         missing_tools=tuple(values.get("missing_tools", "").split()),
         power_sensors=tuple(values.get("power_sensors", "").split()),
+        cpu_features=_features(normalize_arch(values["arch"]), values),
     )
+
+
+def _features(arch: str, values: dict) -> tuple[str, ...] | None:
+    """The table's features the probe's auxv words (aarch64) or cpuinfo flags (x86-64) show."""
+    if arch == "aarch64" and values.get("auxv", "").strip():
+        try:
+            return tuple(cpu_features.from_auxv([int(word, 16) for word in values["auxv"].split()]))
+        except ValueError:
+            return None
+    if arch in cpu_features.FEATURES and arch != "aarch64" and values.get("cpu_flags", "").strip():
+        return tuple(cpu_features.from_flags(arch, values["cpu_flags"]))
+    return None
 
 
 def _int(text: str | None) -> int | None:

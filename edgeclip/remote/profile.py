@@ -1,7 +1,7 @@
 """Profile a deployed bundle on the board: run its native runner for the ternary and the fp32
 baseline modules on the same input and put the figures side by side.
 
-Only the runner contract is assumed: `<runner> bench --runs N --module M`, run inside the installed
+Only the runner contract is assumed: `<runner> bench --runs N --variant M`, run inside the installed
 version folder, prints one JSON object with `module`, `load_ms`, `latency_ms: {p50, p90, p99}`,
 `peak_rss_kb`, `cosine_to_reference`. Board power is sampled alongside when the probe found hwmon
 or Jetson INA sensors.
@@ -34,7 +34,7 @@ if [ $# -gt 0 ]; then
   ( while :; do for f in "$@"; do read -r v < "$f" && printf 'edgeclip-power %s %s\n' "$f" "$v" >&2; done; sleep 0.1; done ) &
   sampler=$!
 fi
-"./$runner" bench --runs "$runs" --module "$module"
+"./$runner" bench --runs "$runs" --variant "$module"
 status=$?
 [ -n "$sampler" ] && kill "$sampler" 2>/dev/null
 exit $status
@@ -102,12 +102,13 @@ def profile(
     manifest = read_manifest(bundle)
     runner = manifest["runner"]  # read_manifest's schema made it an executable member
     carried = manifest.get("modules", {})
+    named = modules  # the board's CPU must run each of these; by default any variant will do
     modules = modules or tuple(m for m in VARIANTS if m in carried)
     missing = [m for m in modules if m not in carried]
     if missing:
         raise RemoteError(f"{bundle} has no {', '.join(missing)} module; rebuild it with `edgeclip build "
                           "--baseline fp32` to profile against the fp32 baseline")
-    deployed = deploy(bundle, host, options, progress)
+    deployed = deploy(bundle, host, options, progress, variants=named)
     folder = Layout(deployed.device.home, deployed.name).current
     measured = {}
     with Session(host, options) as session:

@@ -23,16 +23,18 @@ def loopback_device(workdir: Path, **kwargs) -> Iterator[sshd.Device]:
 
 
 @contextlib.contextmanager
-def arm64_device(workdir: Path, **kwargs) -> Iterator[tuple[sshd.Device, netns.Namespace]]:
+def arm64_device(workdir: Path, cpu: str | None = None, **kwargs) -> Iterator[tuple[sshd.Device, netns.Namespace]]:
     """An aarch64 board: Debian arm64 userland under qemu-user, chrooted by sshd, in its own
-    network namespace reached over a veth link."""
+    network namespace reached over a veth link. `cpu`: the CPU qemu emulates (e.g. cortex-a72 for a
+    Pi 4, whose lack of dot product the board then reports), through QEMU_CPU in every session:
+    the binfmt-registered qemu reads it from the environment of each program it starts."""
     rootfs.ensure_binfmt()
     root = rootfs.ensure_rootfs()
     namespace = netns.create(next(_tags))
     try:
         device = sshd.start_device(
             workdir, address=namespace.device_address, port=22, netns=namespace.name, rootfs=root,
-            before_exec=rootfs.arm64_mounts(root), **kwargs,
+            before_exec=rootfs.arm64_mounts(root), environment={"QEMU_CPU": cpu} if cpu else None, **kwargs,
         )
         try:
             yield device, namespace

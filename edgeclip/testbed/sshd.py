@@ -88,7 +88,8 @@ class Device:
         self.proc.wait(timeout=5)
 
 
-def write_config(workdir: Path, address: str, port: int, chroot: Path | None) -> Path:
+def write_config(workdir: Path, address: str, port: int, chroot: Path | None,
+                 environment: dict[str, str] | None = None) -> Path:
     lines = [
         f"Port {port}",
         f"ListenAddress {address}",
@@ -107,6 +108,8 @@ def write_config(workdir: Path, address: str, port: int, chroot: Path | None) ->
     ]
     if chroot is not None:
         lines.append(f"ChrootDirectory {chroot}")
+    if environment:
+        lines.append("SetEnv " + " ".join(f"{key}={value}" for key, value in environment.items()))
     config = workdir / "sshd_config"
     config.write_text("\n".join(lines) + "\n")
     return config
@@ -122,11 +125,13 @@ def start_device(
     home_size: str | None = None,
     trusted: bool = True,
     before_exec: str = "",
+    environment: dict[str, str] | None = None,
 ) -> Device:
     """Start sshd; the home folder is `workdir/home` (or a tmpfs of `home_size`, e.g. "2m").
 
     `before_exec` is extra shell run inside the device's mount namespace before sshd starts
-    (the arm64 device mounts /proc and /dev there).
+    (the arm64 device mounts /proc and /dev there). `environment`: variables every session gets
+    (sshd's SetEnv), e.g. QEMU_CPU for the arm64 board's qemu-user.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     home = workdir / "home"
@@ -135,7 +140,7 @@ def start_device(
     identity = keygen(workdir / "user_ed25519", "edgeclip-testbed-user")
     shutil.copy(identity.with_suffix(".pub"), workdir / "authorized_keys")
     port = port or free_port()
-    config = write_config(workdir, address, port, rootfs)
+    config = write_config(workdir, address, port, rootfs, environment)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     home_in_device = (rootfs or Path("/")) / "root"
     mount_home = (

@@ -5,7 +5,7 @@ Their `bin/edgeclip-runner` is a TEST STAND-IN for the native runner, kept only 
 a fast, controllable runner: bundle size and runner memory are chosen per test, and it starts in
 milliseconds where the real runner under qemu-user takes seconds. The profile path on the emulated
 board uses a real compiled rpi4 bundle and the native runner (test_remote_arm64.py). The stand-in
-is a POSIX shell script that keeps the runner's contract (`bench --runs N --module M`, one JSON object
+is a POSIX shell script that keeps the runner's contract (`bench --runs N --variant M`, one JSON object
 with module, load_ms, latency_ms p50/p90/p99, peak_rss_kb, cosine_to_reference) and does real
 work on the device: it loads the module's weights into memory, hashes them N times timing each run
 with `date +%s%N`, reads its own VmHWM, and checks the weights against a reference hash.
@@ -27,7 +27,7 @@ runs=10 module=ternary
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) runs=$2; shift 2 ;;
-    --module) module=$2; shift 2 ;;
+    --variant) module=$2; shift 2 ;;
     *) echo "edgeclip-runner: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -77,16 +77,20 @@ def make_bundle(
     runner: str = STAND_IN_RUNNER,
     extra: dict[str, bytes] | None = None,
     seed: int = 0,
+    plan: str | None = None,
 ) -> Path:
+    """`plan`: a runner.plan to carry (its variant lines are what the deploy probe checks)."""
     files = {"bin/edgeclip-runner": runner.encode()}
     for module, size in (("ternary", ternary_bytes), ("fp32", fp32_bytes)):
         weights = _random_bytes(size, seed, module)
         files[f"model/{module}.bin"] = weights
         files[f"model/{module}.ref"] = _reference(weights).encode()
     files.update(extra or {})
+    if plan is not None:
+        files["runner.plan"] = plan.encode()
     modules = {module: {"model": {"path": f"model/{module}.bin"}} for module in ("ternary", "fp32")}
     manifest = {"name": name, "target": {"name": target, "arch": arch}, "runner": "bin/edgeclip-runner",
-                "modules": modules}
+                "modules": modules, **({"runner_plan": "runner.plan"} if plan is not None else {})}
     return write_bundle(path, manifest, files, executables=frozenset({"bin/edgeclip-runner"}))
 
 

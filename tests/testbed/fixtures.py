@@ -21,7 +21,9 @@ def loopback(tmp_path):
 
 
 @pytest.fixture
-def arm64(tmp_path):
+def arm64(tmp_path, request):
+    """The emulated aarch64 board; parametrize it indirectly with a qemu CPU name (cortex-a72) to
+    start it as that CPU, else qemu's default (all features)."""
     require(devices.missing_for_arm64())
-    with devices.arm64_device(tmp_path / "arm64") as pair:
+    with devices.arm64_device(tmp_path / "arm64", cpu=getattr(request, "param", None)) as pair:
         yield pair

@@ -4,8 +4,10 @@
 // over `--runs` runs. Reported: load time, latency percentiles, peak RSS (VmHWM, else getrusage),
 // the thread count (ChooseThreads) and the cosine between the outputs and the reference outputs
 // (null where --input replaced the reference data); --save-outputs writes each output as
-// DIR/VARIANT-TOWER.npy. Without --module, the fp32 baseline (when the bundle has one) is measured
-// in a forked child first, so each variant's peak RSS is its own, and reported under "baseline".
+// DIR/VARIANT-TOWER.npy. Without --variant, every variant this CPU can run is measured (variants.h):
+// the best at the top level, the others each in a forked child first, so each variant's peak RSS is
+// its own: fp32 under "baseline", any other under "variants". With --variant, that one alone (a
+// variant the CPU cannot run is refused before anything loads).
 // `--batch N` runs each tower's entry compiled for N rows (edgeclip build --batch), its inputs the
 // reference rows repeated N times; latencies are per call, `batch` says how many rows a call took.
 #ifndef EDGECLIP_BENCH_H_
@@ -19,6 +21,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -31,15 +34,16 @@
 #include "report.h"
 #include "tensors.h"
 #include "tower.h"
+#include "variants.h"
 
 namespace edgeclip {
 
 constexpr const char* kBenchUsage =
-    "bench [--bundle DIR] [--module ternary|fp32] [--runs N] [--warmup N] [--threads N] [--tower NAME] "
+    "bench [--bundle DIR] [--variant NAME] [--runs N] [--warmup N] [--threads N] [--tower NAME] "
     "[--batch N] [--input TOWER=A.npy[,B.npy]]... [--save-outputs DIR]";
 
 struct BenchOptions {
-  std::string bundle, module, tower, save_outputs;
+  std::string bundle, variant, tower, save_outputs;
   int runs = 10, warmup = 2, threads = 0, batch = 1;
   std::map<std::string, std::vector<std::string>> inputs;  // tower -> .npy files replacing its data
 };
@@ -159,7 +163,7 @@ inline std::string RunVariant(const std::vector<Tower>& plan, const std::string&
   double min_cosine = NAN;
   std::string towers;
   for (TimedTower& lt : loaded) towers += (towers.empty() ? "" : ", ") + TowerJson(lt, opt, &min_cosine);
-  return "{\"module\": " + Quoted(variant) + ", \"load_ms\": " + Num(load_ms) +
+  return "{\"variant\": " + Quoted(variant) + ", \"module\": " + Quoted(variant) + ", \"load_ms\": " + Num(load_ms) +
          ", \"latency_ms\": " + LatencyJson(totals) + ", \"peak_rss_kb\": " + std::to_string(PeakRssKb()) +
          ", \"cosine_to_reference\": " + Num(min_cosine) + ", \"runs\": " + std::to_string(totals.size()) +
          ", \"warmup\": " + std::to_string(opt.warmup) + ", \"threads\": " + std::to_string(opt.threads) +
@@ -201,10 +205,7 @@ inline std::string RunInChild(const std::vector<Tower>& plan, const std::string&
 inline BenchOptions ParseBench(const Args& args, const std::string& bundle) {
   BenchOptions opt;
   opt.bundle = bundle;
-  opt.module = args.One("--module");
-  if (!opt.module.empty() && opt.module != "ternary" && opt.module != "fp32") {
-    throw UsageError("--module must be ternary or fp32, not '" + opt.module + "'");
-  }
+  opt.variant = args.One("--variant");
   opt.tower = args.One("--tower");
   opt.save_outputs = args.One("--save-outputs");
   opt.runs = args.Int("--runs", 10);
@@ -225,14 +226,32 @@ inline BenchOptions ParseBench(const Args& args, const std::string& bundle) {
 
 // Runs the mode on parsed options; prints the report.
 inline void BenchMain(BenchOptions opt) {
-  const std::vector<Tower> plan = ReadPlan(opt.bundle).towers;
+  const Plan whole = ReadPlan(opt.bundle);
+  const std::vector<Tower>& plan = whole.towers;
+  const std::set<std::string> have = DetectCpuFeatures();
+  std::vector<std::string> variants;
+  if (!opt.variant.empty()) {
+    variants.push_back(ChooseVariant(whole, opt.variant, {}, have));
+  } else {
+    for (const std::string& name : RunnableVariants(whole, have)) {
+      if (opt.tower.empty() || HasTowers(whole, name, {opt.tower})) variants.push_back(name);
+    }
+  }
+  if (variants.empty()) {
+    throw std::runtime_error("the bundle has no module" + (opt.tower.empty() ? "" : " for tower '" + opt.tower + "'"));
+  }
   opt.threads = ChooseThreads(opt.threads);
-  const bool has_fp32 = std::any_of(plan.begin(), plan.end(), [](const Tower& t) { return t.variant == "fp32"; });
-  std::string baseline;
-  if (opt.module.empty() && has_fp32) baseline = RunInChild(plan, "fp32", opt);
-  std::string json = RunVariant(plan, opt.module.empty() ? "ternary" : opt.module, opt);
-  if (!baseline.empty()) json = json.substr(0, json.size() - 1) + ", \"baseline\": " + baseline + "}";
-  std::printf("%s\n", json.c_str());
+  std::string baseline, others;
+  for (size_t i = 1; i < variants.size(); ++i) {
+    const std::string json = RunInChild(plan, variants[i], opt);
+    if (variants[i] == "fp32") baseline = json;
+    else others += (others.empty() ? "" : ", ") + Quoted(variants[i]) + ": " + json;
+  }
+  std::string json = RunVariant(plan, variants[0], opt);
+  json.pop_back();
+  if (!baseline.empty()) json += ", \"baseline\": " + baseline;
+  if (!others.empty()) json += ", \"variants\": {" + others + "}";
+  std::printf("%s}\n", json.c_str());
 }
 
 }  // namespace edgeclip

@@ -18,7 +18,7 @@
 namespace edgeclip {
 
 constexpr const char* kClassifyUsage =
-    "classify [--bundle DIR] [--variant ternary|fp32] [--threads N] --image FILE... "
+    "classify [--bundle DIR] [--variant NAME] [--threads N] --image FILE... "
     "[--labels \"a,b,c\" | --labels-file F] [--prompt \"a photo of a {}\"] [--top K]";
 
 // "a, b,c" -> {"a", "b", "c"}: split on commas, spaces around each label dropped.
@@ -44,7 +44,7 @@ inline void ClassifyMain(const Args& args, const std::string& bundle) {
     throw UsageError("--prompt needs --labels or --labels-file (baked labels keep the prompt they were built with)");
   }
   const int top = args.Int("--top", 5, 1);
-  ModelHandle model(bundle, args, own_labels ? EDGECLIP_IMAGE | EDGECLIP_TEXT : EDGECLIP_IMAGE);
+  ModelHandle model(bundle, args, own_labels ? EDGECLIP_IMAGE | EDGECLIP_TEXT : EDGECLIP_IMAGE, "classify");
   if (own_labels) {
     const std::vector<std::string> labels =
         args.Has("--labels") ? SplitLabels(args.One("--labels")) : ReadLines(args.One("--labels-file"));

@@ -17,14 +17,18 @@ typedef struct edgeclip_model edgeclip_model;
 
 enum { EDGECLIP_IMAGE = 1, EDGECLIP_TEXT = 2 };
 
-/* Opens the bundle in `bundle_dir` (the folder with runner.plan and manifest.json). `variant`:
- * "ternary" (NULL) or "fp32". `towers`: EDGECLIP_IMAGE | EDGECLIP_TEXT, only these are loaded
+/* Opens the bundle in `bundle_dir` (the folder with runner.plan and manifest.json). `variant`: a
+ * variant of its plan ("ternary", "fp32", ...), or NULL for the first (best) one this CPU runs that
+ * holds `towers`. The CPU's features are checked before anything loads: one it lacks fails here,
+ * edgeclip_last_error() naming it and the targets to build instead. `towers`: EDGECLIP_IMAGE | EDGECLIP_TEXT, only these are loaded
  * (0 loads none: enough for edgeclip_tokenize). `threads`: the thread pool size, 0 = the
  * physical cores (or TVM_NUM_THREADS); the pool is per process, so the first model opened sets it.
  * Loads the labels baked into the bundle when it has them. NULL on failure. */
 edgeclip_model* edgeclip_open(const char* bundle_dir, const char* variant, int towers, int threads);
 void edgeclip_close(edgeclip_model* model); /* NULL is fine */
 const char* edgeclip_last_error(void);
+/* The variant the model was opened with (the one chosen when edgeclip_open got NULL). */
+const char* edgeclip_variant(const edgeclip_model* model);
 
 /* D, the length of every embedding (and of `out` below); -1 when no tower is loaded. */
 int edgeclip_embedding_dim(const edgeclip_model* model);

@@ -32,6 +32,7 @@
 #include "tensors.h"
 #include "tokenizer.h"
 #include "tower.h"
+#include "variants.h"
 
 namespace {
 
@@ -47,7 +48,7 @@ struct edgeclip_index {
 };
 
 struct edgeclip_model {
-  std::string bundle;
+  std::string bundle, variant;
   Plan plan;
   const Tower* image_plan = nullptr;  // where more of the image tower's batch sizes are loaded from
   std::string variant;
@@ -298,12 +299,16 @@ int OutputDim(const Tower& tower) {
 edgeclip_model* Open(const char* bundle_dir, const char* variant_or_null, int towers, int threads) {
   if (bundle_dir == nullptr) throw std::invalid_argument("edgeclip_open needs a bundle folder");
   if (towers & ~(EDGECLIP_IMAGE | EDGECLIP_TEXT)) throw std::invalid_argument("towers must be EDGECLIP_IMAGE | EDGECLIP_TEXT");
-  const std::string variant = variant_or_null ? variant_or_null : "ternary";
-  if (variant != "ternary" && variant != "fp32") throw std::invalid_argument("variant '" + variant + "' unknown; use ternary or fp32");
   auto model = std::make_unique<edgeclip_model>();
   model->bundle = bundle_dir;
   model->plan = ReadPlan(model->bundle);
-  model->variant = variant;
+  std::vector<std::string> wanted;
+  if (towers & EDGECLIP_IMAGE) wanted.push_back("image");
+  if (towers & EDGECLIP_TEXT) wanted.push_back("text");
+  // Before any module loads: code for features this CPU lacks would die of SIGILL.
+  const std::string named = variant_or_null ? variant_or_null : "";
+  model->variant = towers == 0 ? named : ChooseVariant(model->plan, named, wanted, DetectCpuFeatures());
+  const std::string& variant = model->variant;
   ChooseThreads(threads);
   for (const auto& [bit, name] : {std::pair{EDGECLIP_IMAGE, "image"}, std::pair{EDGECLIP_TEXT, "text"}}) {
     if (!(towers & bit)) continue;
@@ -382,6 +387,8 @@ edgeclip_model* edgeclip_open(const char* bundle_dir, const char* variant, int t
 void edgeclip_close(edgeclip_model* model) { delete model; }
 
 const char* edgeclip_last_error(void) { return last_error.c_str(); }
+
+const char* edgeclip_variant(const edgeclip_model* model) { return model == nullptr ? nullptr : model->variant.c_str(); }
 
 int edgeclip_embedding_dim(const edgeclip_model* model) {
   return Guard(-1, [&] {

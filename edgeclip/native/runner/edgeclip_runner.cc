@@ -2,13 +2,16 @@
 // [--flags]`: bench (measure the towers, one JSON object), classify, embed, tokenize (through
 // libedgeclip's C API, one JSON line per input), index and search (a corpus's embeddings in an
 // index file, and its nearest items to a query), serve (the same as JSON-lines requests to one
-// loaded model), preprocess (an image to the image tower's input).
-// Errors: one line on stderr, exit status 2 (usage) or 3 (bad input or a failure).
+// loaded model), preprocess (an image to the image tower's input), cpu (the CPU features it sees).
+// Errors: one line on stderr, exit status 1 (this CPU lacks a feature the bundle's code needs:
+// variants.h), 2 (usage) or 3 (bad input or a failure).
 //
 // The bundle folder defaults to the parent of this binary's folder (the binary is bin/ in the
 // bundle; libedgeclip and the TVM runtime are found through its RUNPATH, $ORIGIN/../lib). What to
 // run is read from `runner.plan` (written by `edgeclip build`), a line-based text file:
 //
+//   variant NAME FEATURES                     a variant and the CPU features it needs (a,b or -), best first
+//   alternative TARGET FEATURES               another target of the arch and what it needs
 //   module VARIANT TOWER MODULE.so FUNCTION   a Relax VM executable and its entry function
 //   batch N MODULE.so FUNCTION                after a module line: the tower compiled for N rows,
 //                                             taking the same params and packed weights
@@ -31,6 +34,7 @@
 #include "args.h"
 #include "bench.h"
 #include "classify_command.h"
+#include "cpu_features.h"
 #include "embed_command.h"
 #include "preprocess_command.h"
 #include "search_command.h"
@@ -51,7 +55,7 @@ struct Mode {
 
 const Mode kModes[] = {
     {"bench", kBenchUsage, "time the towers and check them against the reference outputs (one JSON object)",
-     {"--bundle", "--module", "--runs", "--warmup", "--threads", "--tower", "--input", "--save-outputs", "--batch"}, {},
+     {"--bundle", "--variant", "--runs", "--warmup", "--threads", "--tower", "--input", "--save-outputs", "--batch"}, {},
      {"--input"}, [](const Args& a, const std::string& b) { BenchMain(ParseBench(a, b)); }},
     {"classify", kClassifyUsage, "rank labels for images (one JSON line per image)",
      {"--bundle", "--variant", "--threads", "--labels", "--labels-file", "--prompt", "--top"}, {"--image"}, {},
@@ -69,6 +73,8 @@ const Mode kModes[] = {
      {}, {}, SearchMain},
     {"serve", kServeUsage, "load once, answer JSON-lines requests on stdin/stdout or a Unix socket",
      {"--bundle", "--variant", "--threads", "--towers", "--socket"}, {}, {}, ServeMain},
+    {"cpu", "cpu", "the CPU features this process may use, as the variants are checked (one JSON object)", {}, {}, {},
+     [](const Args&, const std::string&) { std::printf("%s\n", CpuFeaturesJson().c_str()); }},
     {"preprocess", kPreprocessUsage, "an image to the image tower's input, as .npy",
      {"--bundle", "--threads", "--image", "--out", "--uint8-out"}, {}, {},
      [](const Args& a, const std::string& b) { PreprocessMain(a, b); }},
@@ -98,7 +104,7 @@ void PrintModes(FILE* to) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "edgeclip-runner: no mode given; run edgeclip-runner --help for bench, classify, embed, "
-                         "tokenize, index, search, serve and preprocess\n");
+                         "tokenize, index, search, serve, preprocess and cpu\n");
     return 2;
   }
   const std::string name = argv[1];
@@ -112,7 +118,7 @@ int main(int argc, char** argv) {
   }
   if (mode == nullptr) {
     std::fprintf(stderr, "edgeclip-runner: unknown mode '%s'; the modes are bench, classify, embed, tokenize, "
-                         "serve and preprocess (edgeclip-runner --help)\n", name.c_str());
+                         "serve, preprocess and cpu (edgeclip-runner --help)\n", name.c_str());
     return 2;
   }
   try {
@@ -122,6 +128,9 @@ int main(int argc, char** argv) {
       return 0;
     }
     mode->main(args, args.Has("--bundle") ? args.One("--bundle") : DefaultBundle(argv[0]));
+  } catch (const CpuRefusal& e) {
+    std::fprintf(stderr, "edgeclip-runner %s: %s\n", mode->name, e.what());
+    return 1;
   } catch (const UsageError& e) {
     std::fprintf(stderr, "edgeclip-runner %s: %s (see edgeclip-runner %s --help)\n", mode->name, e.what(), mode->name);
     return 2;

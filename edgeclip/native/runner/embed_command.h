@@ -28,7 +28,7 @@
 namespace edgeclip {
 
 constexpr const char* kEmbedUsage =
-    "embed [--bundle DIR] [--variant ternary|fp32] [--threads N] (--image FILE|DIR... | --text T | --text-file F) "
+    "embed [--bundle DIR] [--variant NAME] [--threads N] (--image FILE|DIR... | --text T | --text-file F) "
     "[--batch N] [--out FILE.npy]";
 
 inline bool IsImageName(const std::string& name) {
@@ -90,7 +90,7 @@ inline void EmbedMain(const Args& args, const std::string& bundle) {
   if (batch > kMaxBatch) throw UsageError("--batch needs a whole number from 1 to " + std::to_string(kMaxBatch) +
                                           ", not '" + args.One("--batch") + "'");
   const std::vector<std::string> inputs = images ? ExpandImages(args.All("--image")) : Texts(args);
-  ModelHandle model(bundle, args, images ? EDGECLIP_IMAGE : EDGECLIP_TEXT);
+  ModelHandle model(bundle, args, images ? EDGECLIP_IMAGE : EDGECLIP_TEXT, "embed");
   const size_t dim = static_cast<size_t>(model.Dim());
   const std::string out = args.One("--out");
   const size_t step = static_cast<size_t>(batch);

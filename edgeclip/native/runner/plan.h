@@ -44,7 +44,18 @@ struct LabelsSpec {
   std::string names, embeddings;
 };
 
+// `variant NAME FEATURES` / `alternative TARGET FEATURES`: the CPU features (Linux names,
+// cpu_features.h) a variant's modules need, or another target of the bundle's arch and what it
+// needs. FEATURES is comma-separated, `-` for none. Variants are listed best first.
+struct CpuNeeds {
+  std::string name;
+  std::vector<std::string> features;
+};
+
+constexpr size_t kMaxPlanEntries = 64;  // variant or alternative lines a plan may hold
+
 struct Plan {
+  std::vector<CpuNeeds> variants, alternatives;  // a variant with no line needs nothing
   std::vector<Tower> towers;
   std::optional<TokenizerSpec> tokenizer;
   std::optional<LabelsSpec> labels;
@@ -66,6 +77,23 @@ inline TokenizerSpec ParseTokenizer(std::istringstream& words, const std::string
     spec.lowercase = true;
   }
   return spec;
+}
+
+inline CpuNeeds ParseNeeds(std::istringstream& words, const std::string& line) {
+  CpuNeeds needs;
+  std::string list, extra;
+  if (!(words >> needs.name >> list) || (words >> extra)) {
+    throw std::runtime_error("runner.plan: a variant or alternative line is `KIND NAME FEATURES` (comma-separated, "
+                             "- for none): " + line);
+  }
+  std::stringstream names(list == "-" ? "" : list);
+  for (std::string name; std::getline(names, name, ',');) {
+    if (name.empty() || name.size() > 32 || needs.features.size() >= kMaxPlanEntries) {
+      throw std::runtime_error("runner.plan: bad feature list: " + line);
+    }
+    needs.features.push_back(name);
+  }
+  return needs;
 }
 
 inline std::vector<int64_t> ParseShape(std::istringstream& words, const std::string& line) {
@@ -94,6 +122,12 @@ inline Plan ReadPlan(const std::string& bundle) {
       words >> t.variant >> t.name >> t.module_path >> t.function;
       if (t.function.empty()) throw std::runtime_error("runner.plan: bad module line: " + line);
       towers.push_back(t);
+      continue;
+    }
+    if (kind == "variant" || kind == "alternative") {
+      std::vector<CpuNeeds>& list = kind == "variant" ? plan.variants : plan.alternatives;
+      if (list.size() >= kMaxPlanEntries) throw std::runtime_error("runner.plan: too many " + kind + " lines");
+      list.push_back(ParseNeeds(words, line));
       continue;
     }
     if (kind == "tokenizer") {

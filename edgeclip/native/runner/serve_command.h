@@ -26,11 +26,12 @@
 #include "model_handle.h"
 #include "plan.h"
 #include "request.h"
+#include "variants.h"
 
 namespace edgeclip {
 
 constexpr const char* kServeUsage =
-    "serve [--bundle DIR] [--variant ternary|fp32] [--threads N] [--towers image,text] [--socket PATH]";
+    "serve [--bundle DIR] [--variant NAME] [--threads N] [--towers image,text] [--socket PATH]";
 
 // The write end of a pipe the signal handler writes to: a poll on its read end wakes the loop
 // however the signal lands between a check and a blocking call.
@@ -203,7 +204,8 @@ class UnixListener {
   struct stat made_{};
 };
 
-// --towers image,text, else every tower the bundle has for the variant.
+// --towers image,text, else every tower the bundle has for the variant (--variant, else the best
+// this CPU runs).
 inline int ServeTowers(const Args& args, const std::string& bundle) {
   int towers = 0;
   if (args.Has("--towers")) {
@@ -213,8 +215,9 @@ inline int ServeTowers(const Args& args, const std::string& bundle) {
     }
     return towers;
   }
-  const std::string variant = args.One("--variant", "ternary");
-  for (const Tower& tower : ReadPlan(bundle).towers) {
+  const Plan plan = ReadPlan(bundle);
+  const std::string variant = ChooseVariant(plan, args.One("--variant"), {}, DetectCpuFeatures());
+  for (const Tower& tower : plan.towers) {
     if (tower.variant == variant) towers |= tower.name == "image" ? EDGECLIP_IMAGE : tower.name == "text" ? EDGECLIP_TEXT : 0;
   }
   return towers;
@@ -225,7 +228,7 @@ inline void ServeMain(const Args& args, const std::string& bundle) {
   if (args.Has("--socket")) UnixListener::Stale(socket_path);  // a bad path fails before the slow load
   const int towers = ServeTowers(args, bundle);
   const int stop = StopOnSignals();
-  const ModelHandle model(bundle, args, towers);
+  const ModelHandle model(bundle, args, towers, "serve");
   if (!args.Has("--socket")) {
     Serve(model.get(), STDIN_FILENO, STDOUT_FILENO, stop);
     return;

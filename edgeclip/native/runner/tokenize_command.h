@@ -19,7 +19,7 @@
 namespace edgeclip {
 
 constexpr const char* kTokenizeUsage =
-    "tokenize [--bundle DIR] [--variant ternary|fp32] [--threads N] (--text TEXT | --text-file FILE)...";
+    "tokenize [--bundle DIR] [--variant NAME] [--threads N] (--text TEXT | --text-file FILE)...";
 
 // One text per line of the file ('\n' ends a line; a last line needs none).
 inline std::vector<std::string> ReadLines(const std::string& path) {
@@ -60,7 +60,7 @@ inline void TokenizeMain(const Args& args, const std::string& bundle) {
   const std::vector<std::string> texts = Texts(args);
   const Plan plan = ReadPlan(bundle);
   if (!plan.tokenizer) throw UsageError(bundle + "/runner.plan has no tokenizer line; rebuild the bundle");
-  const ModelHandle model(bundle, args, 0);
+  const ModelHandle model(bundle, args, 0, "tokenize");
   for (const std::string& text : texts) std::printf("%s\n", TokenizeJson(model.get(), *plan.tokenizer, text).c_str());
 }
 
