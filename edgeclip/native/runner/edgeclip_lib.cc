@@ -51,7 +51,6 @@ struct edgeclip_model {
   std::string bundle, variant;
   Plan plan;
   const Tower* image_plan = nullptr;  // where more of the image tower's batch sizes are loaded from
-  std::string variant;
   std::optional<TowerProgram> image, text;
   std::optional<Preprocessing> preprocessing;
   std::unique_ptr<Tokenizer> tokenizer;

@@ -44,7 +44,7 @@ inline void IndexMain(const Args& args, const std::string& bundle) {
   const std::vector<std::string> items = images ? ExpandImages(args.All("--image")) : Texts(args);
   if (items.empty()) throw std::runtime_error("the corpus is empty; give a text file with lines or some images");
   const int tower = images ? EDGECLIP_IMAGE : EDGECLIP_TEXT;
-  ModelHandle model(bundle, args, tower);
+  ModelHandle model(bundle, args, tower, "index");
   std::vector<const char*> pointers;
   for (const std::string& item : items) pointers.push_back(item.c_str());
   const std::string out = args.One("--out");
@@ -82,7 +82,7 @@ inline void SearchMain(const Args& args, const std::string& bundle) {
     return;
   }
   const bool image = args.Has("--image");
-  ModelHandle model(bundle, args, image ? EDGECLIP_IMAGE : EDGECLIP_TEXT);
+  ModelHandle model(bundle, args, image ? EDGECLIP_IMAGE : EDGECLIP_TEXT, "search");
   const std::string query = args.One(image ? "--image" : "--query");
   const auto start = std::chrono::steady_clock::now();
   const int found = Checked(image ? edgeclip_search_image(model.get(), index.get(), query.c_str(), k, rerank, ids.data(),
