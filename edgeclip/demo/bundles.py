@@ -15,7 +15,7 @@ from edgeclip.demo import cache
 from edgeclip.errors import BundleError
 
 # The board description to build for when the bundle should run on this machine itself.
-HOST_TARGETS = {"x86_64": "x86-64", "aarch64": "generic-aarch64"}
+HOST_TARGETS = {"x86_64": "x86-64-v3", "aarch64": "generic-aarch64"}
 DEVICE_TARGET = "rpi4"
 
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from edgeclip.errors import RemoteError
-from edgeclip.formats.bundle import VARIANTS, output_floor, read_manifest
+from edgeclip.formats.bundle import output_floor, read_manifest, variant_towers
 from edgeclip.remote.connect import Connection, Session, SshOptions
 from edgeclip.remote.deploy import DeployResult, Layout, deploy
 from edgeclip.remote.diagnose import explain
@@ -101,8 +101,8 @@ def profile(
         raise RemoteError(f"--runs must be at least 1, not {runs}")
     manifest = read_manifest(bundle)
     runner = manifest["runner"]  # read_manifest's schema made it an executable member
-    carried = manifest.get("modules", {})
-    modules = modules or tuple(m for m in VARIANTS if m in carried)
+    carried = variant_towers(manifest)
+    modules = modules or tuple(carried)
     missing = [m for m in modules if m not in carried]
     if missing:
         raise RemoteError(f"{bundle} has no {', '.join(missing)} module; rebuild it with `edgeclip build "

@@ -84,9 +84,10 @@ def make_bundle(
         files[f"model/{module}.bin"] = weights
         files[f"model/{module}.ref"] = _reference(weights).encode()
     files.update(extra or {})
-    modules = {module: {"model": {"path": f"model/{module}.bin"}} for module in ("ternary", "fp32")}
-    manifest = {"name": name, "target": {"name": target, "arch": arch}, "runner": "bin/edgeclip-runner",
-                "modules": modules}
+    variants = [{"name": module, "precision": module, "kernel_family": "stand_in", "device": "cpu", "cpu_features": [],
+                 "towers": {"model": {"path": f"model/{module}.bin"}}} for module in ("ternary", "fp32")]
+    manifest = {"name": name, "target": {"name": target, "arch": arch, "cpu_features": []},
+                "runner": "bin/edgeclip-runner", "variants": variants}
     return write_bundle(path, manifest, files, executables=frozenset({"bin/edgeclip-runner"}))
 
 
