@@ -3,7 +3,11 @@
 Shipped boards live beside this file; users add (or override) boards by dropping `NAME.toml`
 files into the folder named by `$EDGECLIP_TARGETS_DIR`. Every validation error names the file,
 the field and the problem, because a board file is hand-written and typos are the common case.
-`auto` values (the `x86-64` host target) are resolved from this machine at load time.
+`auto` cores and memory (the x86-64 targets) are resolved from this machine at load time; code
+is never compiled for the build host's CPU model, only for a fixed LLVM CPU.
+
+A fat target lists `members`, other targets of one architecture with distinct kernel families,
+best first: a bundle for it carries one ternary module per member and the runner picks at load.
 """
 
 from __future__ import annotations
@@ -30,9 +34,12 @@ CUDA_ARCHES = ("sm_75", "sm_80", "sm_86", "sm_87", "sm_88", "sm_89", "sm_90", "s
 
 _TOP_FIELDS = {
     "name": str, "description": str, "arch": str, "cores": (int, str), "memory_mb": (int, str),
-    "kernel_family": str, "wheel_platform": str, "cuda_arch": str, "cross": dict, "tvm": dict,
+    "kernel_family": str, "wheel_platform": str, "cuda_arch": str, "cross": dict, "tvm": dict, "members": list,
 }
 _REQUIRED = ("name", "arch", "cores", "memory_mb", "kernel_family", "wheel_platform", "cross", "tvm")
+# A fat target names its members and may describe and size itself; the rest comes from the members.
+_FAT_FIELDS = ("name", "description", "members", "cores", "memory_mb")
+MAX_MEMBERS = 8
 _CROSS_FIELDS = {"compiler": str, "debian_package": str}
 # [tvm.cpu] and [tvm.gpu]: the TVM target options a board may set, and their types.
 _CPU_FIELDS = {"kind": str, "mtriple": str, "mcpu": str, "mattr": list, "num-cores": int}
@@ -67,6 +74,14 @@ class Target:
     tvm_gpu: dict | None = None
     cuda_arch: str | None = None
     source: Path | None = field(default=None, compare=False)
+    members: tuple[Target, ...] = ()  # a fat target's single-family targets, best first
+
+    @property
+    def variants(self) -> tuple[Target, ...]:
+        """The single-family targets a bundle for this target compiles ternary modules for, best
+        first: a fat target's members, else the target itself. The target's own kernel family
+        and TVM target are its least demanding member's (the last), where the fp32 baseline goes."""
+        return self.members or (self,)
 
     @property
     def compiler(self) -> tuple[str, str]:
@@ -90,6 +105,7 @@ class Target:
             "wheel_platform": self.wheel_platform, "cuda_arch": self.cuda_arch,
             "cross": {"compiler": self.cross_compiler, "debian_package": self.cross_package},
             "tvm": {"cpu": self.tvm_cpu, **({"gpu": self.tvm_gpu} if self.tvm_gpu else {})},
+            **({"members": [m.name for m in self.members]} if self.members else {}),
         }
 
 
@@ -119,7 +135,8 @@ def list_targets() -> list[Target]:
     return [load_target_file(path) for path in target_files().values()]
 
 
-def load_target_file(path) -> Target:
+def load_target_file(path, fat: bool = True) -> Target:
+    """The board file at `path`, validated; `fat=False` refuses a fat target (a fat one's members)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -127,6 +144,10 @@ def load_target_file(path) -> Target:
         raise TargetError(f"{path}: not valid TOML ({err}); fix the syntax") from err
     except OSError as err:
         raise TargetError(f"{path}: cannot read the board file ({err})") from err
+    if "members" in data:
+        if not fat:
+            raise _fail(path, "members", "makes this a fat target, which cannot be the member of another")
+        return _parse_fat(data, path)
     return _parse(data, path)
 
 
@@ -164,14 +185,8 @@ def _parse(data: dict, path: Path) -> Target:
     cores = _count(data["cores"], "cores", path, physical_cores, arch)
     memory = _count(data["memory_mb"], "memory_mb", path, _host_memory_mb, arch, MAX_MEMORY_MB)
     family = data["kernel_family"]
-    if family == AUTO or tvm_cpu.get("mcpu") == AUTO:
-        _require_host(arch, "kernel_family", path)
-        detected_family, detected_mcpu = pick_x86_family(cpu_flags())
-        family = detected_family if family == AUTO else family
-        if tvm_cpu.get("mcpu") == AUTO:
-            tvm_cpu["mcpu"] = detected_mcpu
     if family not in KERNEL_FAMILIES:
-        raise _fail(path, "kernel_family", f"is {family!r}; known: {', '.join(KERNEL_FAMILIES)} or 'auto'")
+        raise _fail(path, "kernel_family", f"is {family!r}; known: {', '.join(KERNEL_FAMILIES)}")
     tvm_cpu.setdefault("num-cores", cores)
     if tvm_gpu is not None:
         tvm_gpu["host"] = dict(tvm_cpu)
@@ -183,6 +198,47 @@ def _parse(data: dict, path: Path) -> Target:
         memory_mb=memory, kernel_family=family, wheel_platform=data["wheel_platform"],
         cross_compiler=cross["compiler"], cross_package=cross["debian_package"], tvm_cpu=tvm_cpu,
         tvm_gpu=tvm_gpu, cuda_arch=cuda_arch, source=path,
+    )
+
+
+def _parse_fat(data: dict, path: Path) -> Target:
+    """A fat target: its members loaded (user files override shipped ones, as for any name) and
+    checked to share one architecture, runtime wheel and compiler with distinct kernel families."""
+    for key in data:
+        if key not in _FAT_FIELDS:
+            raise _fail(path, key, f"cannot be set in a fat target (it takes its members'; a fat target sets only "
+                                   f"{', '.join(_FAT_FIELDS)})")
+    if not isinstance(data.get("name"), str) or data["name"] != path.stem:
+        raise _fail(path, "name", f"is {data.get('name')!r} but must equal the file name {path.stem!r}")
+    names = data["members"]
+    if (not 2 <= len(names) <= MAX_MEMBERS or not all(isinstance(n, str) for n in names)
+            or len(set(names)) != len(names)):
+        raise _fail(path, "members", f"is {str(names)[:60]}; list 2 to {MAX_MEMBERS} distinct target names, best first")
+    files = target_files()
+    unknown = [n for n in names if n not in files]
+    if unknown:
+        raise _fail(path, "members", f"names unknown target {unknown[0]!r}; known: {', '.join(sorted(files))}")
+    try:
+        members = tuple(load_target_file(files[n], fat=False) for n in names)
+    except TargetError as err:
+        raise _fail(path, "members", f"names a target that does not load as a member ({err})") from err
+    last = members[-1]
+    for member in members[:-1]:
+        for attr in ("arch", "wheel_platform", "cross_compiler"):
+            if getattr(member, attr) != getattr(last, attr):
+                raise _fail(path, "members", f"mixes {attr} {getattr(member, attr)!r} ({member.name}) and "
+                                             f"{getattr(last, attr)!r} ({last.name}); members share one")
+    families = [m.kernel_family for m in members]
+    if len(set(families)) != len(families):
+        raise _fail(path, "members", f"repeats a kernel family ({', '.join(families)}); each member brings its own")
+    cores = _count(data.get("cores", last.cores), "cores", path, physical_cores, last.arch)
+    memory = _count(data.get("memory_mb", last.memory_mb), "memory_mb", path, _host_memory_mb, last.arch, MAX_MEMORY_MB)
+    return Target(
+        name=data["name"], description=data.get("description", data["name"]), arch=last.arch, cores=cores,
+        memory_mb=memory, kernel_family=last.kernel_family, wheel_platform=last.wheel_platform,
+        cross_compiler=last.cross_compiler, cross_package=last.cross_package,
+        tvm_cpu={**last.tvm_cpu, "num-cores": cores}, tvm_gpu=last.tvm_gpu, cuda_arch=last.cuda_arch,
+        source=path, members=members,
     )
 
 
@@ -198,7 +254,7 @@ def _tvm_tables(tvm: dict, arch: str, path: Path) -> tuple[dict, dict | None]:
         raise _fail(path, "tvm.cpu.kind", f"is {cpu.get('kind')!r}; the CPU target must be \"llvm\"")
     if cpu.get("mtriple") != ARCHES[arch]:
         raise _fail(path, "tvm.cpu.mtriple", f"is {cpu.get('mtriple')!r}; arch {arch} needs {ARCHES[arch]!r}")
-    if "mcpu" in cpu and cpu["mcpu"] != AUTO:
+    if "mcpu" in cpu:
         _check_text(cpu["mcpu"], "tvm.cpu.mcpu", path)  # whether LLVM knows it: lower.target, at build time
     mattr = cpu.get("mattr", [])
     if len(mattr) > 64 or not all(isinstance(f, str) and _FEATURE.fullmatch(f) for f in mattr):
@@ -258,26 +314,3 @@ def _require_host(arch: str, name: str, path: Path) -> None:
 
 def _host_memory_mb() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
-
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The x86 feature flags of the first CPU in /proc/cpuinfo."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError as err:
-        raise TargetError(f"cannot read {cpuinfo} to detect the CPU ({err}); use a target with fixed values") from err
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return set(value.split())
-    raise TargetError(f"{cpuinfo} has no `flags` line; use a target with a fixed kernel_family and mcpu")
-
-
-def pick_x86_family(flags: set[str]) -> tuple[str, str]:
-    """(kernel family, LLVM mcpu) for x86 feature flags: VNNI needs AVX-512 + avx512_vnni."""
-    if {"avx512f", "avx512bw", "avx512_vnni"} <= flags:
-        return "x86_avx512", "cascadelake"
-    if "avx2" in flags:
-        # AVX-512 without VNNI gains nothing over the AVX2 maddubs kernel; haswell keeps it portable.
-        return "x86_avx2", "haswell"
-    raise TargetError("this x86 CPU has no AVX2; the ternary kernels need at least AVX2 (Haswell or newer)")

@@ -64,7 +64,7 @@ def baked_labels_bundle(tiny_clip_ternary, tmp_path_factory):
     root = tmp_path_factory.mktemp("baked-labels")
     labels = root / "labels.txt"
     labels.write_text("\n".join(f"  {label} \n" for label in BAKED_LABELS) + "\n\n", encoding="utf-8")
-    assert main(["build", "--model", str(tiny_clip_ternary), "--target", "x86-64", "--towers", "image",
+    assert main(["build", "--model", str(tiny_clip_ternary), "--target", "x86-64-v3", "--towers", "image",
                  "--labels", str(labels), "--prompt", BAKED_PROMPT, "-o", str(root / "out")]) == 0
     (bundle,) = (root / "out").iterdir()
     return SimpleNamespace(path=bundle, labels=BAKED_LABELS, prompt=BAKED_PROMPT)

@@ -39,7 +39,10 @@ AGENT = (sys.executable, "-m", "edgeclip.flash.agent")  # the installed agent; a
 def make_bundle(path: Path, name: str, arch: str, sizes: dict[str, int]) -> tuple[Path, dict[str, bytes]]:
     files = {member: os.urandom(size) for member, size in sizes.items()}
     files["bin/run"] = b"#!/bin/sh\necho run\n"
-    manifest = {"name": name, "target": {"name": "test", "arch": arch}, "runner": "bin/run", "modules": {}}
+    variant = {"name": "ternary", "precision": "ternary", "kernel_family": "none", "device": "cpu", "cpu_features": [],
+               "towers": {"model": {"path": next(iter(sizes))}}}
+    manifest = {"name": name, "target": {"name": "test", "arch": arch, "cpu_features": []}, "runner": "bin/run",
+                "variants": [variant]}
     write_bundle(path, manifest, files, executables=frozenset({"bin/run"}))
     return path, files
 

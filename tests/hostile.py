@@ -26,13 +26,29 @@ _MEASURE = ("import resource, subprocess, sys\n"
             "sys.exit(done.returncode)")
 
 
+def older_schema(manifest: dict, number: int) -> dict:
+    """A copy of a schema 5 manifest as schema `number` (1-4) had it: a `modules` table of the
+    variants named by precision instead of the variants table, no CPU features before 4, no batch
+    sizes besides 1 before 3."""
+    older = json.loads(json.dumps(manifest))
+    older["schema_version"] = number
+    older["modules"] = {row["name"]: row["towers"] for row in older.pop("variants")}
+    if number < 4:
+        older["target"].pop("cpu_features", None)
+    for towers in older["modules"].values():
+        for entry in towers.values():
+            if number < 3:
+                entry.pop("batch_modules", None)
+    return older
+
+
 def edit_field(path: str | tuple, value):
     """An edit that sets (or, with KeyError, deletes) one field of a JSON tree: a str path is dotted,
-    a tuple is for keys holding dots (member names)."""
+    a tuple is for keys holding dots (member names); a number indexes a list."""
     def edit(tree: dict) -> None:
         *parents, last = path.split(".") if isinstance(path, str) else path
         for key in parents:
-            tree = tree[key]
+            tree = tree[int(key)] if isinstance(tree, list) else tree[key]
         if value is KeyError:
             del tree[last]
         else:

@@ -27,13 +27,20 @@ from torch import nn
 from edgeclip.bundle import local
 from edgeclip.bundle.build import BundleModule, TowerReference, npy_bytes, write_model_bundle
 from edgeclip.errors import BundleError, ToolchainError
-from edgeclip.formats.bundle import MANIFEST, elf_arch, read_manifest, verify_bundle, write_bundle
+from edgeclip.formats.bundle import (
+    MANIFEST,
+    elf_arch,
+    read_manifest,
+    variant_towers,
+    verify_bundle,
+    write_bundle,
+)
 from edgeclip.hostinfo import physical_cores
 from edgeclip.lower.thread_pool import THREAD_ENV
 from edgeclip.targets import load_target
 
 IMAGE, CONTEXT, DIM = 16, 8, 12
-HOST = "x86-64"
+HOST = "x86-64-v3"
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-aarch64") is None or shutil.which("aarch64-linux-gnu-g++") is None,
                                 reason="emulating rpi4 needs qemu-aarch64 and aarch64-linux-gnu-g++ "
                                        "(apt: qemu-user g++-aarch64-linux-gnu)")
@@ -115,7 +122,7 @@ def test_rpi4_bundle_is_self_contained_aarch64(rpi4_bundle):
     members = _members(rpi4_bundle)
     manifest = json.loads(members[MANIFEST])
     assert manifest["runner"] == "bin/edgeclip-runner" and manifest["target"]["arch"] == "aarch64"
-    assert set(manifest["modules"]) == {"ternary", "fp32"} and manifest["min_cosine"]["ternary"] == 0.995
+    assert list(variant_towers(manifest)) == ["ternary", "fp32"] and manifest["min_cosine"]["ternary"] == 0.995
     binaries = {name for name, data in members.items() if data[:4] == b"\x7fELF"}
     assert {"bin/edgeclip-runner", "lib/libedgeclip.so", "lib/libtvm_runtime.so", "lib/libtvm_ffi.so",
             "modules/ternary/image.so", "modules/fp32/text.so"} <= binaries
@@ -342,7 +349,7 @@ def _check_tiny_clip_bundle(bundle, arch: str, emulate: bool) -> None:
     # runner, 3 libs, 2 towers x 2 variants, and each variant's image tower for batch 8 (the default 1,8)
     assert len(binaries) == 4 + 4 + 2 and {elf_arch(data) for data in binaries} == {arch}
     manifest = read_manifest(bundle)
-    for entry in manifest["modules"]["ternary"].values():  # weights ship 5 trits a byte
+    for entry in variant_towers(manifest)["ternary"].values():  # weights ship 5 trits a byte
         assert entry["packed_weights"]
         for weight in entry["packed_weights"]:
             base3_bytes = -(-4 * math.prod(weight["shape"]) // 5)
@@ -369,7 +376,7 @@ def test_tiny_clip_host_bundle_reproduces_reference_and_classifies(tiny_clip_che
     assert {label for label, _ in ranked} == {"a cat", "a dog"} and abs(sum(p for _, p in ranked) - 1) < 1e-6
     assert local.embed_text(bundle, "a cat").shape == (1, 32)
     with local.extracted(bundle) as (folder, manifest):  # a damaged weight file, past the hash check
-        damaged = folder / manifest["modules"]["ternary"]["text"]["packed_weights"][0]["path"]
+        damaged = folder / variant_towers(manifest)["ternary"]["text"]["packed_weights"][0]["path"]
         stored = np.load(damaged)
         stored[len(stored) // 2] = 255
         np.save(damaged, stored)

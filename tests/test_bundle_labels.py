@@ -12,12 +12,12 @@ import tarfile
 
 import numpy as np
 import pytest
-from hostile import edit_field
+from hostile import edit_field, older_schema
 
 from edgeclip.bundle.labels import check_prompt, parse_labels, prompted
 from edgeclip.errors import BundleError
 from edgeclip.formats.bundle import MANIFEST, verify_bundle
-from edgeclip.formats.manifest import check_manifest
+from edgeclip.formats.manifest import check_manifest, variant_towers
 
 
 def _members(path) -> dict[str, bytes]:
@@ -33,7 +33,7 @@ def baked(baked_labels_bundle):
 
 def test_labels_are_members_the_manifest_and_plan_name(baked):
     bundle, members, manifest = baked
-    assert manifest["schema_version"] == 4
+    assert manifest["schema_version"] == 5
     assert manifest["labels"] == {"names": "labels/names.txt", "embeddings": "labels/embeddings.npy",
                                   "count": len(bundle.labels), "prompt": bundle.prompt}
     assert members["labels/names.txt"].decode("utf-8") == "".join(f"{label}\n" for label in bundle.labels)
@@ -43,7 +43,7 @@ def test_labels_are_members_the_manifest_and_plan_name(baked):
     plan = members["runner.plan"].decode().splitlines()
     assert "labels labels/names.txt labels/embeddings.npy" in plan
     # --towers image: the text tower embedded the labels at build time but is not in the bundle.
-    assert set(manifest["modules"]["ternary"]) == {"image"} and "tokenizer" not in manifest
+    assert set(variant_towers(manifest)["ternary"]) == {"image"} and "tokenizer" not in manifest
     assert not any(name.startswith("tokenizer/") for name in members)
     assert verify_bundle(bundle.path)["labels"]["count"] == len(bundle.labels)
 
@@ -114,11 +114,9 @@ def _version(number: int):
     """The manifest as that older schema had it: no batch sizes besides 1 (version 3 added them),
     no CPU features (version 4)."""
     def edit(manifest: dict) -> None:
-        manifest["schema_version"] = number
-        manifest["target"].pop("cpu_features", None)
-        for towers in manifest["modules"].values():
-            for entry in towers.values():
-                entry.pop("batch_modules", None)
+        older = older_schema(manifest, number)
+        manifest.clear()
+        manifest.update(older)
     return edit
 
 
@@ -133,7 +131,7 @@ SCHEMA_FAULTS = [
     ("prompt a number", edit_field("labels.prompt", 3), "`labels.prompt` is 3"),
     ("labels a list", edit_field("labels", ["a cat"]), "field `labels` is ['a cat'], not an object"),
     ("labels in a version 1 bundle", _version(1), "field `labels` needs bundle schema version 2"),
-    ("version 5", edit_field("schema_version", 5), "schema version 5 is not supported (this edgeclip reads 1, 2, 3, 4)"),
+    ("version 6", edit_field("schema_version", 6), "schema version 6 is not supported (this edgeclip reads 1, 2, 3, 4, 5)"),
 ]
 
 

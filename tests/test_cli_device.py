@@ -20,7 +20,7 @@ from PIL import Image
 from edgeclip.bundle import local
 from edgeclip.bundle.model_info import manifest_family
 from edgeclip.cli import main
-from edgeclip.formats.bundle import read_manifest
+from edgeclip.formats.bundle import read_manifest, variant_towers
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="the bundles here are built for x86-64")
 
@@ -33,7 +33,7 @@ def bundle(tiny_clip_ternary, tmp_path_factory):
     """Both towers, the fp32 baseline, and the labels baked in."""
     from edgeclip.bundle.build import build_bundle
 
-    return build_bundle(tiny_clip_ternary, "x86-64", tmp_path_factory.mktemp("device-verbs"), baseline="fp32",
+    return build_bundle(tiny_clip_ternary, "x86-64-v3", tmp_path_factory.mktemp("device-verbs"), baseline="fp32",
                         labels=LABELS, prompt=PROMPT)
 
 
@@ -91,7 +91,7 @@ def test_classify_with_labels_agrees_with_host_preprocessing(bundle, images, cap
 
 def test_classify_without_labels_uses_the_baked_ones_with_no_text_tower(baked_labels_bundle, images, capsys):
     baked = baked_labels_bundle
-    assert "text" not in read_manifest(baked.path)["modules"]["ternary"]
+    assert "text" not in variant_towers(read_manifest(baked.path))["ternary"]
     rows = _lines(capsys, ["classify", str(baked.path), "--image", str(images[0]), "--top", "2"])
     (row,) = rows
     assert len(row["top"]) == 2 and {item["label"] for item in row["top"]} <= set(baked.labels)

@@ -29,11 +29,13 @@ HEADER = toolchain.RUNNER_DIR / "cpu_features.h"
 
 
 def test_the_plan_declares_each_variants_features_and_the_other_targets():
-    lines = cpu_plan_lines(["ternary", "fp32"], load_target("rpi5"))
+    needs = ["asimd", "asimddp", "asimdhp"]
+    lines = cpu_plan_lines([{"name": "ternary", "cpu_features": needs}, {"name": "fp32", "cpu_features": needs}],
+                           load_target("rpi5"))
     assert lines[:2] == ["variant ternary asimd,asimddp,asimdhp", "variant fp32 asimd,asimddp,asimdhp"]
     alternatives = dict(line.split()[1:] for line in lines[2:])
     assert all(line.startswith("alternative ") for line in lines[2:])
-    assert lines[2] == "alternative rpi4 asimd" and "rpi5" not in alternatives  # the closest name first
+    assert lines[2:4] == ["alternative rpi asimd", "alternative rpi4 asimd"] and "rpi5" not in alternatives  # closest first
     assert alternatives["jetson-orin-nano"] == "asimd,asimddp,asimdhp"
 
 

@@ -26,7 +26,7 @@ def runner(tmp_path_factory):
     """(command prefix of the extracted host bundle's runner, its manifest)."""
     root = tmp_path_factory.mktemp("images")
     _, checkpoint = ternarize_source(str(make_tiny_clip_dir(root / "teacher")), TernaryConfig(), root / "ckpt")
-    bundle = build_bundle(checkpoint, "x86-64", root / "bundles", towers=("image",))
+    bundle = build_bundle(checkpoint, "x86-64-v3", root / "bundles", towers=("image",))
     with local.extracted(bundle) as (folder, manifest):
         yield local.runner_command(folder, manifest, emulate=False) + ["preprocess", "--bundle", str(folder)], manifest
 

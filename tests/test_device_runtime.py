@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from c_programs import link_against_bundle
+from hostile import older_schema
 from model_fixtures import make_tiny_clip_dir
 from PIL import Image
 
@@ -23,7 +24,7 @@ from edgeclip.bundle import local
 from edgeclip.bundle.build import build_bundle
 from edgeclip.cli import main
 from edgeclip.errors import BundleError
-from edgeclip.formats.manifest import check_manifest
+from edgeclip.formats.manifest import check_manifest, variant_towers
 from edgeclip.formats.runner_inputs import folder_images
 from edgeclip.native import toolchain
 from edgeclip.pipeline import ternarize_source
@@ -38,7 +39,7 @@ LABELS = ["cat", "dog", "rocket ship"]
 def bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("runtime")
     _, checkpoint = ternarize_source(str(make_tiny_clip_dir(root / "teacher")), TernaryConfig(), root / "ckpt")
-    return build_bundle(checkpoint, "x86-64", root / "bundles")
+    return build_bundle(checkpoint, "x86-64-v3", root / "bundles")
 
 
 @pytest.fixture
@@ -398,21 +399,18 @@ def test_bad_batch_values_are_refused_in_one_line(folder, images, argv, code, fr
 def test_the_manifest_lists_the_batch_sizes_and_older_bundles_still_read(bundle, folder, images):
     with local.extracted(bundle) as (_, manifest):
         pass
-    image = manifest["modules"]["ternary"]["image"]
-    assert manifest["schema_version"] == 4
+    image = variant_towers(manifest)["ternary"]["image"]
+    assert manifest["schema_version"] == 5
     assert image["batch_modules"] == [{"batch": 8, "path": "modules/ternary/image.b8.so", "function": "main"}]
-    assert "batch_modules" not in manifest["modules"]["ternary"]["text"]  # texts run one at a time
-    older = copy.deepcopy(manifest)
-    del older["modules"]["ternary"]["image"]["batch_modules"]
-    del older["target"]["cpu_features"]  # version 4 added them
-    older["schema_version"] = 2
+    assert "batch_modules" not in variant_towers(manifest)["ternary"]["text"]  # texts run one at a time
+    older = older_schema(manifest, 2)
     check_manifest(older, "v2.edgeclip")  # a version 2 bundle: batch 1 only
     older["modules"]["ternary"]["image"]["batch_modules"] = image["batch_modules"]
     with pytest.raises(BundleError, match="needs bundle schema version 3"):
         check_manifest(older, "v2.edgeclip")
     for batch in (1, 65, True):
         bad = copy.deepcopy(manifest)
-        bad["modules"]["ternary"]["image"]["batch_modules"][0]["batch"] = batch
+        variant_towers(bad)["ternary"]["image"]["batch_modules"][0]["batch"] = batch
         with pytest.raises(BundleError, match="batch_modules.0.batch` is .*not a batch size from 2 to 64"):
             check_manifest(bad, "b.edgeclip")
     # An older plan (no batch lines) runs --batch 8 one image a call, with the same embeddings.

@@ -36,7 +36,7 @@ LIMIT = 1 << 20  # EDGECLIP_MAX_REQUEST_BYTES
 def folder(tiny_clip_ternary, tmp_path_factory):
     """An extracted x86-64 bundle of the tiny CLIP, both towers, no baked labels."""
     root = tmp_path_factory.mktemp("serve")
-    bundle = build_bundle(tiny_clip_ternary, "x86-64", root / "bundles")
+    bundle = build_bundle(tiny_clip_ternary, "x86-64-v3", root / "bundles")
     with local.extracted(bundle) as (extracted, _):
         shutil.copytree(extracted, root / "bundle", symlinks=True)
     return root / "bundle"

@@ -38,7 +38,7 @@ def bundle(tiny_clip_ternary, tmp_path_factory):
 
     if platform.machine() != "x86_64":
         pytest.skip("the loopback board runs the x86-64 bundle")
-    return build_bundle(tiny_clip_ternary, "x86-64", tmp_path_factory.mktemp("remote-modes"), labels=LABELS)
+    return build_bundle(tiny_clip_ternary, "x86-64-v3", tmp_path_factory.mktemp("remote-modes"), labels=LABELS)
 
 
 @pytest.fixture(scope="module")

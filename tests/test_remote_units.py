@@ -222,8 +222,9 @@ def test_profile_refuses_a_variant_the_bundle_lacks_before_connecting(tmp_path):
     from edgeclip.formats.bundle import write_bundle
     from edgeclip.remote.profile import profile
 
-    manifest = {"name": "m", "target": {"name": "rpi4", "arch": "aarch64"}, "runner": "bin/run",
-                "modules": {"ternary": {"image": {"path": "modules/ternary/image.so"}}}}
+    manifest = {"name": "m", "target": {"name": "rpi4", "arch": "aarch64", "cpu_features": ["asimd"]}, "runner": "bin/run",
+                "variants": [{"name": "ternary", "precision": "ternary", "kernel_family": "arm_neon", "device": "cpu",
+                              "cpu_features": ["asimd"], "towers": {"image": {"path": "modules/ternary/image.so"}}}]}
     files = {"bin/run": b"#!/bin/sh\n", "modules/ternary/image.so": b"\0"}
     bundle = write_bundle(tmp_path / "m-rpi4.edgeclip", manifest, files, executables=frozenset({"bin/run"}))
     with pytest.raises(RemoteError, match="--baseline fp32"):

@@ -13,9 +13,9 @@ import pytest
 from edgeclip.cli.bundles import add_bundle_commands
 from edgeclip.errors import TargetError
 from edgeclip.targets import list_targets, load_target, load_target_file, with_cuda_arch
-from edgeclip.targets.loader import SHIPPED_DIR, cpu_flags, pick_x86_family
+from edgeclip.targets.loader import SHIPPED_DIR
 
-SHIPPED = {"rpi4", "rpi5", "jetson-orin-nano", "jetson-nano", "generic-aarch64", "x86-64"}
+SHIPPED = {"rpi4", "rpi5", "rpi", "jetson-orin-nano", "jetson-nano", "generic-aarch64", "x86-64", "x86-64-v3", "x86-64-vnni"}
 
 
 def test_every_shipped_board_loads_and_tvm_accepts_its_targets():
@@ -48,28 +48,50 @@ def test_boards_describe_their_hardware():
     nano = load_target("jetson-nano")
     assert nano.tvm_cpu["mcpu"] == "cortex-a57" and nano.tvm_gpu is None and nano.cuda_arch is None
     assert "sm_53" in (SHIPPED_DIR / "jetson-nano.toml").read_text()  # the file says why: CPU only
-    for name in SHIPPED - {"x86-64"}:
+    for name in SHIPPED - {"x86-64", "x86-64-v3", "x86-64-vnni"}:
         board = load_target(name)
         assert board.arch == "aarch64" and board.cross_package == "g++-aarch64-linux-gnu"
         assert board.wheel_platform.endswith("_aarch64")
 
 
-def test_x86_family_follows_cpu_flags(tmp_path):
-    assert pick_x86_family({"avx2", "avx512f", "avx512bw", "avx512_vnni"}) == ("x86_avx512", "cascadelake")
-    assert pick_x86_family({"avx2", "avx512f", "avx512bw"}) == ("x86_avx2", "haswell")  # no VNNI
-    assert pick_x86_family({"sse4_2", "avx2"}) == ("x86_avx2", "haswell")
-    with pytest.raises(TargetError, match="AVX2"):
-        pick_x86_family({"sse4_2", "avx"})
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma\n\n")
-    assert cpu_flags(cpuinfo) == {"fpu", "sse2", "avx", "avx2", "fma"}
+def test_x86_targets_name_fixed_portable_cpus():
+    """Nothing is compiled for the build host's CPU model: each x86 target fixes a portable LLVM
+    CPU level, and `x86-64` is the fat pair of both, VNNI first, fp32 on the AVX2 level."""
+    from edgeclip.lower.target import check_mcpu, cpu_features
+
+    v3, vnni, fat = load_target("x86-64-v3"), load_target("x86-64-vnni"), load_target("x86-64")
+    assert (v3.kernel_family, v3.tvm_cpu["mcpu"]) == ("x86_avx2", "x86-64-v3")
+    assert (vnni.kernel_family, vnni.tvm_cpu["mcpu"]) == ("x86_avx512", "x86-64-v4")
+    for board in (v3, vnni):
+        check_mcpu(board)  # LLVM knows the CPU: a typo would silently compile for a generic one
+    assert "avx2" in cpu_features(v3) and not any(f.startswith("avx512") for f in cpu_features(v3))
+    assert {"avx512bw", "avx512_vnni"} <= set(cpu_features(vnni))
+    assert [m.name for m in fat.variants] == ["x86-64-vnni", "x86-64-v3"]
+    assert (fat.kernel_family, fat.tvm_cpu["mcpu"], fat.tvm_cpu["num-cores"]) == ("x86_avx2", "x86-64-v3", fat.cores)
+    assert [m.name for m in v3.variants] == ["x86-64-v3"] and not v3.members
 
 
-@pytest.mark.skipif(platform.machine() != "x86_64", reason="the x86-64 board resolves `auto` only on an x86-64 host")
-def test_host_board_resolves_auto_from_this_machine():
-    host = load_target("x86-64")
-    assert (host.kernel_family, host.tvm_cpu["mcpu"]) == pick_x86_family(cpu_flags())
-    assert host.cores >= 1 and host.memory_mb > 0 and host.is_host_arch
+def test_fat_rpi_carries_both_arm_families():
+    fat = load_target("rpi")
+    assert [(m.name, m.kernel_family) for m in fat.variants] == [("rpi5", "arm_dotprod"), ("rpi4", "arm_neon")]
+    assert (fat.arch, fat.tvm_cpu["mcpu"], fat.memory_mb) == ("aarch64", "cortex-a72", load_target("rpi4").memory_mb)
+    assert fat.to_dict()["members"] == ["rpi5", "rpi4"]
+
+
+@pytest.mark.parametrize("text,problem", [
+    ('members = ["rpi5"]', "list 2 to"),
+    ('members = ["rpi5", "rpi9"]', "unknown target 'rpi9'"),
+    ('members = ["rpi4", "generic-aarch64"]', "repeats a kernel family"),
+    ('members = ["rpi5", "x86-64-v3"]', "mixes arch"),
+    ('members = ["rpi5", "rpi4"]\nkernel_family = "arm_neon"', "cannot be set in a fat target"),
+    ('members = ["rpi", "x86-64-v3"]', "cannot be the member of another"),
+])
+def test_malformed_fat_target_is_refused(tmp_path, monkeypatch, text, problem):
+    monkeypatch.setenv("EDGECLIP_TARGETS_DIR", str(tmp_path))
+    (tmp_path / "mix.toml").write_text(f'name = "mix"\n{text}\n')
+    with pytest.raises(TargetError, match="mix.toml") as err:
+        load_target("mix")
+    assert problem in str(err.value)
 
 
 def _board(**changes) -> str:

@@ -22,7 +22,7 @@ from edgeclip.bundle import agent_app
 from edgeclip.bundle import labels as baked
 from edgeclip.bundle.model_info import bundle_family, model_info, tokenizer_files
 from edgeclip.errors import BundleError
-from edgeclip.formats.bundle import MIN_COSINE, SUFFIX, VARIANTS, write_bundle
+from edgeclip.formats.bundle import MIN_COSINE, SUFFIX, sha256_bytes, write_bundle
 from edgeclip.formats.manifest import MAX_BATCH
 from edgeclip.lower.target import alternatives, cpu_features
 from edgeclip.native import runtime_libs, toolchain
@@ -61,6 +61,26 @@ class BundleModule:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A row of the bundle's variants table: modules of one precision compiled for one
+    single-family target (a fat target's member, or the target itself)."""
+
+    name: str
+    precision: str  # "ternary" | "fp32"
+    target: Target
+    device: str = "cpu"
+
+
+def bundle_variants(target: Target, baseline: bool) -> list[Variant]:
+    """The variants a bundle for `target` carries, best first: one ternary variant per kernel
+    family (named `ternary` when there is one, `ternary-FAMILY` in a fat bundle), then the fp32
+    baseline compiled for the target's least demanding member."""
+    members = target.variants
+    rows = [Variant("ternary" if len(members) == 1 else f"ternary-{m.kernel_family}", "ternary", m) for m in members]
+    return rows + ([Variant("fp32", "fp32", members[-1])] if baseline else [])
+
+
+@dataclass(frozen=True)
 class TowerReference:
     """A fixed input of a tower and the outputs the model must give for it."""
 
@@ -78,10 +98,14 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleModule],
                        references: list[TowerReference], model_info: dict | None = None,
-                       extra_files: dict[str, bytes] | None = None) -> Path:
-    """Write `out_dir/<name>-<target>.edgeclip` with the modules, runtime, runner and references."""
+                       extra_files: dict[str, bytes] | None = None, variants: list[Variant] | None = None) -> Path:
+    """Write `out_dir/<name>-<target>.edgeclip` with the modules, runtime, runner and references.
+    `variants` (default: `bundle_variants` of the target) describe what the modules' variant names mean.
+    A weight or parameter array two variants both take (the same bytes) is stored once."""
     toolchain.require_compiler(*target.compiler)
-    _check_modules(modules, references)
+    if variants is None:
+        variants = bundle_variants(target, baseline=any(m.variant == "fp32" for m in modules))
+    _check_modules(modules, references, variants)
     files = dict(extra_files or {})
     runtime = runtime_libs.runtime_dir(target.wheel_platform)
     for lib in runtime_libs.LIBRARIES.values():
@@ -103,6 +127,14 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
         reference_manifest[ref.tower] = entry
 
     module_manifest: dict[str, dict] = {}
+    stored: dict[str, str] = {}  # sha256 of an array's bytes -> the member holding it
+
+    def store(path: str, data: bytes) -> str:
+        """The member holding `data`: `path`, or the earlier member with the same bytes."""
+        path = stored.setdefault(sha256_bytes(data), path)
+        files[path] = data
+        return path
+
     with tempfile.TemporaryDirectory(prefix="edgeclip-build-") as tmp:
         for module in sorted(modules, key=lambda m: m.batch):  # batch 1 first: it holds the shared weights
             prefix = f"modules/{module.variant}/{module.tower}"
@@ -113,36 +145,52 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
                 module_manifest[module.variant][module.tower].setdefault("batch_modules", []).append(
                     {"batch": module.batch, "path": f"{stem}.so", "function": module.function})
                 continue
-            params = []
-            for i, param in enumerate(module.params):
-                params.append(f"{prefix}.param{i}.npy")
-                files[params[-1]] = npy_bytes(param)
-            packed = []
-            for i, weight in enumerate(module.packed_weights):
-                packed.append({"path": f"{prefix}.packed{i}.npy", "shape": list(weight.shape)})
-                files[packed[-1]["path"]] = npy_bytes(base3_from_2bit(weight))
+            params = [store(f"{prefix}.param{i}.npy", npy_bytes(param)) for i, param in enumerate(module.params)]
+            packed = [{"path": store(f"{prefix}.packed{i}.npy", npy_bytes(base3_from_2bit(weight))),
+                       "shape": list(weight.shape)} for i, weight in enumerate(module.packed_weights)]
             module_manifest.setdefault(module.variant, {})[module.tower] = {
                 "path": f"{stem}.so", "function": module.function, "params": params, "packed_weights": packed,
             }
-    files[PLAN] = _plan(modules, module_manifest, reference_manifest, model_info or {}, target).encode()
+    rows = variant_table(variants, module_manifest, files)
+    files[PLAN] = _plan(modules, rows, reference_manifest, model_info or {}, target).encode()
 
     manifest = {
         **(model_info or {}),
         "name": name,
-        "target": {**target.to_dict(), "cpu_features": cpu_features(target)},
+        # What the least demanding variant needs: a CPU without it runs nothing of the bundle.
+        "target": {**target.to_dict(), "cpu_features": cpu_features(target.variants[-1])},
         "runner": RUNNER,
         "runner_plan": PLAN,
-        "modules": module_manifest,
+        "variants": rows,
         "reference": reference_manifest,
-        "min_cosine": {v: MIN_COSINE[v] for v in module_manifest},
+        "min_cosine": {row["name"]: MIN_COSINE[row["precision"]] for row in rows},
         "runtime": {"apache-tvm": runtime_libs.TVM_WHEEL, "apache-tvm-ffi": runtime_libs.TVM_FFI_WHEEL},
         "edgeclip_version": __version__,
     }
     return write_bundle(Path(out_dir) / f"{name}-{target.name}{SUFFIX}", manifest, files, frozenset({RUNNER}))
 
 
-def _check_modules(modules: list[BundleModule], references: list[TowerReference]) -> None:
-    if not any(m.variant == "ternary" for m in modules):
+def variant_table(variants: list[Variant], module_manifest: dict, files: dict[str, bytes]) -> list[dict]:
+    """The manifest's variants rows, best first, of the variants that have modules. `added_bytes`:
+    what the variant's modules and weights add to the bundle beyond the variants before it (the
+    size cost of a fat bundle's second module; shared weights count for the first only)."""
+    rows, seen = [], set()
+    for variant in (v for v in variants if v.name in module_manifest):
+        towers = module_manifest[variant.name]
+        paths = {p for entry in towers.values() for p in (
+            entry["path"], *(b["path"] for b in entry.get("batch_modules", ())), *entry["params"],
+            *(w["path"] for w in entry["packed_weights"]))}
+        rows.append({"name": variant.name, "precision": variant.precision, "kernel_family": variant.target.kernel_family,
+                     "device": variant.device, "target": variant.target.name,
+                     "cpu_features": cpu_features(variant.target), "towers": towers,
+                     "added_bytes": sum(len(files[p]) for p in paths - seen)})
+        seen |= paths
+    return rows
+
+
+def _check_modules(modules: list[BundleModule], references: list[TowerReference], variants: list[Variant]) -> None:
+    names = {v.name: v for v in variants}
+    if not any(names.get(m.variant) and names[m.variant].precision == "ternary" for m in modules):
         raise BundleError("a bundle needs at least one ternary module; compile the model first")
     refs = {r.tower for r in references}
     first = {(m.variant, m.tower): m for m in modules if m.batch == 1}
@@ -151,8 +199,8 @@ def _check_modules(modules: list[BundleModule], references: list[TowerReference]
             raise BundleError(f"the {ref.tower} tower's reference holds NaN or infinite values; the model cannot "
                               "give meaningful embeddings: check its weights (edgeclip inspect) and retrain")
     for module in modules:
-        if module.variant not in VARIANTS:
-            raise BundleError(f"module variant {module.variant!r} unknown; use one of {VARIANTS}")
+        if module.variant not in names:
+            raise BundleError(f"module variant {module.variant!r} unknown; this bundle's are {', '.join(names)}")
         if module.tower not in refs:
             raise BundleError(f"tower {module.tower!r} has no reference input/output; pass a TowerReference")
         if module.batch == 1:
@@ -177,29 +225,31 @@ def tokenizer_plan_line(fields: dict) -> str:
     return f"tokenizer {fields['kind']} {fields['vocab']} {fields['context_length']} {','.join(fields['inputs'])}{casing}"
 
 
-def cpu_plan_lines(variants, target: Target) -> list[str]:
-    """The plan's `variant` lines (each variant, best first, with the CPU features its code needs)
-    and `alternative` lines (the other boards of the arch and theirs): the runner checks the CPU
-    against them before loading a module, and a refusal names the boards that fit instead."""
-    needs = cpu_features(target)
-    lines = [f"variant {variant} {','.join(needs) or '-'}" for variant in variants]
+def cpu_plan_lines(rows: list[dict], target: Target) -> list[str]:
+    """The plan's `variant` lines (each variant of the variants table, best first, with the CPU
+    features its code needs) and `alternative` lines (the other boards of the arch and theirs):
+    the runner checks the CPU against them before loading a module, and a refusal names the
+    boards that fit instead."""
+    lines = [f"variant {row['name']} {','.join(row['cpu_features']) or '-'}" for row in rows]
     return lines + [f"alternative {name} {','.join(features) or '-'}" for name, features in alternatives(target)]
 
 
-def _plan(modules: list[BundleModule], module_manifest: dict, references: dict, info: dict, target: Target) -> str:
+def _plan(modules: list[BundleModule], rows: list[dict], references: dict, info: dict, target: Target) -> str:
     """The runner's plan (format in docs/bundle-format.md): the variants and alternative targets,
-    the tokenizer, baked labels, ternary towers, then fp32."""
+    the tokenizer, baked labels, then each variant's towers, best variant first."""
     lines = ["# edgeclip runner plan 3"]
-    lines += cpu_plan_lines([v for v in VARIANTS if v in module_manifest], target)
+    lines += cpu_plan_lines(rows, target)
     tokenizer = info.get("tokenizer")
     if tokenizer is not None and "vocab" in tokenizer:  # the runner tokenizes only with a bundled vocabulary
         lines.append(tokenizer_plan_line(tokenizer))
     if "labels" in info:
         lines.append(baked.labels_plan_line(info["labels"]))
-    for module in sorted(modules, key=lambda m: (VARIANTS.index(m.variant), m.tower)):
+    order = [row["name"] for row in rows]
+    towers = {row["name"]: row["towers"] for row in rows}
+    for module in sorted(modules, key=lambda m: (order.index(m.variant), m.tower)):
         if module.batch > 1:
             continue
-        entry = module_manifest[module.variant][module.tower]
+        entry = towers[module.variant][module.tower]
         lines.append(f"module {module.variant} {module.tower} {entry['path']} {module.function}")
         lines += [f"batch {item['batch']} {item['path']} {item['function']}" for item in entry.get("batch_modules", [])]
         lines += [f"data {item['path']}" for item in references[module.tower]["inputs"]]
@@ -255,7 +305,7 @@ def build_bundle(checkpoint, target_name: str, out_dir, towers=None, baseline: s
         baked.check_prompt(prompt)
     batches = check_batches(batches)
     try:
-        from edgeclip.lower.build import compile as lower_compile
+        from edgeclip.lower import build as _lowering  # noqa: F401 - fail before loading the model
     except ImportError as err:
         raise BundleError("this edgeclip cannot compile whole models (edgeclip.lower is missing); "
                           "write bundles from compiled modules with write_model_bundle") from err
@@ -273,19 +323,30 @@ def build_bundle(checkpoint, target_name: str, out_dir, towers=None, baseline: s
     if labels is not None:
         info["labels"], label_files = _baked_labels(available, family, config, labels, prompt)
         extra.update(label_files)
-    compiled = lower_compile(model, target, towers=list(towers), act="int8", threads=target.cores, seq_len=seq_len)
-    modules = [BundleModule(t, "ternary", compiled.towers[t].executable, packed_weights=compiled.towers[t].weights)
-               for t in towers]
-    if baseline:
-        modules += [BundleModule(t, "fp32", _float_executable(available[t], target)) for t in towers]
-    for size in batches[1:] if "image" in towers else ():
-        image = lower_compile(model, target, towers=["image"], act="int8", threads=target.cores, batch=size).towers["image"]
-        modules.append(BundleModule("image", "ternary", image.executable, packed_weights=image.weights, batch=size))
-        if baseline:
-            float_image = family.towers(model, size, None)["image"]
-            modules.append(BundleModule("image", "fp32", _float_executable(float_image, target), batch=size))
+    variants = bundle_variants(target, baseline is not None)
+    modules = []
+    for variant in variants:
+        for size in batches if "image" in towers else (1,):
+            names = list(towers) if size == 1 else ["image"]
+            modules += _variant_modules(model, family, variant, names, size, target.cores, seq_len)
     name = Path(checkpoint).resolve().name
-    return write_model_bundle(out_dir, name, target, modules, references, info, extra)
+    return write_model_bundle(out_dir, name, target, modules, references, info, extra, variants)
+
+
+def _variant_modules(model, family: ModelFamily, variant: Variant, towers: list[str], batch: int,
+                     threads: int, seq_len: int | None) -> list[BundleModule]:
+    """The `towers` of one variant compiled for `batch` rows (text towers padded to `seq_len`):
+    ternary through the lowering for the variant's kernel family, fp32 through TVM's stock pipeline."""
+    if variant.precision == "fp32":
+        float_towers = family.towers(model, batch, seq_len)
+        return [BundleModule(t, variant.name, _float_executable(float_towers[t], variant.target), batch=batch)
+                for t in towers]
+    from edgeclip.lower.build import compile as lower_compile
+
+    compiled = lower_compile(model, variant.target, towers=towers, act="int8", threads=threads, batch=batch,
+                             seq_len=seq_len)
+    return [BundleModule(t, variant.name, compiled.towers[t].executable, packed_weights=compiled.towers[t].weights,
+                         batch=batch) for t in towers]
 
 
 def _baked_labels(available: dict, family: ModelFamily, config: dict, labels: list[str],

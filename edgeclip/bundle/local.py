@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeclip.bundle.model_info import manifest_family, read_image
 from edgeclip.errors import BundleError
-from edgeclip.formats.bundle import verify_bundle
+from edgeclip.formats.bundle import variant_towers, verify_bundle
 from edgeclip.native import toolchain
 
 
@@ -69,18 +69,19 @@ def profile(bundle, runs: int = 10, warmup: int = 2, module: str | None = None, 
 
 
 def tower_outputs(bundle, inputs: dict[str, list[tuple[np.ndarray, ...]]], emulate: bool = False,
-                  module: str = "ternary") -> dict[str, list[np.ndarray]]:
+                  module: str | None = None) -> dict[str, list[np.ndarray]]:
     """The first output of each tower for each of its input tuples (one runner call per tuple)."""
     with extracted(bundle) as (folder, manifest):
         return _outputs(folder, manifest, inputs, emulate, module)
 
 
 def _outputs(folder: Path, manifest: dict, inputs: dict[str, list[tuple[np.ndarray, ...]]], emulate: bool,
-             module: str = "ternary") -> dict[str, list[np.ndarray]]:
+             module: str | None = None) -> dict[str, list[np.ndarray]]:
     results: dict[str, list[np.ndarray]] = {}
+    module = module or next(iter(variant_towers(manifest)))  # the best variant; a CPU lacking it is refused
     with tempfile.TemporaryDirectory(prefix="edgeclip-io-") as io_dir:
         for tower, items in inputs.items():
-            if tower not in manifest["modules"].get(module, {}):
+            if tower not in variant_towers(manifest).get(module, {}):
                 raise BundleError(f"this bundle has no {module} {tower} tower; rebuild it with --towers {tower}")
             for i, arrays in enumerate(items):
                 paths = []
@@ -100,13 +101,13 @@ def _unit(rows: np.ndarray) -> np.ndarray:
 
 
 def classify(bundle, image_path, labels: list[str], emulate: bool = False,
-             module: str = "ternary") -> list[tuple[str, float]]:
+             module: str | None = None) -> list[tuple[str, float]]:
     """Zero-shot classification: (label, probability) best first, CLIP's softmax over 100·cosine."""
     return classify_images(bundle, [image_path], labels, emulate, module)[0]
 
 
 def classify_images(bundle, image_paths: list, labels: list[str], emulate: bool = False,
-                    module: str = "ternary") -> list[list[tuple[str, float]]]:
+                    module: str | None = None) -> list[list[tuple[str, float]]]:
     """`classify` for several images against one label set: the labels are embedded once.
     Images go through the preprocessing and labels through the tokenizer of the bundle's model
     family (`edgeclip.models.families`), with the tokenizer file the bundle carries."""
@@ -126,7 +127,7 @@ def classify_images(bundle, image_paths: list, labels: list[str], emulate: bool 
     return rankings
 
 
-def embed_text(bundle, text: str, emulate: bool = False, module: str = "ternary") -> np.ndarray:
+def embed_text(bundle, text: str, emulate: bool = False, module: str | None = None) -> np.ndarray:
     with extracted(bundle) as (folder, manifest):
         return _outputs(folder, manifest, {"text": [_tokenizer(folder, manifest)(text)]}, emulate, module)["text"][0]
 

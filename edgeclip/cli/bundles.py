@@ -39,7 +39,8 @@ def add_bundle_commands(subparsers) -> None:
     p.add_argument("bundle", help="a .edgeclip bundle")
     p.add_argument("--emulate", action="store_true", help="run an aarch64 bundle under qemu-user (checking only)")
     p.add_argument("--runs", type=int, default=10, help="timed runs (default 10)")
-    p.add_argument("--module", choices=["ternary", "fp32"], help="profile only this variant (default: every one)")
+    p.add_argument("--variant", metavar="NAME",
+                   help="profile only this variant of the bundle's variants table (default: every one)")
     for flag, verb in (("--image", "classify"), ("--labels", "classify"), ("--text", "embed")):
         p.add_argument(flag, help=argparse.SUPPRESS, action=_Moved, dest="moved", verb=verb)
     p.set_defaults(func=run_run, moved=None)
@@ -62,16 +63,21 @@ def run_targets(args) -> None:
         target = load_target(args.name)
         print(json.dumps({**target.to_dict(), "file": str(target.source)}, indent=2))
         return
+    from edgeclip.lower.target import cpu_features
+
     for target in list_targets():
         arch = "sm_XX" if target.gpu_arch_is_parameter else target.cuda_arch
         gpu = f" + CUDA {arch}" if target.cuda_arch else ""
-        print(f"{target.name:18} {target.arch:8} {target.kernel_family:12}{gpu:12} {target.description}")
+        print(f"{target.name:18} {target.arch:8} {gpu:12} {target.description}")
+        for member in target.variants:  # a fat target's kernel families, best first, and what each needs
+            print(f"{'':20}{member.kernel_family:12} needs {','.join(cpu_features(member)) or '-'}")
 
 
 def run_build(args) -> None:
     from edgeclip.bundle import labels
     from edgeclip.bundle.build import build_bundle, parse_batches
     from edgeclip.errors import BundleError
+    from edgeclip.formats.bundle import read_manifest, variant_rows
 
     if args.prompt is not None and args.labels is None:
         raise BundleError("--prompt goes with --labels (the labels it is put around); pass both or neither")
@@ -81,6 +87,9 @@ def run_build(args) -> None:
     path = build_bundle(args.model, args.target, args.out, towers=towers_from(args), baseline=args.baseline,
                         labels=baked, prompt=prompt, batches=batches, seq_len=args.seq_len)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    for row in variant_rows(read_manifest(path)):  # a fat bundle's later variants cost only their code
+        print(f"  variant {row['name']:22} needs {','.join(row['cpu_features']) or '-'}; "
+              f"adds {row['added_bytes'] / 1e6:.2f} MB")
 
 
 def run_run(args) -> None:
@@ -89,7 +98,7 @@ def run_run(args) -> None:
 
     if args.moved:
         raise BundleError(args.moved)
-    print(json.dumps(local.profile(args.bundle, runs=args.runs, module=args.module, emulate=args.emulate)))
+    print(json.dumps(local.profile(args.bundle, runs=args.runs, module=args.variant, emulate=args.emulate)))
 
 
 class _Moved(argparse.Action):

@@ -15,7 +15,6 @@ import os
 from edgeclip.cli.remote import HOST_HELP, add_ssh_options, options_from
 from edgeclip.errors import RemoteError
 
-VARIANTS = ("ternary", "fp32")  # edgeclip.formats.manifest.VARIANTS
 _PATH_INPUTS = ("--image", "--text-file", "--index", "--vector")
 
 
@@ -97,7 +96,8 @@ def _batch(p) -> None:
 
 
 def _common(p) -> None:
-    p.add_argument("--variant", choices=VARIANTS, help="the module variant to run (default ternary)")
+    p.add_argument("--variant", metavar="NAME", help="the variant of the bundle's variants table to run "
+                   "(default: the first, best, one the CPU runs)")
     p.add_argument("--threads", type=int, help="threads (default: the machine's physical cores)")
     _where(p)
 

@@ -29,6 +29,8 @@ from edgeclip.formats.manifest import (
     check_manifest,
     check_member_name,
     parse_manifest,
+    variant_rows,
+    variant_towers,
 )
 from edgeclip.formats.manifest import VARIANTS as VARIANTS  # re-exported: bundle readers import it here
 
@@ -64,8 +66,9 @@ LIMITS = Limits()
 
 
 def output_floor(manifest: dict, variant: str) -> float:
-    """The cosine `variant` must reach: the floor the bundle was built with, else this schema's."""
-    return manifest.get("min_cosine", {}).get(variant, MIN_COSINE.get(variant, MIN_COSINE["ternary"]))
+    """The cosine `variant` must reach: the floor the bundle was built with, else its precision's."""
+    precision = next((row["precision"] for row in variant_rows(manifest) if row["name"] == variant), variant)
+    return manifest.get("min_cosine", {}).get(variant, MIN_COSINE.get(precision, MIN_COSINE["ternary"]))
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -124,10 +127,11 @@ def write_bundle(path, manifest: dict, files: dict[str, bytes], executables: fro
 
 def payload_bytes(manifest: dict, variant: str) -> int:
     """What the model itself weighs in a bundle: one variant's modules (every batch size's),
-    fixed parameters and stored weights (not the runner, runtime libraries, tokenizer or reference data)."""
+    fixed parameters and stored weights (not the runner, runtime libraries, tokenizer or reference data).
+    Weights a fat bundle's variants share count for each of them."""
     members = manifest["members"]
     total = 0
-    for entry in manifest["modules"].get(variant, {}).values():
+    for entry in variant_towers(manifest).get(variant, {}).values():
         paths = [entry["path"], *(b["path"] for b in entry.get("batch_modules", ())), *entry.get("params", ()),
                  *(w["path"] for w in entry.get("packed_weights", ()))]
         total += sum(members[p]["bytes"] for p in paths)

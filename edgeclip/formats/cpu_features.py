@@ -76,7 +76,7 @@ def refusal(absent: list[str], alternatives: list[str]) -> str:
         names = alternatives[0] if len(alternatives) == 1 else f"{', '.join(alternatives[:-1])} or {alternatives[-1]}"
         return f"this CPU lacks {lacks}: build with --target {names}"
     return (f"this CPU lacks {lacks}: build for a target whose features it has "
-            "(x86-64 takes those of the machine it is built on)")
+            "(`edgeclip targets` lists what each needs)")
 
 
 # aarch64: where the auxiliary vector holds each feature, (AT_ type, bit), as the runner's

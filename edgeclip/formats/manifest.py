@@ -15,11 +15,15 @@ from edgeclip.errors import BundleError
 from edgeclip.formats.cpu_features import ALLOWED as CPU_FEATURES
 from edgeclip.formats.jsonbound import load_bounded
 
-SCHEMA_VERSION = 4  # what this edgeclip writes: 2 added baked `labels`, 3 `batch_modules`, 4 `target.cpu_features`
-READ_VERSIONS = (1, 2, 3, 4)  # older bundles are read as ones without labels / with batch 1 only / no CPU check
+# What this edgeclip writes: 2 added baked `labels`, 3 `batch_modules`, 4 `target.cpu_features`,
+# 5 the `variants` table (replacing `modules`; cpu_features required).
+SCHEMA_VERSION = 5
+READ_VERSIONS = (1, 2, 3, 4, 5)  # older bundles: no labels / batch 1 only / no CPU check / a `modules` table
 MANIFEST = "manifest.json"
-# The module variants a bundle may carry, in the order runners and reports list them.
+# The module precisions (before schema 5 also the only variant names), in the order reports list them.
 VARIANTS = ("ternary", "fp32")
+DEVICES = ("cpu",)  # where a variant's modules run
+MAX_VARIANTS = 16
 MAX_MANIFEST_BYTES = 8 << 20
 MAX_MEMBERS = 4096
 MAX_MEMBER_BYTES = 1 << 40  # a field bound only; verify_bundle's limits bound what is read
@@ -59,16 +63,21 @@ def check_manifest(manifest, where) -> None:
     target = check.table(manifest, "target")
     check.word(target, "name", "target.")
     check.word(target, "arch", "target.")
-    if "cpu_features" in target:
+    if "cpu_features" in target or version >= 5:
         if version < 4:
             raise check.fail("target.cpu_features", "needs bundle schema version 4")
-        check.cpu_features(target)
+        check.cpu_features(target, "target.")
     check.member(manifest, "runner", executable=True)
     if "runner_plan" in manifest:
         check.member(manifest, "runner_plan")
-    check.modules(check.table(manifest, "modules"), version)
+    if version >= 5:
+        if "modules" in manifest:
+            raise check.fail("modules", "is replaced by `variants` in bundle schema version 5")
+        check.variants(manifest)
+    else:
+        check.modules(check.table(manifest, "modules"), version)
     check.references(check.table(manifest, "reference", required=False))
-    check.floors(check.table(manifest, "min_cosine", required=False))
+    check.floors(check.table(manifest, "min_cosine", required=False), list(variant_towers(manifest)))
     for key in _OPTIONAL_TABLES:
         check.table(manifest, key, required=False)
     tokenizer = manifest.get("tokenizer", {})
@@ -81,6 +90,26 @@ def check_manifest(manifest, where) -> None:
         if version < 2:
             raise check.fail("labels", "needs bundle schema version 2")
         check.labels(check.table(manifest, "labels"))
+
+
+def variant_towers(manifest: dict) -> dict[str, dict]:
+    """{variant name: {tower: module entry}}, best variant first, for every schema version (before
+    5 the `modules` table, ternary before fp32). Call it on a checked manifest."""
+    if manifest.get("schema_version", SCHEMA_VERSION) >= 5:
+        return {row["name"]: row["towers"] for row in manifest["variants"]}
+    modules = manifest.get("modules", {})
+    return {name: modules[name] for name in VARIANTS if name in modules}
+
+
+def variant_rows(manifest: dict) -> list[dict]:
+    """The variants table (schema 5), or what an older manifest's `modules` table means as one:
+    each variant named by its precision, of the target's kernel family and CPU features."""
+    if manifest.get("schema_version", SCHEMA_VERSION) >= 5:
+        return manifest["variants"]
+    target = manifest.get("target", {})
+    return [{"name": name, "precision": name, "kernel_family": target.get("kernel_family"), "device": "cpu",
+             "cpu_features": target.get("cpu_features", []), "towers": towers}
+            for name, towers in variant_towers(manifest).items()]
 
 
 def check_member_name(name: str, bundle) -> None:
@@ -179,26 +208,50 @@ class _Checker:
                 self.word(item, "dtype", field)
 
     def modules(self, modules: dict, version: int) -> None:
-        for variant, towers in modules.items():
+        """Schema 1-4: {variant: {tower: module}}, the variant named by its precision."""
+        for variant in modules:
             if variant not in VARIANTS:
                 raise self.fail(f"modules.{variant}", f"is not a module variant (known: {', '.join(VARIANTS)})")
-            towers = self.table(modules, variant, "modules.")
-            for tower in towers:
-                prefix = f"modules.{variant}.{tower}."
-                if not _WORD.fullmatch(tower):
-                    raise self.fail(prefix[:-1], "is not a tower name of letters, digits and _.+-")
-                entry = self.table(towers, tower, f"modules.{variant}.")
-                self.member(entry, "path", prefix)
-                if "function" in entry:
-                    self.word(entry, "function", prefix)
-                params = self.items(entry, "params", prefix)
-                for i in range(len(params)):
-                    self.member(params, i, prefix + "params.")
-                self.files(entry, "packed_weights", prefix, dtype=False)
-                if "batch_modules" in entry:
-                    if version < 3:
-                        raise self.fail(prefix + "batch_modules", "needs bundle schema version 3")
-                    self.batch_modules(entry, prefix)
+            self.towers(self.table(modules, variant, "modules."), f"modules.{variant}.", version)
+
+    def variants(self, manifest: dict) -> None:
+        """Schema 5: a list of {name, precision, kernel_family, device, cpu_features, towers}, best first."""
+        rows = manifest.get("variants")
+        if not isinstance(rows, list) or not 0 < len(rows) <= MAX_VARIANTS:
+            raise self.fail("variants", f"is {_short(rows)}, not a list of 1 to {MAX_VARIANTS} variants")
+        seen = set()
+        for i, row in enumerate(rows):
+            prefix = f"variants.{i}."
+            if not isinstance(row, dict):
+                raise self.fail(prefix[:-1], "is not an object")
+            name = self.word(row, "name", prefix)
+            if name in seen:
+                raise self.fail(prefix + "name", f"repeats the variant name {name!r}")
+            seen.add(name)
+            for key, allowed in (("precision", VARIANTS), ("device", DEVICES)):
+                if row.get(key) not in allowed:
+                    raise self.fail(prefix + key, f"is {_short(row.get(key))}, not one of {', '.join(allowed)}")
+            self.word(row, "kernel_family", prefix)
+            self.cpu_features(row, prefix)
+            self.towers(self.table(row, "towers", prefix), prefix + "towers.", SCHEMA_VERSION)
+
+    def towers(self, towers: dict, where: str, version: int) -> None:
+        for tower in towers:
+            prefix = f"{where}{tower}."
+            if not _WORD.fullmatch(tower):
+                raise self.fail(prefix[:-1], "is not a tower name of letters, digits and _.+-")
+            entry = self.table(towers, tower, where)
+            self.member(entry, "path", prefix)
+            if "function" in entry:
+                self.word(entry, "function", prefix)
+            params = self.items(entry, "params", prefix)
+            for i in range(len(params)):
+                self.member(params, i, prefix + "params.")
+            self.files(entry, "packed_weights", prefix, dtype=False)
+            if "batch_modules" in entry:
+                if version < 3:
+                    raise self.fail(prefix + "batch_modules", "needs bundle schema version 3")
+                self.batch_modules(entry, prefix)
 
     def batch_modules(self, entry: dict, prefix: str) -> None:
         """The tower compiled for more batch sizes than 1: each {batch, path, function}, ascending."""
@@ -215,12 +268,12 @@ class _Checker:
             self.member(item, "path", field)
             self.word(item, "function", field)
 
-    def cpu_features(self, target: dict) -> None:
+    def cpu_features(self, parent: dict, prefix: str) -> None:
         """The CPU features the code needs: distinct names of formats.cpu_features' table."""
-        names = target.get("cpu_features")
+        names = parent.get("cpu_features")
         if (not isinstance(names, list) or len(names) > len(CPU_FEATURES) or len(set(map(str, names))) != len(names)
                 or not all(isinstance(n, str) and n in CPU_FEATURES for n in names)):
-            raise self.fail("target.cpu_features", f"is {_short(names)}, not a list of distinct CPU feature names "
+            raise self.fail(prefix + "cpu_features", f"is {_short(names)}, not a list of distinct CPU feature names "
                             "(such as asimd, asimddp, avx2)")
 
     def references(self, reference: dict) -> None:
@@ -240,10 +293,10 @@ class _Checker:
             raise self.fail("labels.count", f"is {_short(count)}, not a label count from 1 to {MAX_LABELS}")
         self.text(labels, "prompt", MAX_PROMPT_CHARS, "labels.")
 
-    def floors(self, floors: dict) -> None:
+    def floors(self, floors: dict, variants: list[str]) -> None:
         for variant, value in floors.items():
-            if variant not in VARIANTS:
-                raise self.fail(f"min_cosine.{variant}", f"is not a module variant (known: {', '.join(VARIANTS)})")
+            if variant not in variants:
+                raise self.fail(f"min_cosine.{variant}", f"is not a variant of the bundle (it has {', '.join(variants)})")
             if type(value) not in (int, float) or not math.isfinite(value) or not 0 < value <= 1:
                 raise self.fail(f"min_cosine.{variant}", f"is {_short(value)}, not a cosine in (0, 1]")
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from edgeclip.errors import RemoteError
-from edgeclip.formats.bundle import VARIANTS, output_floor, read_manifest
+from edgeclip.formats.bundle import output_floor, read_manifest, variant_rows, variant_towers
 from edgeclip.remote.connect import Connection, Session, SshOptions
 from edgeclip.remote.deploy import DeployResult, Layout, deploy
 from edgeclip.remote.diagnose import explain
@@ -101,14 +101,17 @@ def profile(
         raise RemoteError(f"--runs must be at least 1, not {runs}")
     manifest = read_manifest(bundle)
     runner = manifest["runner"]  # read_manifest's schema made it an executable member
-    carried = manifest.get("modules", {})
+    carried = variant_towers(manifest)
     named = modules  # the board's CPU must run each of these; by default any variant will do
-    modules = modules or tuple(m for m in VARIANTS if m in carried)
+    modules = modules or tuple(carried)
     missing = [m for m in modules if m not in carried]
     if missing:
         raise RemoteError(f"{bundle} has no {', '.join(missing)} module; rebuild it with `edgeclip build "
                           "--baseline fp32` to profile against the fp32 baseline")
     deployed = deploy(bundle, host, options, progress, variants=named)
+    have = deployed.device.cpu_features
+    if not named and have is not None:  # by default, every variant this board's CPU runs
+        modules = tuple(row["name"] for row in variant_rows(manifest) if set(row["cpu_features"]) <= set(have))
     folder = Layout(deployed.device.home, deployed.name).current
     measured = {}
     with Session(host, options) as session:

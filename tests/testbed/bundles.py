@@ -88,9 +88,11 @@ def make_bundle(
     files.update(extra or {})
     if plan is not None:
         files["runner.plan"] = plan.encode()
-    modules = {module: {"model": {"path": f"model/{module}.bin"}} for module in ("ternary", "fp32")}
-    manifest = {"name": name, "target": {"name": target, "arch": arch}, "runner": "bin/edgeclip-runner",
-                "modules": modules, **({"runner_plan": "runner.plan"} if plan is not None else {})}
+    variants = [{"name": module, "precision": module, "kernel_family": "stand_in", "device": "cpu", "cpu_features": [],
+                 "towers": {"model": {"path": f"model/{module}.bin"}}} for module in ("ternary", "fp32")]
+    manifest = {"name": name, "target": {"name": target, "arch": arch, "cpu_features": []},
+                "runner": "bin/edgeclip-runner", "variants": variants,
+                **({"runner_plan": "runner.plan"} if plan is not None else {})}
     return write_bundle(path, manifest, files, executables=frozenset({"bin/edgeclip-runner"}))
 
 
