@@ -1,6 +1,6 @@
 """The runner's `preprocess` subcommand against the host's preprocessing, on a real host bundle:
-PNGs give exactly the host's uint8 pixels, JPEGs stay within the decoders' difference, and bad
-images are refused with one line before anything large is allocated."""
+PNGs and JPEGs give exactly the host's uint8 pixels (both sides decode JPEGs with libjpeg-turbo), and
+bad images are refused with one line before anything large is allocated."""
 
 import json
 import subprocess
@@ -64,23 +64,32 @@ def test_pngs_give_exactly_the_hosts_pixels(runner, tmp_path):
         np.testing.assert_allclose(tensor, host, atol=1e-5, err_msg=path.name)
 
 
-def test_jpegs_and_exif_orientation_stay_within_the_decoders_difference(runner, tmp_path):
+def test_jpegs_and_exif_orientation_give_exactly_the_hosts_pixels(runner, tmp_path):
     command, manifest = runner
     size = manifest["preprocessing"]["image_size"]
     photo = Image.fromarray(np.asarray(skimage_data.astronaut()))
-    for quality in (30, 75, 95):
+    for quality, subsampling in ((30, 2), (75, 1), (95, 0)):  # 4:2:0, 4:2:2, 4:4:4
         for orientation in (1, 3, 6, 8):
             path = tmp_path / f"q{quality}-o{orientation}.jpg"
             exif = Image.Exif()
             exif[0x0112] = orientation
-            photo.save(path, quality=quality, exif=exif.tobytes())
+            photo.save(path, quality=quality, subsampling=subsampling, exif=exif.tobytes())
             _, raw = _device(command, path, tmp_path)
             host = clip_pixels(Image.open(path), size)
-            assert raw.shape == host.shape
-            assert int(np.abs(raw.astype(int) - host).max()) <= 1, path.name
+            np.testing.assert_array_equal(raw, host, err_msg=path.name)
 
 
-@pytest.mark.parametrize("case", ["missing", "text", "truncated-jpeg", "huge-png"])
+def _huge_jpeg(path: Path) -> None:
+    """A real 64x48 JPEG whose frame header (SOF0) claims 20000x20000."""
+    small = path.with_suffix(".small.jpg")
+    Image.new("RGB", (64, 48), (200, 30, 90)).save(small)
+    data = bytearray(small.read_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = (20000).to_bytes(2, "big") * 2  # height, width
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("case", ["missing", "text", "truncated-jpeg", "huge-png", "imageless-jpeg", "huge-jpeg"])
 def test_a_bad_image_is_refused_in_one_line(runner, tmp_path, case):
     import zlib
 
@@ -91,6 +100,10 @@ def test_a_bad_image_is_refused_in_one_line(runner, tmp_path, case):
     elif case == "truncated-jpeg":
         Image.fromarray(np.asarray(skimage_data.coffee())).save(tmp_path / "whole.jpg")
         path.write_bytes((tmp_path / "whole.jpg").read_bytes()[:5000])
+    elif case == "imageless-jpeg":  # start and end of image, nothing between: libjpeg's own error
+        path.write_bytes(b"\xff\xd8\xff\xd9")
+    elif case == "huge-jpeg":
+        _huge_jpeg(path)
     elif case == "huge-png":
         def chunk(kind, data):
             return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
@@ -101,4 +114,8 @@ def test_a_bad_image_is_refused_in_one_line(runner, tmp_path, case):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "o.npy").exists()
+    if case.startswith("huge"):
+        assert "20000x20000 = 400000000 pixels, over the limit" in done.stderr, done.stderr
+    if case == "imageless-jpeg":
+        assert "JPEG datastream contains no image" in done.stderr, done.stderr
     json.dumps(done.stderr)  # printable, one line

@@ -17,15 +17,15 @@ import subprocess
 from pathlib import Path
 
 from edgeclip.errors import ToolchainError
-from edgeclip.fsutil import cache_root
+from edgeclip.fsutil import cache_root, write_synced
 from edgeclip.native import runtime_libs
 
 RUNNER_DIR = Path(__file__).with_name("runner")
 # The headers both programs compile; edgeclip.h is also the bundle's public include/edgeclip.h.
 SHARED_HEADERS = ("args.h", "bpe.h", "cpu_features.h", "edgeclip.h", "exif.h", "host.h", "html.h", "image.h",
-                  "image_decode.h", "index_file.h", "index_scan.h", "inflate.h", "json.h", "labels.h", "npy.h", "plan.h",
-                  "preprocess.h", "report.h", "request.h", "resample.h", "results.h", "tensors.h", "tokenizer.h", "tower.h",
-                  "unicode.h", "unicode_tables.h", "variants.h", "wordpiece.h")
+                  "image_decode.h", "index_file.h", "index_scan.h", "inflate.h", "jpeg_decode.h", "json.h", "labels.h",
+                  "npy.h", "plan.h", "preprocess.h", "report.h", "request.h", "resample.h", "results.h", "tensors.h",
+                  "tokenizer.h", "tower.h", "unicode.h", "unicode_tables.h", "variants.h", "wordpiece.h")
 RUNNER_HEADERS = ("bench.h", "classify_command.h", "embed_command.h", "model_handle.h", "preprocess_command.h",
                   "search_command.h", "serve_command.h", "tokenize_command.h")
 LIBRARY_NAME = "libedgeclip.so"
@@ -33,6 +33,11 @@ PUBLIC_HEADER = RUNNER_DIR / "edgeclip.h"
 # The runtime decodes JPEG/PNG with stb_image, header-only: its folder is an include directory and
 # its bytes part of the cache key. Only that folder, so a cross build sees no host headers.
 STB_IMAGE = (Path("/usr/include/stb/stb_image.h"), "libstb-dev")
+# JPEGs decode with libjpeg-turbo (SIMD, as Pillow), its static PIC archive of the target's
+# architecture linked into the program, so the device needs nothing new. Its headers are staged in
+# a folder of their own (jconfig.h is per architecture), again so no host header reaches a cross build.
+LIBJPEG_HEADERS = ("jpeglib.h", "jmorecfg.h", "jerror.h")  # jerror.h: the message texts
+LIBJPEG_PACKAGES = {"x86_64": "libjpeg62-turbo-dev", "aarch64": "libjpeg62-turbo-dev:arm64"}
 # qemu-user binary, the Debian cross libc it loads target libraries from, and that libc's package.
 EMULATORS = {"aarch64": ("qemu-aarch64", "/usr/aarch64-linux-gnu", "libc6-arm64-cross")}
 # Flags that keep a binary reproducible: no build paths or times leak into it.
@@ -55,7 +60,8 @@ def tvm_program(name: str, compiler: str, package: str, wheel_platform: str, mai
     libtvm_runtime is linked although such programs call only tvm-ffi symbols: a module's
     parallel loops need its thread pool (TVMBackendParallelLaunch), found through this dependency.
     `rpath` (e.g. `$ORIGIN/../lib`) lets the program find the runtime without LD_LIBRARY_PATH.
-    `shared_libs` are further libraries to link (their bytes join the cache key). With `library`
+    `shared_libs` are further libraries (shared or static archives) to link (their bytes join the
+    cache key). With `library`
     (soname, symbol glob) the result is a shared library of that name exporting only the symbols
     the glob matches (a version script: inline C++ from the standard headers stays private too)."""
     path = require_compiler(compiler, package)
@@ -98,23 +104,53 @@ def _stb_image() -> Path:
     return stb
 
 
+def libjpeg(arch: str, usr: Path = Path("/usr")) -> tuple[tuple[Path, ...], Path]:
+    """(staged libjpeg headers, libjpeg.a) for `arch` from Debian's multiarch folders under `usr`,
+    or an error naming the package to install."""
+    package = LIBJPEG_PACKAGES.get(arch)
+    if package is None:
+        raise ToolchainError(f"no libjpeg-turbo package is known for {arch}")
+    triplet = f"{arch}-linux-gnu"
+    archive = usr / "lib" / triplet / "libjpeg.a"
+    sources = [usr / "include" / name for name in LIBJPEG_HEADERS] + [usr / "include" / triplet / "jconfig.h"]
+    missing = [p for p in (archive, *sources) if not p.is_file()]
+    if missing:
+        setup = "dpkg --add-architecture arm64 && apt-get update && " if package.endswith(":arm64") else ""
+        raise ToolchainError(f"the runtime's JPEG decoder for {arch} ({missing[0]}) is missing; install it with "
+                             f"`{setup}apt-get install {package}`")
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+    folder = cache_root() / "include" / f"libjpeg-{arch}-{digest}"
+    if not folder.is_dir():
+        staging = folder.with_name(f"{folder.name}.{os.getpid()}.part")
+        staging.mkdir(parents=True, exist_ok=True)
+        for source in sources:
+            write_synced(staging / source.name, source.read_bytes())
+        try:
+            staging.rename(folder)
+        except OSError:  # another process staged it first
+            shutil.rmtree(staging)
+    return tuple(folder / p.name for p in sources), archive
+
+
 def runtime_library(compiler: str, package: str, wheel_platform: str) -> Path:
-    """libedgeclip.so for a target (the C API of edgeclip.h, stb_image compiled in): RUNPATH
-    `$ORIGIN`, since it sits in the bundle's lib/ beside libtvm_runtime.so and libtvm_ffi.so."""
-    headers = (*(RUNNER_DIR / h for h in SHARED_HEADERS), _stb_image())
+    """libedgeclip.so for a target (the C API of edgeclip.h, stb_image and libjpeg-turbo compiled
+    in): RUNPATH `$ORIGIN`, since it sits in the bundle's lib/ beside libtvm_runtime.so and libtvm_ffi.so."""
     arch = runtime_libs.platform_arch(wheel_platform)
+    jpeg_headers, jpeg = libjpeg(arch)
+    headers = (*(RUNNER_DIR / h for h in SHARED_HEADERS), _stb_image(), *jpeg_headers)
     return tvm_program(f"libedgeclip-{arch}", compiler, package, wheel_platform, RUNNER_DIR / "edgeclip_lib.cc",
-                       headers, rpath="$ORIGIN", library=(LIBRARY_NAME, "edgeclip_*"))
+                       headers, rpath="$ORIGIN", shared_libs=(jpeg,), library=(LIBRARY_NAME, "edgeclip_*"))
 
 
 def runner_binary(compiler: str, package: str, wheel_platform: str) -> Path:
     """The bundle runner for a target, linked to its libedgeclip.so: RUNPATH `$ORIGIN/../lib`, so
     on the device it finds lib/libedgeclip.so and the TVM runtime without LD_LIBRARY_PATH."""
-    headers = (*(RUNNER_DIR / h for h in (*SHARED_HEADERS, *RUNNER_HEADERS)), _stb_image())
     arch = runtime_libs.platform_arch(wheel_platform)
+    jpeg_headers, jpeg = libjpeg(arch)
+    headers = (*(RUNNER_DIR / h for h in (*SHARED_HEADERS, *RUNNER_HEADERS)), _stb_image(), *jpeg_headers)
     library = runtime_library(compiler, package, wheel_platform)
     return tvm_program(f"edgeclip-runner-{arch}", compiler, package, wheel_platform, RUNNER_DIR / "edgeclip_runner.cc",
-                       headers, rpath="$ORIGIN/../lib", shared_libs=(library,))
+                       headers, rpath="$ORIGIN/../lib", shared_libs=(library, jpeg))
 
 
 def standalone_runner(dest: Path, compiler: str, package: str, wheel_platform: str) -> Path:

@@ -1,5 +1,6 @@
-// JPEG and PNG files to upright 8-bit RGB, decoded by stb_image (compiled in here, the runner's one
-// translation unit, so a board needs nothing beyond libc/libstdc++). Refused with one clear error:
+// JPEG and PNG files to upright 8-bit RGB: JPEGs by libjpeg-turbo (jpeg_decode.h, as Pillow), PNGs
+// and the rare four-channel (CMYK) JPEG by stb_image, compiled in here, so a board needs nothing
+// beyond libc/libstdc++. Refused with one clear error:
 // a missing or unreadable file, anything that is not a JPEG or PNG, a JPEG cut short (no
 // end-of-image marker after its scan data), and an image over kMaxImagePixels, which is read from
 // the header before any pixel memory is allocated.
@@ -22,6 +23,7 @@
 
 #include "exif.h"
 #include "image.h"
+#include "jpeg_decode.h"
 
 namespace edgeclip {
 
@@ -60,39 +62,48 @@ inline bool JpegHasEnd(const std::vector<uint8_t>& data) {
   return false;
 }
 
-inline Image DecodeImage(const std::string& path) {
-  const std::vector<uint8_t> data = ReadImageFile(path);
-  const bool jpeg = data.size() >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF;
-  const bool png = data.size() >= 8 && std::memcmp(data.data(), "\x89PNG\r\n\x1a\n", 8) == 0;
-  if (!jpeg && !png) throw std::runtime_error(path + " is not a JPEG or PNG image");
-  const int size = static_cast<int>(data.size());
-  int width = 0, height = 0, stored_channels = 0;
-  auto be32 = [&](size_t at) { return int64_t{data[at]} << 24 | data[at + 1] << 16 | data[at + 2] << 8 | data[at + 3]; };
-  // A PNG's size is read from IHDR here: stb refuses a huge one with a vague "unknown image type".
-  const int64_t png_pixels = png && data.size() >= 24 ? be32(16) * be32(20) : 0;
-  if (png_pixels > kMaxImagePixels) {
-    throw std::runtime_error(path + " is " + std::to_string(be32(16)) + "x" + std::to_string(be32(20)) + " = " +
-                             std::to_string(png_pixels) + " pixels, over the limit of " +
+inline void CheckPixels(const std::string& path, int64_t width, int64_t height) {
+  if (width * height > kMaxImagePixels) {
+    throw std::runtime_error(path + " is " + std::to_string(width) + "x" + std::to_string(height) + " = " +
+                             std::to_string(width * height) + " pixels, over the limit of " +
                              std::to_string(kMaxImagePixels) + "; shrink it first");
   }
+}
+
+// stb_image's RGB pixels of a PNG (or CMYK JPEG), its size bounded from the header first.
+inline Image DecodeWithStb(const std::string& path, const std::vector<uint8_t>& data, bool jpeg) {
+  const int size = static_cast<int>(data.size());
+  int width = 0, height = 0, stored_channels = 0;
   if (!stbi_info_from_memory(data.data(), size, &width, &height, &stored_channels)) {
     throw std::runtime_error("cannot read the " + std::string(jpeg ? "JPEG" : "PNG") + " header of " + path + " (" +
                              stbi_failure_reason() + ")");
   }
-  const int64_t pixels = static_cast<int64_t>(width) * height;
-  if (pixels > kMaxImagePixels) {
-    throw std::runtime_error(path + " is " + std::to_string(width) + "x" + std::to_string(height) + " = " +
-                             std::to_string(pixels) + " pixels, over the limit of " + std::to_string(kMaxImagePixels) +
-                             "; shrink it first");
-  }
-  if (jpeg && !JpegHasEnd(data)) throw std::runtime_error(path + " is a truncated JPEG (it has no end-of-image marker)");
+  CheckPixels(path, width, height);
   std::unique_ptr<stbi_uc, void (*)(void*)> rgb(
       stbi_load_from_memory(data.data(), size, &width, &height, &stored_channels, 3), stbi_image_free);
   if (!rgb) throw std::runtime_error("cannot decode " + path + " (" + stbi_failure_reason() + ")");
   Image image(width, height, 3);
   std::memcpy(image.pixels.data(), rgb.get(), image.pixels.size());
-  const int orientation = jpeg ? JpegOrientation(data.data(), data.size()) : PngOrientation(data.data(), data.size());
-  return Upright(image, orientation);
+  return image;
+}
+
+inline Image DecodeJpeg(const std::string& path, const std::vector<uint8_t>& data) {
+  JpegDecoder decoder(path, data.data(), data.size());
+  CheckPixels(path, decoder.width(), decoder.height());
+  if (!JpegHasEnd(data)) throw std::runtime_error(path + " is a truncated JPEG (it has no end-of-image marker)");
+  return decoder.four_channels() ? DecodeWithStb(path, data, true) : decoder.Decode();
+}
+
+inline Image DecodeImage(const std::string& path) {
+  const std::vector<uint8_t> data = ReadImageFile(path);
+  const bool jpeg = data.size() >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF;
+  const bool png = data.size() >= 8 && std::memcmp(data.data(), "\x89PNG\r\n\x1a\n", 8) == 0;
+  if (!jpeg && !png) throw std::runtime_error(path + " is not a JPEG or PNG image");
+  if (jpeg) return Upright(DecodeJpeg(path, data), JpegOrientation(data.data(), data.size()));
+  // A PNG's size is read from IHDR here: stb refuses a huge one with a vague "unknown image type".
+  auto be32 = [&](size_t at) { return int64_t{data[at]} << 24 | data[at + 1] << 16 | data[at + 2] << 8 | data[at + 3]; };
+  if (data.size() >= 24) CheckPixels(path, be32(16), be32(20));
+  return Upright(DecodeWithStb(path, data, false), PngOrientation(data.data(), data.size()));
 }
 
 }  // namespace edgeclip
