@@ -135,16 +135,23 @@ def device_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def peak_table() -> str:
-    lines = ["| CPU | instruction | threads | GMAC/s | core GHz (measured) | MAC/cycle/core | load avg |",
-             "|---|---|---|---|---|---|---|"]
-    for _, d in _load("peak-*.json"):
-        meta = d["meta"]
-        for row in d["results"]:
-            lines.append(f"| {meta['cpu']} | `{meta['instruction']}` × {meta['accumulators']} | {row['threads']} | "
-                         f"{row['mac_per_s'] / 1e9:.0f} | {row['core_ghz']:.2f} | {row['mac_per_cycle_per_core']:.0f} | "
-                         f"{meta['load_average'][0]:.1f} |")
+def _table(header: list[str], pattern: str, rows) -> str:
+    """A Markdown table: `header`, then the lines `rows(data)` gives for each results file matching `pattern`."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, data in _load(pattern):
+        lines += rows(data)
     return "\n".join(lines) + "\n"
+
+
+def peak_table() -> str:
+    def rows(d: dict) -> list[str]:
+        meta = d["meta"]
+        return [f"| {meta['cpu']} | `{meta['instruction']}` × {meta['accumulators']} | {row['threads']} | "
+                f"{row['mac_per_s'] / 1e9:.0f} | {row['core_ghz']:.2f} | {row['mac_per_cycle_per_core']:.0f} | "
+                f"{meta['load_average'][0]:.1f} |" for row in d["results"]]
+
+    return _table(["CPU", "instruction", "threads", "GMAC/s", "core GHz (measured)", "MAC/cycle/core", "load avg"],
+                  "peak-*.json", rows)
 
 
 ARM_GOALS_MS = {"rpi5": 40, "rpi4": 150}  # issue #21: image tower at 4 threads, as estimates
@@ -244,16 +251,15 @@ def _ablation_lines(data: dict, name: str) -> list[str]:
 
 
 def search_table() -> str:
-    lines = ["| CPU | encoding | rerank | p50 ms (p90) | recall@10 | bytes scanned / query | vectors vs fp32 | load avg |",
-             "|---|---|---|---|---|---|---|---|"]
-    for _, d in _load("search-*.json"):
+    def rows(d: dict) -> list[str]:
         cpu = d["host_before"]
-        for c in d["configs"]:
-            lines.append(f"| {cpu['cpu']} ({cpu['cpus']} CPUs, 1 used) | {c['encoding']} | {c['rerank'] or 100} | "
-                         f"{c['p50_ms']:.2f} ({c['p90_ms']:.2f}) | {c['recall_at_10']:.4f} | "
-                         f"{c['bytes_scanned'] / 1e6:.2f} MB | {100 * c['vector_storage_vs_fp32']:.1f} % | "
-                         f"{cpu['load_average'][0]:.1f}–{d['host_after']['load_average'][0]:.1f} |")
-    return "\n".join(lines) + "\n"
+        return [f"| {cpu['cpu']} ({cpu['cpus']} CPUs, 1 used) | {c['encoding']} | {c['rerank'] or 100} | "
+                f"{c['p50_ms']:.2f} ({c['p90_ms']:.2f}) | {c['recall_at_10']:.4f} | "
+                f"{c['bytes_scanned'] / 1e6:.2f} MB | {100 * c['vector_storage_vs_fp32']:.1f} % | "
+                f"{cpu['load_average'][0]:.1f}–{d['host_after']['load_average'][0]:.1f} |" for c in d["configs"]]
+
+    return _table(["CPU", "encoding", "rerank", "p50 ms (p90)", "recall@10", "bytes scanned / query", "vectors vs fp32",
+                   "load avg"], "search-*.json", rows)
 
 
 TABLES = {"kernels": kernels_table, "e2e": e2e_table, "ptq": ptq_table, "bundle": bundle_table,
