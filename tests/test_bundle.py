@@ -368,7 +368,7 @@ def test_tiny_clip_host_bundle_reproduces_reference_and_classifies(tiny_clip_che
     from edgeclip.bundle.build import build_bundle
 
     bundle = build_bundle(tiny_clip_checkpoint, HOST, tmp_path, baseline="fp32")
-    assert bundle.name == "tiny-q-x86-64.edgeclip"
+    assert bundle.name == f"tiny-q-{HOST}.edgeclip"
     _check_tiny_clip_bundle(bundle, "x86_64", emulate=False)
     image = tmp_path / "img.png"
     Image.fromarray(np.random.default_rng(5).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(image)
