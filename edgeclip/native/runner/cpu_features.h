@@ -174,7 +174,7 @@ inline std::string RefusalLine(const std::vector<std::string>& absent, const std
   for (const std::string& name : absent) lacks += (lacks.empty() ? "" : ", ") + name + " (" + FeatureMeaning(name) + ")";
   if (targets.empty()) {
     return "this CPU lacks " + lacks + ": build for a target whose features it has "
-           "(x86-64 takes those of the machine it is built on)";
+           "(`edgeclip targets` lists what each needs)";
   }
   std::string names = targets.back();
   if (targets.size() > 1) {
