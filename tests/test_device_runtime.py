@@ -219,7 +219,7 @@ BAD = {
                    "must contain {} exactly once"),
     "missing label file": (["classify", "--image", "{png}", "--labels-file", "{tmp}/none.txt"], 3,
                            "cannot read the text file"),
-    "missing tower": (["embed", "--variant", "fp32", "--text", "a"], 3, "has no fp32 text tower"),
+    "variant not built": (["embed", "--variant", "fp32", "--text", "a"], 3, "has no variant 'fp32'; it has ternary"),
     "empty folder": (["embed", "--image", "{tmp}/empty"], 3, "has no .jpg, .jpeg or .png files"),
     "NUL in a text file": (["tokenize", "--text-file", "{tmp}/nul.txt"], 3, "holds a NUL byte"),
     "prompt without labels": (["classify", "--image", "{png}", "--prompt", "a {}"], 2, "--prompt needs --labels"),
@@ -229,7 +229,7 @@ BAD = {
     "nothing to embed": (["embed"], 2, "embed needs --image"),
     "unknown option": (["classify", "--image", "{png}", "--colour", "red"], 2, "unknown option --colour"),
     "missing value": (["embed", "--text"], 2, "--text needs a value"),
-    "bad variant": (["tokenize", "--variant", "int4", "--text", "a"], 2, "--variant must be ternary or fp32"),
+    "unknown variant": (["embed", "--variant", "int4", "--text", "a"], 3, "has no variant 'int4'; it has ternary"),
     "bad towers": (["serve", "--towers", "image,audio"], 2, "--towers takes image, text or image,text, not 'audio'"),
     "unknown mode": (["frobnicate"], 2, "unknown mode 'frobnicate'"),
 }

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def make_tiny_bert_dir(path: Path, seed: int = 0) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from edgeclip.models.wordpiece import minilm_tokenizer
+    from edgeclip.models.wordpiece import minilm_tokenizer, minilm_vocab
 
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
@@ -76,4 +77,5 @@ def make_tiny_bert_dir(path: Path, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         BertModel(config).save_pretrained(path)
     minilm_tokenizer().save_pretrained(path)
+    shutil.copyfile(minilm_vocab(), path / "vocab.txt")  # what a sentence-transformers folder carries
     return path
