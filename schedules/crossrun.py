@@ -57,8 +57,8 @@ def run_aarch64(module_so: Path, function: str, args: list[np.ndarray], timeout_
             paths.append(Path(tmp) / f"arg{i}.npy")
             np.save(paths[-1], np.ascontiguousarray(arr))
         result = Path(tmp) / "result.npy"
-        env = dict(os.environ, LD_LIBRARY_PATH=str(runtime / "lib"), TVM_NUM_THREADS="1")
-        cmd = [*toolchain.emulator_command("aarch64"), str(harness), str(module_so), function,
+        env = dict(os.environ, TVM_NUM_THREADS="1")
+        cmd = [*toolchain.emulator_command("aarch64", (str(runtime / "lib"),)), str(harness), str(module_so), function,
                str(result), *map(str, paths)]
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
         if done.returncode != 0:

@@ -181,13 +181,14 @@ def export_module(lib, path: Path, compiler: str, package: str) -> Path:
     return path
 
 
-def emulator_command(arch: str) -> list[str]:
+def emulator_command(arch: str, library_dirs: tuple[str, ...] = ()) -> list[str]:
     """The prefix that runs a Linux binary of `arch` here: nothing for the host's own
     architecture, qemu-user with that architecture's Debian cross libc otherwise.
 
     The guest's LD_LIBRARY_PATH pins the C library to the cross sysroot's: on a host that also has
     Debian's multiarch libc6:arm64 (pulled in by libjpeg62-turbo-dev:arm64), the host's
-    ld.so.cache would hand the sysroot's ld.so that other libc build, and threads then spin forever."""
+    ld.so.cache would hand the sysroot's ld.so that other libc build, and threads then spin forever.
+    `library_dirs` follow the sysroot's (the guest's LD_LIBRARY_PATH is this one, not the caller's)."""
     if arch == platform.machine():
         return []
     if arch not in EMULATORS:
@@ -197,4 +198,4 @@ def emulator_command(arch: str) -> list[str]:
         raise ToolchainError(f"cannot emulate {arch}: {qemu} is not installed; apt-get install qemu-user")
     if not Path(sysroot, "lib").is_dir():
         raise ToolchainError(f"cannot emulate {arch}: its C library ({sysroot}) is missing; apt-get install {package}")
-    return [qemu, "-L", sysroot, "-E", f"LD_LIBRARY_PATH={sysroot}/lib"]
+    return [qemu, "-L", sysroot, "-E", "LD_LIBRARY_PATH=" + ":".join((f"{sysroot}/lib", *library_dirs))]
