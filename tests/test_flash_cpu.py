@@ -21,8 +21,11 @@ PLAN = ("# edgeclip runner plan 3\nvariant ternary asimd,asimddp\nalternative rp
 @pytest.fixture
 def rpi5_like(tmp_path):
     files = {"bin/run": b"#!/bin/sh\n", "runner.plan": PLAN.encode(), "modules/image.so": b"\0" * 50_000}
-    manifest = {"name": "dotmodel", "target": {"name": "rpi5", "arch": "aarch64"}, "runner": "bin/run",
-                "runner_plan": "runner.plan", "modules": {}}
+    needs = ["asimd", "asimddp", "asimdhp"]
+    variant = {"name": "ternary", "precision": "ternary", "kernel_family": "arm_dotprod", "device": "cpu",
+               "cpu_features": needs, "towers": {"image": {"path": "modules/image.so"}}}
+    manifest = {"name": "dotmodel", "target": {"name": "rpi5", "arch": "aarch64", "cpu_features": needs},
+                "runner": "bin/run", "runner_plan": "runner.plan", "variants": [variant]}
     return write_bundle(tmp_path / "dot.edgeclip", manifest, files, executables=frozenset({"bin/run"}))
 
 

@@ -17,7 +17,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, ViTConfig, ViTModel
 from edgeclip.bundle.build import build_bundle
 from edgeclip.bundle.model_info import manifest_family, read_image
 from edgeclip.cli import main
-from edgeclip.formats.bundle import verify_bundle
+from edgeclip.formats.bundle import variant_towers, verify_bundle
 from edgeclip.models.model_io import load_model
 
 skimage = pytest.importorskip("skimage")
@@ -40,7 +40,7 @@ def embedder(request, tmp_path_factory):
     torch.manual_seed(0)
     model_class(config_class(**SIZES)).save_pretrained(root / "teacher")
     _, checkpoint = ternarize_source(str(root / "teacher"), TernaryConfig(policy="q-all"), root / request.param)
-    return checkpoint, build_bundle(checkpoint, "x86-64", root / "out", batches=(1,))
+    return checkpoint, build_bundle(checkpoint, "x86-64-v3", root / "out", batches=(1,))
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_embed_a_folder_matches_the_pytorch_student(embedder, photos, tmp_path):
 
 def test_an_image_embedding_bundle_is_image_only(embedder):
     manifest = verify_bundle(embedder[1])
-    assert manifest["model"]["family"] == "hf-vision" and list(manifest["modules"]["ternary"]) == ["image"]
+    assert manifest["model"]["family"] == "hf-vision" and list(variant_towers(manifest)["ternary"]) == ["image"]
     assert "tokenizer" not in manifest and not [m for m in manifest["members"] if "text" in m or "tokenizer" in m]
 
 

@@ -23,6 +23,7 @@ from edgeclip.bundle.index_host import build_index, exact_top_k, recall_at_k
 from edgeclip.cli import main
 from edgeclip.errors import ToolchainError
 from edgeclip.formats import index as index_format
+from edgeclip.formats.bundle import variant_towers
 from edgeclip.native import toolchain
 from edgeclip.training.corpus import load_fortunes
 
@@ -32,7 +33,7 @@ QUERIES = 100
 
 @pytest.fixture(scope="module")
 def bundle(tiny_clip_ternary):
-    return build_bundle(tiny_clip_ternary, "x86-64", tiny_clip_ternary.parent / "search-bundles", towers=("text",))
+    return build_bundle(tiny_clip_ternary, "x86-64-v3", tiny_clip_ternary.parent / "search-bundles", towers=("text",))
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,7 @@ def test_runner_index_equals_host_writer_and_names_its_model(folder, built, text
     lines = texts[0].read_text(encoding="utf-8").splitlines()
     info = index_format.parse(paths["binary"].read_bytes())
     manifest = json.loads((folder / "manifest.json").read_text())
-    module = manifest["modules"]["ternary"]["text"]["path"]
+    module = variant_towers(manifest)["ternary"]["text"]["path"]
     assert info.model == {"bundle": manifest["name"], "tower": "text", "variant": "ternary",
                           "module_sha256": manifest["members"][module]["sha256"]}
     assert info.items == tuple(lines) and info.lines == tuple(range(1, CORPUS + 1))
