@@ -23,6 +23,7 @@ from edgeclip.models.model_io import save_model
 from edgeclip.models.preprocess import preprocess_image
 from edgeclip.models.tokenizer import ClipTokenizer
 from edgeclip.quant import TernaryConfig, freeze, quantize, ternary_layers
+from edgeclip.targets import load_target
 from edgeclip.training.data import load_fashion_mnist
 
 MIN_COSINE = {"fp32": 0.999, "int8": 0.995}
@@ -245,12 +246,12 @@ def test_arm_boards_lower_with_their_family_for_aarch64(board, family):
     assert resolve_target(board, threads=1).tvm().attrs["num-cores"] == 1
 
 
-def test_host_family_comes_from_the_cpu_flags():
-    from edgeclip.targets.loader import cpu_flags, pick_x86_family
-
-    family, mcpu = pick_x86_family(cpu_flags())
-    target = resolve_target("x86-64")
-    assert (target.family, target.tvm_target["mcpu"]) == (family, mcpu)
+def test_x86_targets_name_fixed_families_whatever_this_host_has():
+    """Nothing is compiled for the build host's CPU: each x86 target names its family and LLVM CPU."""
+    v3, vnni = resolve_target("x86-64-v3"), resolve_target("x86-64-vnni")
+    assert (v3.family, v3.tvm_target["mcpu"]) == ("x86_avx2", "x86-64-v3")
+    assert (vnni.family, vnni.tvm_target["mcpu"]) == ("x86_avx512", "x86-64-v4")
+    assert [m.name for m in load_target("x86-64").variants] == ["x86-64-vnni", "x86-64-v3"]
 
 
 def test_arm_kernels_take_signed_int8_activations_and_no_weight_sum():
