@@ -44,6 +44,7 @@ import peak
 
 from edgeclip.fsutil import write_synced
 from edgeclip.hostinfo import cpu_model
+from edgeclip.lower.target import host_target
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MCA = "llvm-mca-19"
@@ -178,7 +179,7 @@ def measured_x86_seconds(M: int, K: int, N: int, repeat: int = 20) -> float:
     """The same x86 kernel timed here, 1 thread, warm (median of `repeat` timings)."""
     import tvm
 
-    lib, family = compile_kernel("x86-64", M, K, N)
+    lib, family = compile_kernel(host_target(), M, K, N)
     rng = np.random.default_rng(0)
     trits = rng.integers(-1, 2, (N, K)).astype(np.int8)
     args = [rng.standard_normal((M, K)).astype(np.float32), *family.pack_weights(trits, "int8"),
@@ -218,7 +219,7 @@ def calibrate(shapes: list[tuple]) -> dict:
     measured = [1e6 * measured_x86_seconds(M, K, N) for M, K, N, _ in shapes]
     models = {}
     for mca_cpu in CALIBRATION_MODELS:
-        rows = [kernel_estimate("x86-64", "x86_64", mca_cpu, M, K, N) for M, K, N, _ in shapes]
+        rows = [kernel_estimate(host_target(), "x86_64", mca_cpu, M, K, N) for M, K, N, _ in shapes]
         for row, us in zip(rows, measured, strict=True):
             row.update(estimated_us=1e6 * row["cycles"] / (ghz * 1e9), measured_us=us)
         models[mca_cpu] = {"kernels": rows, "error": sum(measured) / sum(r["estimated_us"] for r in rows)}

@@ -14,9 +14,9 @@ measured at the start of the run); the kernels' own share from the per-op profil
                                   [--threads 1,all] [--repeat 20] [--records] [--tune N] [--tvm-fp32]
 
 --records adds "tvm ternary int8-act tuned": the same tower built with the tuning records in
-schedules/x86-64/ (the plain ternary row is always built without records). --tune N first runs
+schedules/<host target>/ (the plain ternary row is always built without records). --tune N first runs
 `edgeclip tune --kernels` on the towers with N trials per task at each thread count (merging
-into schedules/x86-64/), prints its per-task table, and implies --records.
+into schedules/<host target>/), prints its per-task table, and implies --records.
 
 Writes bench/results/e2e-<host>.json (e2e-tuned-<host>.json with --records/--tune; `--host`
 defaults to the node name) with a PNG plot beside it (latency vs tokens and vs batch) and prints a Markdown table plus the per-op profile of each
@@ -47,7 +47,7 @@ from tower_profile import profile_tower
 from edgeclip.export.onnx_export import export_tower_onnx
 from edgeclip.hostinfo import cpu_model
 from edgeclip.lower.build import FROM_STORE, compile_tower
-from edgeclip.lower.target import resolve_target
+from edgeclip.lower.target import host_target, resolve_target
 from edgeclip.lower.thread_pool import size_for_host
 from edgeclip.lower.tune import summary_table, tune
 from edgeclip.models.families import model_towers
@@ -141,7 +141,7 @@ def bench_tower(name, float_model, ternary_model, threads_list, repeat, workdir,
                      + peers.onnxruntime_peers(onnx_fp, feeds, calib, threads, workdir)
                      + peers.openvino_peers(onnx_fp, feeds, calib, threads)):
             row(peer.label, median_ms(peer.run, repeat), cosine_vs_torch_fp32=cosine(peer.run(), reference), **peer.extra)
-        target = resolve_target("x86-64", threads)
+        target = resolve_target(host_target(), threads)
         builds = [("tvm ternary int8-act", tern_tower, "int8", None)]
         if tvm_fp32:
             builds.append(("tvm fp32 (no tuning)", fp_tower, "fp32", None))
@@ -227,7 +227,7 @@ def main() -> None:
     parser.add_argument("--batch", default="1", help="comma list of batch sizes (e.g. 1,8)")
     parser.add_argument("--threads", default="1,all", help="comma list; 'all' = every core")
     parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--records", action="store_true", help="add the ternary tower built with schedules/x86-64 records")
+    parser.add_argument("--records", action="store_true", help="add the ternary tower built with the host target's records (schedules/<target>/)")
     parser.add_argument("--tune", type=int, default=0, metavar="N", help="tune first, N trials per task (implies --records)")
     parser.add_argument("--tvm-fp32", action="store_true", help="add TVM fp32 with no tuning (slow: seconds a call)")
     parser.add_argument("--host", default=platform.node() or "host", help="name in the results file")
@@ -249,7 +249,7 @@ def main() -> None:
         towers_done.update(towers)
         for n in threads if args.tune else []:
             start = time.perf_counter()
-            results = tune(ternary_model, "x86-64", towers=towers, kernels=True, trials=args.tune, threads=n)
+            results = tune(ternary_model, host_target(), towers=towers, kernels=True, trials=args.tune, threads=n)
             tuning.append({"shape": shape, "threads": n, "trials_per_task": args.tune,
                            "seconds": round(time.perf_counter() - start), "tasks": [vars(r) for r in results]})
             print(summary_table(results))

@@ -15,7 +15,7 @@ OpenBLAS's idle threads spin between its calls, and interleaved with a 2-thread 
 cores they cost it a scheduler tick (~4 ms) a call.
 
 --records adds "ternary_int8_tuned": the int8 kernel with the register-blocking knobs its tuning
-record in schedules/x86-64/ chose (the hand knobs where there is none; the row says which).
+record in schedules/<host target>/ chose (the hand knobs where there is none; the row says which).
 --tune N first tunes those knobs for every benchmarked shape (N trials each) and implies --records.
 """
 
@@ -37,7 +37,7 @@ from tvm import s_tir, te
 from edgeclip.hostinfo import cpu_model
 from edgeclip.lower import knobs as kernel_knobs
 from edgeclip.lower import records as tuning_records
-from edgeclip.lower.target import resolve_target
+from edgeclip.lower.target import host_target, resolve_target
 from edgeclip.lower.tune import kernel_task, tune_tasks
 from edgeclip.schedules import x86
 from edgeclip.schedules.family import load_family
@@ -60,8 +60,8 @@ def cpu_name() -> str:
 
 
 def family():
-    """This host's x86 family module (the `x86-64` board detects it from /proc/cpuinfo)."""
-    return load_family(resolve_target("x86-64").family)
+    """This host's x86 family module (`host_target()`: the best x86-64 member this CPU runs)."""
+    return load_family(resolve_target(host_target()).family)
 
 
 def fp32_dense(M, K, N, target, threads, lanes=16, rows=4):
@@ -126,7 +126,7 @@ def kernel_key(M, K, N) -> tuple:
 
 def recorded_knobs(M, K, N, threads) -> tuple[x86.Knobs | None, str]:
     """(knobs, where from): the tuning record's knobs for this shape, else None and "hand"."""
-    target = resolve_target("x86-64", threads)
+    target = resolve_target(host_target(), threads)
     db = tuning_records.load(target.tvm(), target.name)
     key = kernel_key(M, K, N)
     record = db and db.query_tuning_record(kernel_knobs.workload(target, key), target.tvm(), "main")
@@ -140,7 +140,7 @@ def samplers(M, K, N, threads, fam, tuned: x86.Knobs | None = None) -> dict:
     T = rng.integers(-1, 2, (N, K)).astype(np.int8)
     scale, bias = rng.uniform(0.01, 1, N).astype(np.float32), rng.standard_normal(N).astype(np.float32)
     W = (T * scale[:, None]).astype(np.float32)
-    target = resolve_target("x86-64", threads).tvm()
+    target = resolve_target(host_target(), threads).tvm()
     int8_shape = LinearShape(M, K, N, "channel", "int8")
     w_packed, w_sum = fam.pack_weights(T, "int8")
     out = tvm.runtime.tensor(np.zeros((M, N), np.float32))
@@ -252,14 +252,14 @@ def main():
     ap.add_argument("--quick", action="store_true", help="only the target shapes (M=1, 50 at 768/3072)")
     ap.add_argument("--threads", default=f"1,{torch.get_num_threads()}")
     ap.add_argument("--rounds", type=int, default=15, help="interleaved samples per method (median reported)")
-    ap.add_argument("--records", action="store_true", help="add the int8 kernel with its tuned knobs (schedules/x86-64)")
+    ap.add_argument("--records", action="store_true", help="add the int8 kernel with its tuned knobs (schedules/<host target>)")
     ap.add_argument("--tune", type=int, default=0, metavar="N", help="tune each shape's knobs first (implies --records)")
     a = ap.parse_args()
     shapes = QUICK if a.quick else [(m, k, n) for m in ROWS for k, n in SHAPES]
     threads = sorted({int(t) for t in a.threads.split(",")})
-    fam = family()  # resolves the x86-64 board, which sizes TVM's thread pool first
+    fam = family()  # resolves the host target, which sizes TVM's thread pool first
     for th in threads if a.tune else []:
-        target = resolve_target("x86-64", th)
+        target = resolve_target(host_target(), th)
         tune_tasks([kernel_task(kernel_key(M, K, N), target) for M, K, N in shapes], target, a.tune)
     rows, load1_start = [], os.getloadavg()[0]
     for th in threads:

@@ -110,10 +110,10 @@ def device_table() -> str:
              "| load avg |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, d in _load("device-*.json"):
         load, classify, embed, tower, serve = (d[k] for k in ("load", "classify", "embed", "tower", "serve"))
-        cpu = d["host_before"]
+        cpu, ternary = d["host_before"], d.get("ternary_variant", "ternary")
         lines.append(
-            f"| {d['shape']} {d['target']} | {cpu['cpu']} ({cpu['cpus']} CPUs, {', '.join(cpu['cpu_flags'])}) | "
-            f"{load['ternary image,text']['median_ms']:.0f} ({load['ternary image']['median_ms']:.0f}) | "
+            f"| {d['shape']} {d['target']} ({ternary}) | {cpu['cpu']} ({cpu['cpus']} CPUs, {', '.join(cpu['cpu_flags'])}) | "
+            f"{load[f'{ternary} image,text']['median_ms']:.0f} ({load[f'{ternary} image']['median_ms']:.0f}) | "
             f"{load['fp32 image,text']['median_ms']:.0f} ({load['fp32 image']['median_ms']:.0f}) | "
             f"{classify['round_trip']['median_ms']:.1f} | {classify['decode_preprocess_ms']:.1f} ms "
             f"({100 * classify['decode_preprocess_share']:.0f} %) | "
@@ -129,8 +129,9 @@ def device_table() -> str:
             f"Goals, {d['shape']} {d['target']} ({d['host_before']['date'][:10]}, edgeclip "
             f"{d['host_before']['edgeclip_commit']}): ternary load ≤ 300 ms {_met(load)} "
             f"({load['measured_ms']:.0f} ms); decode + preprocess ≤ 10 % of classify {_met(share)} "
-            f"({100 * share['measured']:.0f} %; classify less the tower alone: "
-            f"{100 * share['classify_less_tower_share']:.0f} %)."
+            f"({100 * share['measured']:.1f} %: the runner's own split, decode "
+            f"{d['classify']['stages_ms_p50']['decode']:.2f} + preprocess {d['classify']['stages_ms_p50']['preprocess']:.2f}"
+            f" of {sum(d['classify']['stages_ms_p50'].values()):.1f} ms)."
         )
     return "\n".join(lines) + "\n"
 

@@ -17,7 +17,7 @@ from hostile import edit_field, older_schema
 from edgeclip.bundle.labels import check_prompt, parse_labels, prompted
 from edgeclip.errors import BundleError
 from edgeclip.formats.bundle import MANIFEST, verify_bundle
-from edgeclip.formats.manifest import check_manifest, variant_towers
+from edgeclip.formats.manifest import SCHEMA_VERSION, check_manifest, variant_towers
 
 
 def _members(path) -> dict[str, bytes]:
@@ -33,7 +33,7 @@ def baked(baked_labels_bundle):
 
 def test_labels_are_members_the_manifest_and_plan_name(baked):
     bundle, members, manifest = baked
-    assert manifest["schema_version"] == 5
+    assert manifest["schema_version"] == SCHEMA_VERSION
     assert manifest["labels"] == {"names": "labels/names.txt", "embeddings": "labels/embeddings.npy",
                                   "count": len(bundle.labels), "prompt": bundle.prompt}
     assert members["labels/names.txt"].decode("utf-8") == "".join(f"{label}\n" for label in bundle.labels)
@@ -131,7 +131,7 @@ SCHEMA_FAULTS = [
     ("prompt a number", edit_field("labels.prompt", 3), "`labels.prompt` is 3"),
     ("labels a list", edit_field("labels", ["a cat"]), "field `labels` is ['a cat'], not an object"),
     ("labels in a version 1 bundle", _version(1), "field `labels` needs bundle schema version 2"),
-    ("version 6", edit_field("schema_version", 6), "schema version 6 is not supported (this edgeclip reads 1, 2, 3, 4, 5)"),
+    ("version 7", edit_field("schema_version", 7), "schema version 7 is not supported (this edgeclip reads 1, 2, 3, 4, 5, 6)"),
 ]
 
 

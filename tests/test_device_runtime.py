@@ -24,7 +24,7 @@ from edgeclip.bundle import local
 from edgeclip.bundle.build import build_bundle
 from edgeclip.cli import main
 from edgeclip.errors import BundleError
-from edgeclip.formats.manifest import check_manifest, variant_towers
+from edgeclip.formats.manifest import SCHEMA_VERSION, check_manifest, variant_towers
 from edgeclip.formats.runner_inputs import folder_images
 from edgeclip.native import toolchain
 from edgeclip.pipeline import ternarize_source
@@ -380,6 +380,18 @@ def test_bench_batch_8_reports_its_load_time_and_reproduces_the_reference_per_ro
     assert image["cosine_to_reference"] >= 0.999
 
 
+def test_bench_image_times_decode_preprocess_and_tower_and_embeds_as_embed_does(folder, images, tmp_path):
+    (report,) = lines(run(folder, "bench", "--variant", "ternary", "--tower", "image", "--image", images[1], "--runs", 3,
+                          "--warmup", 1, "--save-outputs", tmp_path))
+    image = report["towers"]["image"]
+    assert image["image"] == str(images[1]) and image["cosine_to_reference"] is None  # not the reference input
+    stages = image["stages_ms"]
+    assert list(stages) == ["decode", "preprocess", "tower"] and all(stages[s]["p50"] > 0 for s in stages)
+    assert sum(stages[s]["p50"] for s in stages) <= image["latency_ms"]["p90"] * 1.01
+    (embedded,) = lines(run(folder, "embed", "--image", images[1]))
+    np.testing.assert_allclose(unit(np.load(tmp_path / "ternary-image.npy"))[0], embedded["embedding"], atol=1e-5)
+
+
 BAD_BATCHES = [
     (("embed", "--image", "IMAGE", "--batch", 0), 2, "--batch needs a whole number of at least 1, not '0'"),
     (("embed", "--image", "IMAGE", "--batch", 65), 2, "--batch needs a whole number from 1 to 64, not '65'"),
@@ -387,6 +399,8 @@ BAD_BATCHES = [
     (("embed", "--text", "a cat", "--batch", 8), 2, "--batch goes with --image"),
     (("bench", "--tower", "image", "--batch", 3), 2, "the image tower is compiled for batch 1,8; pick one"),
     (("bench", "--batch", 8), 2, "the text tower is compiled for batch 1"),
+    (("bench", "--image", "IMAGE", "--batch", 8), 2, "--image times one photo a call: it takes batch 1 and no --input"),
+    (("bench", "--tower", "text", "--image", "IMAGE"), 2, "--image needs the image tower; this bundle's ternary variant has none"),
 ]
 
 
@@ -400,7 +414,7 @@ def test_the_manifest_lists_the_batch_sizes_and_older_bundles_still_read(bundle,
     with local.extracted(bundle) as (_, manifest):
         pass
     image = variant_towers(manifest)["ternary"]["image"]
-    assert manifest["schema_version"] == 5
+    assert manifest["schema_version"] == SCHEMA_VERSION
     assert image["batch_modules"] == [{"batch": 8, "path": "modules/ternary/image.b8.so", "function": "main"}]
     assert "batch_modules" not in variant_towers(manifest)["ternary"]["text"]  # texts run one at a time
     older = older_schema(manifest, 2)

@@ -105,6 +105,21 @@ def test_neon_modules_hold_no_dot_product_and_the_dotprod_one_does(rpi):
         assert (found > 0) == expect_dot, (variant, found)
 
 
+def test_fat_x86_64_stores_the_trits_once_in_the_avx512_tiling(x86):
+    _, folder, manifest = x86
+    rows = variant_rows(manifest)
+    vnni, avx2 = (variant_towers(manifest)[r["name"]]["image"] for r in rows[:2])
+    assert vnni["packed_weights"] != [] and "stored_shape" not in str(vnni["packed_weights"])
+    assert [w["path"] for w in avx2["packed_weights"]] == [w["path"] for w in vnni["packed_weights"]]
+    assert [w["stored_shape"] for w in avx2["packed_weights"]] == [w["shape"] for w in vnni["packed_weights"]]
+    assert len([name for name in manifest["members"] if ".packed" in name]) == len(vnni["packed_weights"])
+    plan = (folder / "runner.plan").read_text()
+    assert sum(" from " in line for line in plan.splitlines() if line.startswith("packed ")) == len(avx2["packed_weights"])
+    # The AVX2 module adds its code and the few params its 8-lane tiling pads differently.
+    own = sum(manifest["members"][p]["bytes"] for p in set(avx2["params"]) - set(vnni["params"]))
+    assert rows[1]["added_bytes"] == manifest["members"][avx2["path"]]["bytes"] + own
+
+
 def test_x86_64_v3_modules_hold_no_avx512_and_the_vnni_one_does(x86):
     _, folder, manifest = x86
     rows = variant_rows(manifest)

@@ -1,7 +1,8 @@
 """A real sentence-encoder bundle: all-MiniLM-L6-v2 ternarized (q-all), built with a 32-token
 context for rpi4 (its runner and towers run under qemu-aarch64, as on the board) and for this
 x86-64 host. The device's own WordPiece, pooling and normalisation give embeddings matching the
-PyTorch student on real sentences; the bundle carries no image tower, and asking it to classify
+PyTorch student on real sentences, and its on-device search over 2,000 sentences finds what exact
+search on the student's own embeddings finds; the bundle carries no image tower, and asking it to classify
 says why not in one line. Each bundle is built once for the module (about a minute each)."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from edgeclip.bundle import local
 from edgeclip.bundle.build import build_bundle
+from edgeclip.bundle.index_host import exact_top_k, recall_at_k
 from edgeclip.bundle.model_info import manifest_family
 from edgeclip.cli import main
 from edgeclip.formats.bundle import variant_towers, verify_bundle
@@ -25,6 +27,7 @@ from edgeclip.training.corpus import load_fortunes
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 SEQ_LEN = 32
 MIN_COSINE = 0.995
+CORPUS, QUERIES = 2000, 50
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +100,32 @@ def test_the_rpi4_board_embeds_like_the_pytorch_student(rpi4_bundle, student, se
     assert worst >= MIN_COSINE, f"worst cosine {worst:.5f} over {len(sentences)} sentences"
     assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
     assert "no image tower: it embeds text only" in refused.stderr
+
+
+def test_the_rpi4_board_searches_2000_sentences_like_exact_search_on_the_student(rpi4_bundle, student, tmp_path,
+                                                                                 record_property):
+    """The board indexes a corpus and answers queries with its own embeddings (int8 index, its
+    runner under qemu); the truth is exact search over the PyTorch student's float embeddings."""
+    fortunes = load_fortunes()
+    corpus, queries = fortunes.train[:CORPUS], fortunes.held_out[:QUERIES]
+    (tmp_path / "corpus.txt").write_text("\n".join(corpus) + "\n", encoding="utf-8")
+    (tmp_path / "queries.txt").write_text("\n".join(queries) + "\n", encoding="utf-8")
+    with local.extracted(rpi4_bundle) as (folder, manifest):
+        board = local.runner_command(folder, manifest, emulate=True)
+        for args in (["index", "--text-file", tmp_path / "corpus.txt", "--out", tmp_path / "corpus.index"],
+                     ["embed", "--text-file", tmp_path / "queries.txt", "--out", tmp_path / "queries.npy"]):
+            done = subprocess.run([*board, *map(str, args), "--bundle", str(folder), "--threads", "1"],
+                                  capture_output=True, text=True, timeout=1500)
+            assert done.returncode == 0, done.stderr
+        done = subprocess.run([*board, "search", "--bundle", str(folder), "--index", str(tmp_path / "corpus.index"),
+                               "--vector", str(tmp_path / "queries.npy"), "--k", "10"],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        found = [[hit["id"] for hit in json.loads(line)["results"]] for line in done.stdout.splitlines()]
+        truth = exact_top_k(_pytorch(student, manifest, corpus), _pytorch(student, manifest, queries), 10)
+    recall = recall_at_k(found, truth)
+    record_property("rpi4_search_recall_at_10", round(recall, 4))
+    assert len(found) == QUERIES and recall >= 0.98, recall
 
 
 def test_a_sentence_bundle_is_text_only(rpi4_bundle):

@@ -48,7 +48,7 @@ def student():
 def tuned_root(student, tmp_path_factory, one_thread):
     """A records root holding what a 2-trial tune of one float and one kernel task kept."""
     root = tmp_path_factory.mktemp("records")
-    results = tune(student, "x86-64", towers=["image"], kernels=True, trials=2, threads=1, root=root,
+    results = tune(student, "x86-64-v3", towers=["image"], kernels=True, trials=2, threads=1, root=root,
                    only=[FLOAT_TASK, KERNEL_TASK], keep_margin=float("-inf"), say=lambda line: None)
     assert {r.kind for r in results} == {"float", "kernel"}
     assert all(r.kept and r.trials >= 1 for r in results)
@@ -56,7 +56,7 @@ def tuned_root(student, tmp_path_factory, one_thread):
 
 
 def test_tune_writes_a_meta_schedule_database(tuned_root):
-    directory = tuned_root / "x86-64"
+    directory = tuned_root / "x86-64-v3"
     db = tvm.s_tir.meta_schedule.database.JSONDatabase(work_dir=str(directory), allow_missing=False)
     assert len(db.get_all_tuning_records()) >= 2  # meta_schedule itself reads what we wrote
 
@@ -64,28 +64,28 @@ def test_tune_writes_a_meta_schedule_database(tuned_root):
 def test_a_fresh_process_reads_the_records(tuned_root):
     """Kernel traces name our micro-kernel intrinsics; a new process must register them to parse."""
     code = ("from edgeclip.lower import records; from edgeclip.lower.target import resolve_target; "
-            "print(len(records.load(resolve_target('x86-64', 1).tvm(), 'x86-64').get_all_tuning_records()))")
+            "print(len(records.load(resolve_target('x86-64-v3', 1).tvm(), 'x86-64-v3').get_all_tuning_records()))")
     env = {**os.environ, records.ROOT_ENV: str(tuned_root), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert int(out.split()[-1]) == len(records.read(tuned_root / "x86-64")[1]) >= 2
+    assert int(out.split()[-1]) == len(records.read(tuned_root / "x86-64-v3")[1]) >= 2
 
 
 def test_second_merge_keeps_the_store_consistent(tuned_root):
-    directory = tuned_root / "x86-64"
+    directory = tuned_root / "x86-64-v3"
     workloads_before = (directory / records.WORKLOADS).read_text().splitlines()
     _, entries = records.read(directory)
-    records.merge([record for _, record in entries], "x86-64", tuned_root)  # the same records again
+    records.merge([record for _, record in entries], "x86-64-v3", tuned_root)  # the same records again
     assert (directory / records.WORKLOADS).read_text().splitlines() == workloads_before
     assert len(records.read(directory)[1]) == len(entries)
 
 
 def test_merge_waits_for_a_concurrent_merge(tuned_root):
     """A second tune's merge must wait for the lock, or one of the two would lose its records."""
-    directory = tuned_root / "x86-64"
+    directory = tuned_root / "x86-64-v3"
     _, entries = records.read(directory)
     with open(directory / records.LOCK, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # another tune in the middle of its merge
-        merging = threading.Thread(target=records.merge, args=([r for _, r in entries], "x86-64", tuned_root))
+        merging = threading.Thread(target=records.merge, args=([r for _, r in entries], "x86-64-v3", tuned_root))
         merging.start()
         merging.join(timeout=1.0)
         assert merging.is_alive(), "merge wrote while another merge held the records lock"
@@ -97,14 +97,14 @@ def test_merge_waits_for_a_concurrent_merge(tuned_root):
 
 def test_build_applies_records_and_matches_torch(student, tuned_root, monkeypatch, one_thread):
     monkeypatch.setenv(records.ROOT_ENV, str(tuned_root))
-    target = resolve_target("x86-64", 1)
+    target = resolve_target("x86-64-v3", 1)
     tower = model_towers(student)["image"]
     lowered, report = lower_module(import_tower(tower), target, "int8")
     tags = {gv.name_hint: f.attrs[RECORD_ATTR] for gv, f in lowered.functions_items()
             if isinstance(f, tvm.tirx.PrimFunc) and f.attrs and RECORD_ATTR in f.attrs}
     assert any(name.startswith(FLOAT_TASK) for name in tags), tags  # the float record replaced DLight
     key = next(k for k in report.kernels if "_".join(map(str, k)) == KERNEL_TASK)
-    db = records.load(target.tvm(), "x86-64")
+    db = records.load(target.tvm(), "x86-64-v3")
     chosen = knobs.knobs_from_record(db.query_tuning_record(knobs.workload(target, key), target.tvm(), "main"))
     assert tags[KERNEL_TASK] == f"record rows={chosen.rows} vecs={chosen.vecs} kgroups={chosen.kgroups}"
 
@@ -112,26 +112,31 @@ def test_build_applies_records_and_matches_torch(student, tuned_root, monkeypatc
     with torch.no_grad():
         want = tower.module(torch.from_numpy(pixels)).numpy()
     for act, floor in (("fp32", 0.999), ("int8", 0.995)):
-        got = compile(student, "x86-64", towers=["image"], act=act, threads=1).encode("image", pixels)
+        got = compile(student, "x86-64-v3", towers=["image"], act=act, threads=1).encode("image", pixels)
         assert cosine(got, want) >= floor, act
 
 
 def test_corrupt_records_give_a_clear_error(student, tuned_root, tmp_path, monkeypatch):
-    broken = tmp_path / "x86-64"
+    broken = tmp_path / "x86-64-v3"
     broken.mkdir()
-    (broken / records.WORKLOADS).write_text((tuned_root / "x86-64" / records.WORKLOADS).read_text())
+    (broken / records.WORKLOADS).write_text((tuned_root / "x86-64-v3" / records.WORKLOADS).read_text())
     (broken / records.RECORDS).write_text('[0, {"truncated": \n')
     monkeypatch.setenv(records.ROOT_ENV, str(tmp_path))
     with pytest.raises(KernelError, match=r"tuning records .* are corrupt: line 1 is not JSON.*re-run `edgeclip tune`"):
-        compile(student, "x86-64", towers=["image"], threads=1)
+        compile(student, "x86-64-v3", towers=["image"], threads=1)
     (broken / records.RECORDS).write_text(json.dumps([0, ["not", "a", "record"]]) + "\n")
     with pytest.raises(KernelError, match="record on line 1 does not parse"):
-        records.load(resolve_target("x86-64", 1).tvm(), "x86-64", tmp_path)
+        records.load(resolve_target("x86-64-v3", 1).tvm(), "x86-64-v3", tmp_path)
 
 
 def test_board_without_device_is_refused():
     with pytest.raises(KernelError, match=r"rpi4 is an aarch64 board .* run `edgeclip tune --target rpi4` on the board"):
         tune("demo", "rpi4", trials=1)
+
+
+def test_a_fat_target_is_refused_naming_its_members():
+    with pytest.raises(KernelError, match=r"x86-64 is a fat target.*--target x86-64-vnni or x86-64-v3"):
+        tune("demo", "x86-64", trials=1)
 
 
 @pytest.mark.parametrize("shape", [(7, 80, 24), (13, 48, 72)])

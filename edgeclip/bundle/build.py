@@ -21,12 +21,12 @@ from edgeclip import __version__
 from edgeclip.bundle import agent_app
 from edgeclip.bundle import labels as baked
 from edgeclip.bundle.model_info import bundle_family, model_info, tokenizer_files
+from edgeclip.bundle.weights import WeightStore
 from edgeclip.errors import BundleError
-from edgeclip.formats.bundle import MIN_COSINE, SUFFIX, sha256_bytes, write_bundle
+from edgeclip.formats.bundle import MIN_COSINE, SUFFIX, write_bundle
 from edgeclip.formats.manifest import MAX_BATCH
 from edgeclip.lower.target import alternatives, cpu_features
 from edgeclip.native import runtime_libs, toolchain
-from edgeclip.quant.packing import base3_from_2bit
 from edgeclip.targets import Target, load_target
 
 if TYPE_CHECKING:
@@ -101,7 +101,8 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
                        extra_files: dict[str, bytes] | None = None, variants: list[Variant] | None = None) -> Path:
     """Write `out_dir/<name>-<target>.edgeclip` with the modules, runtime, runner and references.
     `variants` (default: `bundle_variants` of the target) describe what the modules' variant names mean.
-    A weight or parameter array two variants both take (the same bytes) is stored once."""
+    A weight or parameter array two variants both take (the same bytes) is stored once, and a
+    narrower kernel tiling of packed weights is read from the wider one's member (`WeightStore`)."""
     toolchain.require_compiler(*target.compiler)
     if variants is None:
         variants = bundle_variants(target, baseline=any(m.variant == "fp32" for m in modules))
@@ -127,14 +128,7 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
         reference_manifest[ref.tower] = entry
 
     module_manifest: dict[str, dict] = {}
-    stored: dict[str, str] = {}  # sha256 of an array's bytes -> the member holding it
-
-    def store(path: str, data: bytes) -> str:
-        """The member holding `data`: `path`, or the earlier member with the same bytes."""
-        path = stored.setdefault(sha256_bytes(data), path)
-        files[path] = data
-        return path
-
+    weights = WeightStore(files, npy_bytes)
     with tempfile.TemporaryDirectory(prefix="edgeclip-build-") as tmp:
         for module in sorted(modules, key=lambda m: m.batch):  # batch 1 first: it holds the shared weights
             prefix = f"modules/{module.variant}/{module.tower}"
@@ -145,9 +139,8 @@ def write_model_bundle(out_dir, name: str, target: Target, modules: list[BundleM
                 module_manifest[module.variant][module.tower].setdefault("batch_modules", []).append(
                     {"batch": module.batch, "path": f"{stem}.so", "function": module.function})
                 continue
-            params = [store(f"{prefix}.param{i}.npy", npy_bytes(param)) for i, param in enumerate(module.params)]
-            packed = [{"path": store(f"{prefix}.packed{i}.npy", npy_bytes(base3_from_2bit(weight))),
-                       "shape": list(weight.shape)} for i, weight in enumerate(module.packed_weights)]
+            params = [weights.param(f"{prefix}.param{i}.npy", param) for i, param in enumerate(module.params)]
+            packed = [weights.packed(f"{prefix}.packed{i}.npy", weight) for i, weight in enumerate(module.packed_weights)]
             module_manifest.setdefault(module.variant, {})[module.tower] = {
                 "path": f"{stem}.so", "function": module.function, "params": params, "packed_weights": packed,
             }
@@ -234,10 +227,16 @@ def cpu_plan_lines(rows: list[dict], target: Target) -> list[str]:
     return lines + [f"alternative {name} {','.join(features) or '-'}" for name, features in alternatives(target)]
 
 
+def packed_plan_line(item: dict) -> str:
+    """`packed FILE SHAPE [from STORED]`: a stored weight, and the wider tiling it is re-tiled from."""
+    line = f"packed {item['path']} {','.join(map(str, item['shape']))}"
+    return line + (f" from {','.join(map(str, item['stored_shape']))}" if "stored_shape" in item else "")
+
+
 def _plan(modules: list[BundleModule], rows: list[dict], references: dict, info: dict, target: Target) -> str:
     """The runner's plan (format in docs/bundle-format.md): the variants and alternative targets,
     the tokenizer, baked labels, then each variant's towers, best variant first."""
-    lines = ["# edgeclip runner plan 3"]
+    lines = ["# edgeclip runner plan 4"]
     lines += cpu_plan_lines(rows, target)
     tokenizer = info.get("tokenizer")
     if tokenizer is not None and "vocab" in tokenizer:  # the runner tokenizes only with a bundled vocabulary
@@ -254,7 +253,7 @@ def _plan(modules: list[BundleModule], rows: list[dict], references: dict, info:
         lines += [f"batch {item['batch']} {item['path']} {item['function']}" for item in entry.get("batch_modules", [])]
         lines += [f"data {item['path']}" for item in references[module.tower]["inputs"]]
         lines += [f"param {path}" for path in entry["params"]]
-        lines += [f"packed {item['path']} {','.join(map(str, item['shape']))}" for item in entry["packed_weights"]]
+        lines += [packed_plan_line(item) for item in entry["packed_weights"]]
         lines += [f"expected {item['path']}" for item in references[module.tower]["outputs"]]
     return "\n".join(lines) + "\n"
 

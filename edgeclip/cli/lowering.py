@@ -9,7 +9,8 @@ def add_lower_commands(verbs) -> None:
     p = verbs.add_parser("compile", help="compile a model's towers for a target with TVM",
                          description="torch.export -> Relax -> ternary kernels -> scheduled module per tower.")
     add_model_option(p)
-    p.add_argument("--target", default="x86-64", help="board name, see `edgeclip targets` (default x86-64, the host)")
+    p.add_argument("--target", default=None, help="board name, see `edgeclip targets` (default: the x86-64 member "
+                   "this host runs best, x86-64-vnni or x86-64-v3)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="where the towers run: the board's CPU (default) or its NVIDIA GPU (whole tower on the GPU)")
     p.add_argument("--cuda-arch", metavar="sm_XX", default=None,
@@ -22,7 +23,8 @@ def add_lower_commands(verbs) -> None:
                          description="meta_schedule on the float remainder (and with --kernels the ternary kernels' knobs) "
                                      "of a model; records go to schedules/<target>/ and builds apply them with zero trials.")
     add_model_option(p)
-    p.add_argument("--target", default="x86-64", help="board to tune; it must be this machine (default x86-64, the host)")
+    p.add_argument("--target", default=None, help="board to tune; it must be this machine (default: the x86-64 "
+                   "member this host runs best)")
     p.add_argument("--kernels", action="store_true", help="also tune the ternary kernels' register blocking")
     p.add_argument("--trials", type=int, default=16, help="measured candidates per task (default 16)")
     p.add_argument("--tasks", default=None, help="comma list of substrings: tune only the tasks whose name has one")
@@ -39,8 +41,9 @@ def add_lower_commands(verbs) -> None:
 
 def _compile(args) -> None:
     from edgeclip.lower.build import compile
+    from edgeclip.lower.target import host_target
 
-    compiled = compile(args.model, args.target, towers=towers_from(args), act=args.act,
+    compiled = compile(args.model, args.target or host_target(), towers=towers_from(args), act=args.act,
                        threads=args.threads, seq_len=args.seq_len, device=args.device, cuda_arch=args.cuda_arch)
     out = compiled.save(args.out)
     for name, tower in compiled.towers.items():
@@ -51,11 +54,12 @@ def _compile(args) -> None:
 
 
 def _tune(args) -> None:
+    from edgeclip.lower.target import host_target
     from edgeclip.lower.tune import summary_table, tune
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    results = tune(args.model, args.target, towers=towers_from(args), kernels=args.kernels, trials=args.trials,
-                   act=args.act, threads=args.threads, seq_len=args.seq_len, only=tasks)
+    results = tune(args.model, args.target or host_target(), towers=towers_from(args), kernels=args.kernels,
+                   trials=args.trials, act=args.act, threads=args.threads, seq_len=args.seq_len, only=tasks)
     print(summary_table(results))
 
 

@@ -7,36 +7,12 @@ from the demo cache afterwards.
 
 from __future__ import annotations
 
-import platform
 import shutil
 from pathlib import Path
 
 from edgeclip.demo import cache
-from edgeclip.errors import BundleError
 
-# The board description to build for when the bundle should run on this machine itself: on x86-64
-# the best single-family member of the fat `x86-64` target this CPU runs (one variant builds in
-# half the time of the pair, and the demo runs it only here).
-HOST_TARGETS = {"x86_64": "x86-64", "aarch64": "generic-aarch64"}
 DEVICE_TARGET = "rpi4"
-
-
-def host_target() -> str:
-    machine = platform.machine()
-    if machine not in HOST_TARGETS:
-        raise BundleError(f"no board description runs on this {machine} machine; edgeclip builds for "
-                          f"{', '.join(HOST_TARGETS)} hosts")
-    from edgeclip.formats.cpu_features import from_flags
-    from edgeclip.lower.target import cpu_features
-    from edgeclip.targets import load_target
-
-    members = load_target(HOST_TARGETS[machine]).variants
-    if machine != "x86_64":
-        return members[0].name
-    flags = next((line.split(":", 1)[1] for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("flags")), "")
-    have = set(from_flags("x86_64", flags))
-    return next((m.name for m in members if set(cpu_features(m)) <= have), members[-1].name)
 
 
 def build(checkpoint: Path, target: str, baseline: str | None, out_dir: Path) -> tuple[Path, bool]:

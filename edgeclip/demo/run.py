@@ -20,7 +20,7 @@ from edgeclip import __version__, console
 from edgeclip.demo import accuracy, bundles, device, models, predict, profiles, report
 from edgeclip.demo.plan import Plan, plan_for
 from edgeclip.demo.steps import Skip, Steps, busy
-from edgeclip.errors import BundleError, DemoError, ToolchainError
+from edgeclip.errors import DemoError, TargetError, ToolchainError
 from edgeclip.hostinfo import cpu_model
 
 STEP_COUNT = 9
@@ -110,9 +110,11 @@ def _evaluate(plan: Plan, checkpoints: dict[str, Path], record: dict):
 
 def _host_target() -> tuple[str | None, str]:
     """(board to build for this machine, or None and why there is none)."""
+    from edgeclip.lower.target import host_target
+
     try:
-        return bundles.host_target(), ""
-    except BundleError as err:
+        return host_target(), ""
+    except TargetError as err:
         return None, str(err)
 
 

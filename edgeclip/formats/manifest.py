@@ -16,9 +16,10 @@ from edgeclip.formats.cpu_features import ALLOWED as CPU_FEATURES
 from edgeclip.formats.jsonbound import load_bounded
 
 # What this edgeclip writes: 2 added baked `labels`, 3 `batch_modules`, 4 `target.cpu_features`,
-# 5 the `variants` table (replacing `modules`; cpu_features required).
-SCHEMA_VERSION = 5
-READ_VERSIONS = (1, 2, 3, 4, 5)  # older bundles: no labels / batch 1 only / no CPU check / a `modules` table
+# 5 the `variants` table (replacing `modules`; cpu_features required), 6 a packed weight's
+# `stored_shape` (a narrower kernel tiling read from a wider one's member).
+SCHEMA_VERSION = 6
+READ_VERSIONS = (1, 2, 3, 4, 5, 6)  # older bundles: no labels / batch 1 only / no CPU check / a `modules` table
 MANIFEST = "manifest.json"
 # The module precisions (before schema 5 also the only variant names), in the order reports list them.
 VARIANTS = ("ternary", "fp32")
@@ -73,7 +74,7 @@ def check_manifest(manifest, where) -> None:
     if version >= 5:
         if "modules" in manifest:
             raise check.fail("modules", "is replaced by `variants` in bundle schema version 5")
-        check.variants(manifest)
+        check.variants(manifest, version)
     else:
         check.modules(check.table(manifest, "modules"), version)
     check.references(check.table(manifest, "reference", required=False))
@@ -214,7 +215,7 @@ class _Checker:
                 raise self.fail(f"modules.{variant}", f"is not a module variant (known: {', '.join(VARIANTS)})")
             self.towers(self.table(modules, variant, "modules."), f"modules.{variant}.", version)
 
-    def variants(self, manifest: dict) -> None:
+    def variants(self, manifest: dict, version: int) -> None:
         """Schema 5: a list of {name, precision, kernel_family, device, cpu_features, towers}, best first."""
         rows = manifest.get("variants")
         if not isinstance(rows, list) or not 0 < len(rows) <= MAX_VARIANTS:
@@ -233,7 +234,7 @@ class _Checker:
                     raise self.fail(prefix + key, f"is {_short(row.get(key))}, not one of {', '.join(allowed)}")
             self.word(row, "kernel_family", prefix)
             self.cpu_features(row, prefix)
-            self.towers(self.table(row, "towers", prefix), prefix + "towers.", SCHEMA_VERSION)
+            self.towers(self.table(row, "towers", prefix), prefix + "towers.", version)
 
     def towers(self, towers: dict, where: str, version: int) -> None:
         for tower in towers:
@@ -248,10 +249,24 @@ class _Checker:
             for i in range(len(params)):
                 self.member(params, i, prefix + "params.")
             self.files(entry, "packed_weights", prefix, dtype=False)
+            self.stored_shapes(entry.get("packed_weights", []), prefix, version)
             if "batch_modules" in entry:
                 if version < 3:
                     raise self.fail(prefix + "batch_modules", "needs bundle schema version 3")
                 self.batch_modules(entry, prefix)
+
+    def stored_shapes(self, weights: list, prefix: str, version: int) -> None:
+        """A packed weight stored as another kernel family's tiling: a 3-D shape the runner re-tiles from."""
+        for i, item in enumerate(weights):
+            if "stored_shape" not in item:
+                continue
+            field = f"{prefix}packed_weights.{i}."
+            if version < 6:
+                raise self.fail(field + "stored_shape", "needs bundle schema version 6")
+            shape = item["stored_shape"]
+            if not isinstance(shape, list) or len(shape) != 3 or any(type(d) is not int or not 0 < d <= MAX_DIM
+                                                                      for d in shape):
+                raise self.fail(field + "stored_shape", f"is {_short(shape)}, not a list of 3 positive sizes")
 
     def batch_modules(self, entry: dict, prefix: str) -> None:
         """The tower compiled for more batch sizes than 1: each {batch, path, function}, ascending."""

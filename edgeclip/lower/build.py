@@ -26,7 +26,7 @@ from edgeclip.lower.knobs import apply_kernel_records
 from edgeclip.lower.records import load as load_records
 from edgeclip.lower.rewrite import RewriteReport, rewrite_ternary
 from edgeclip.lower.schedule import schedule_graph, unscheduled
-from edgeclip.lower.target import HOST_TARGET, LowerTarget, resolve_target
+from edgeclip.lower.target import LowerTarget, host_target, resolve_target
 from edgeclip.models.sources import select_towers
 from edgeclip.models.towers import InputSpec, Tower
 from edgeclip.quant.packing import base3_from_2bit, two_bit_from_base3
@@ -185,11 +185,11 @@ def compile_tower(tower: Tower, target: LowerTarget, act: str, records=FROM_STOR
     return compiled
 
 
-def compile(model_or_ckpt, target: str | Target = HOST_TARGET, towers=None, act: str = "int8",
+def compile(model_or_ckpt, target: str | Target | None = None, towers=None, act: str = "int8",
             threads: int | None = None, seq_len: int | None = None, batch: int = 1, device: str = "cpu",
             cuda_arch: str | None = None) -> CompiledModel:  # noqa: A001 - the door's name
     """Compile the towers of a model (module, checkpoint dir or teacher spec) for `target` (a board
-    or its name).
+    or its name; default `host_target()`, the x86-64 member this machine runs best).
 
     act="int8" quantizes activations per token inside each ternary kernel; "fp32" keeps them float.
     `towers` picks e.g. ["image"]; default all the model has. `threads` defaults to every core.
@@ -199,7 +199,7 @@ def compile(model_or_ckpt, target: str | Target = HOST_TARGET, towers=None, act:
     """
     if act not in ACTS:
         raise ModelError(f"--act must be one of {ACTS}, got {act!r}")
-    resolved = resolve_target(target, threads, device, cuda_arch)
+    resolved = resolve_target(target or host_target(), threads, device, cuda_arch)
     family, selected = select_towers(model_or_ckpt, towers, seq_len, batch)
     compiled = {name: compile_tower(tower, resolved, act) for name, tower in selected.items()}
     return CompiledModel(resolved, act, family.name, compiled)

@@ -17,7 +17,9 @@ from edgeclip.lower.thread_pool import size_for_host
 from edgeclip.targets import Target, load_target, load_target_file, with_cuda_arch
 from edgeclip.targets.loader import target_files
 
-HOST_TARGET = "x86-64"
+# What code that runs on this machine is built for, per arch: a fat target, of which `host_target`
+# takes the best member this CPU runs.
+HOST_TARGETS = {"x86_64": "x86-64", "aarch64": "generic-aarch64"}
 DEVICES = ("cpu", "cuda")  # where a compiled tower runs: the board's CPU, or its NVIDIA GPU
 GPU_FAMILY = "cuda"  # the kernel family of every NVIDIA GPU (dp4a: sm_61 and newer)
 
@@ -117,3 +119,23 @@ def alternatives(board: Target) -> list[tuple[str, list[str]]]:
         if name != board.name and other.arch == board.arch and not other.gpu_arch_is_parameter:
             found.append((name, cpu_features(other)))
     return sorted(found, key=lambda item: (-difflib.SequenceMatcher(None, board.name, item[0]).ratio(), item[0]))
+
+
+def host_target() -> str:
+    """The single-family target for code that runs on this machine (compile, tune, benchmarks,
+    the demo's host bundle): on x86-64 the first member of the fat `x86-64` whose CPU features
+    this CPU has (x86-64-vnni before x86-64-v3), read from /proc/cpuinfo, never its LLVM CPU model."""
+    import platform
+    from pathlib import Path
+
+    machine = platform.machine()
+    if machine not in HOST_TARGETS:
+        raise TargetError(f"no board description runs on this {machine} machine; edgeclip builds for "
+                          f"{', '.join(HOST_TARGETS)} hosts")
+    members = load_target(HOST_TARGETS[machine]).variants
+    if machine != "x86_64":
+        return members[0].name
+    flags = next((line.split(":", 1)[1] for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), "")
+    have = set(features_table.from_flags("x86_64", flags))
+    return next((m.name for m in members if set(cpu_features(m)) <= have), members[-1].name)

@@ -79,6 +79,10 @@ def require_local(target: LowerTarget) -> None:
             f"tuning measures candidates on the machine it runs on, and {board.name} is an {board.arch} board "
             f"while this host is {platform.machine()}: run `edgeclip tune --target {board.name}` on the board itself"
         )
+    if len(board.variants) > 1:
+        names = " or ".join(m.name for m in board.variants)
+        raise KernelError(f"{board.name} is a fat target; its bundle's variants read the records of its members: "
+                          f"tune one of them (--target {names})")
 
 
 def _float_tasks(prepared: list[tvm.IRModule], target: LowerTarget, kernel_calls: dict[str, int]) -> list[Task]:

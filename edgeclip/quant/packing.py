@@ -132,6 +132,22 @@ def two_bit_from_base3(stored, shape: int | Sequence[int]) -> np.ndarray:
     return pack_2bit(unpack_base3(stored, count * CODES_PER_BYTE)).reshape(shape)
 
 
+def retiled(packed, shape: Sequence[int]) -> np.ndarray:
+    """Compute-packed weights [T, KQ, W] of one kernel family as the tiling [T', KQ, W'] of another
+    whose tiles are narrower (W' divides W): each stored tile split into W/W' tiles, in order, the
+    last dropped where T' < split*T (the wider tiling's padding rows). What the runner does at load
+    for a fat bundle that stores one tiling (runner `Retiled`, tensors.h); `KQ` must agree."""
+    data, want = _checked_bytes(packed, "2-bit"), _checked_shape(shape)
+    if data.ndim != 3 or len(want) != 3 or want[1] != data.shape[1] or not want[2] or data.shape[2] % want[2]:
+        raise QuantError(f"packed weights of shape {data.shape} have no tiling of shape {tuple(shape)}")
+    (tiles, groups, width), (want_tiles, _, want_width) = data.shape, want
+    split = width // want_width
+    if not (tiles - 1) * split < want_tiles <= tiles * split:
+        raise QuantError(f"packed weights of shape {data.shape} have no tiling of shape {tuple(shape)}")
+    narrow = data.reshape(tiles, groups, split, want_width).transpose(0, 2, 1, 3).reshape(tiles * split, groups, want_width)
+    return np.ascontiguousarray(narrow[:want_tiles])
+
+
 def _as_numpy(values) -> np.ndarray:
     """Accept numpy arrays, torch tensors (any device, with or without grad) and nested lists."""
     if hasattr(values, "detach"):

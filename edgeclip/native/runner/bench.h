@@ -10,6 +10,10 @@
 // variant the CPU cannot run is refused before anything loads).
 // `--batch N` runs each tower's entry compiled for N rows (edgeclip build --batch), its inputs the
 // reference rows repeated N times; latencies are per call, `batch` says how many rows a call took.
+// `--image FILE` times what classify does per photo, in this one process: each run of the image
+// tower first decodes FILE and preprocesses it into the tower's input (the manifest's
+// preprocessing), and the image tower's report adds `stages_ms` (decode, preprocess, tower: each
+// stage's percentiles) beside its whole latency. The cosine is then against no reference (null).
 #ifndef EDGECLIP_BENCH_H_
 #define EDGECLIP_BENCH_H_
 
@@ -20,7 +24,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -29,8 +35,10 @@
 
 #include "args.h"
 #include "host.h"
+#include "image_decode.h"
 #include "npy.h"
 #include "plan.h"
+#include "preprocess.h"
 #include "report.h"
 #include "tensors.h"
 #include "tower.h"
@@ -40,10 +48,10 @@ namespace edgeclip {
 
 constexpr const char* kBenchUsage =
     "bench [--bundle DIR] [--variant NAME] [--runs N] [--warmup N] [--threads N] [--tower NAME] "
-    "[--batch N] [--input TOWER=A.npy[,B.npy]]... [--save-outputs DIR]";
+    "[--batch N] [--input TOWER=A.npy[,B.npy]]... [--image FILE] [--save-outputs DIR]";
 
 struct BenchOptions {
-  std::string bundle, variant, tower, save_outputs;
+  std::string bundle, variant, tower, save_outputs, image;
   int runs = 10, warmup = 2, threads = 0, batch = 1;
   std::map<std::string, std::vector<std::string>> inputs;  // tower -> .npy files replacing its data
 };
@@ -54,6 +62,13 @@ inline double MsSince(BenchClock::time_point start) {
   return std::chrono::duration<double, std::milli>(BenchClock::now() - start).count();
 }
 
+// Per-run times of classify's stages for one photo (--image): decode, preprocess, tower.
+struct PhotoStages {
+  std::string path;
+  Preprocessing spec;
+  std::vector<double> decode, preprocess, tower;
+};
+
 struct TimedTower {
   const Tower* tower;
   TowerProgram program;
@@ -61,10 +76,30 @@ struct TimedTower {
   double load_ms;
   std::vector<double> latencies;
   tvm::ffi::Any last;
+  std::optional<PhotoStages> photo;  // --image, on the image tower
 
   void Run() {
+    if (photo) return RunPhoto();
     if (program.batches.empty()) return RunTower(program, &last);
     RunBatch(program, program.batches.back(), &last);  // the one size --batch loaded
+  }
+
+  void RunPhoto() {
+    auto start = BenchClock::now();
+    const Image rgb = DecodeImage(photo->path);
+    auto decoded = BenchClock::now();
+    const HostArray pixels = Normalise(ResizeAndCrop(rgb, photo->spec), photo->spec);
+    const DLTensor& input = *program.args[0].GetDLTensorPtr();
+    if (pixels.bytes.size() != static_cast<size_t>(tvm::ffi::GetDataSize(input))) {
+      throw std::runtime_error("the manifest's preprocessing does not give the image tower's input size; "
+                               "rebuild the bundle");
+    }
+    std::memcpy(input.data, pixels.bytes.data(), pixels.bytes.size());
+    auto ready = BenchClock::now();
+    RunTower(program, &last);
+    photo->decode.push_back(std::chrono::duration<double, std::milli>(decoded - start).count());
+    photo->preprocess.push_back(std::chrono::duration<double, std::milli>(ready - decoded).count());
+    photo->tower.push_back(MsSince(ready));
   }
 };
 
@@ -89,7 +124,11 @@ inline TimedTower LoadTimed(const Tower& tower, const BenchOptions& opt) {
                        only.batches.end());
     LoadBatches(opt.bundle, only, opt.batch, &program);
   }
-  return TimedTower{&tower, std::move(program), reference, MsSince(start), {}, {}};
+  TimedTower timed{&tower, std::move(program), reference && opt.image.empty(), MsSince(start), {}, {}, std::nullopt};
+  if (!opt.image.empty() && tower.name == "image") {
+    timed.photo = PhotoStages{opt.image, ReadPreprocessing(opt.bundle), {}, {}, {}};
+  }
+  return timed;
 }
 
 inline std::string TowerJson(TimedTower& lt, const BenchOptions& opt, double* min_cosine) {
@@ -128,9 +167,12 @@ inline std::string TowerJson(TimedTower& lt, const BenchOptions& opt, double* mi
       WriteNpy(opt.save_outputs + "/" + lt.tower->variant + "-" + lt.tower->name + suffix + ".npy", arr);
     }
   }
+  const std::string stages = !lt.photo ? "" : ", \"image\": " + Quoted(lt.photo->path) + ", \"stages_ms\": {\"decode\": " +
+      LatencyJson(lt.photo->decode) + ", \"preprocess\": " + LatencyJson(lt.photo->preprocess) + ", \"tower\": " +
+      LatencyJson(lt.photo->tower) + "}";
   return Quoted(lt.tower->name) + ": {\"load_ms\": " + Num(lt.load_ms) + ", \"batch\": " + std::to_string(opt.batch) +
          ", \"latency_ms\": " + LatencyJson(lt.latencies) + ", \"cosine_to_reference\": " + Num(cosine) +
-         ", \"output_shape\": " + shape + "}";
+         ", \"output_shape\": " + shape + stages + "}";
 }
 
 // Load, warm up and time every tower of one variant; the JSON object of that variant.
@@ -145,6 +187,9 @@ inline std::string RunVariant(const std::vector<Tower>& plan, const std::string&
   if (loaded.empty()) {
     throw std::runtime_error("the bundle has no '" + variant + "' module" +
                              (opt.tower.empty() ? "" : " for tower '" + opt.tower + "'"));
+  }
+  if (!opt.image.empty() && std::none_of(loaded.begin(), loaded.end(), [](const TimedTower& t) { return t.photo.has_value(); })) {
+    throw UsageError("--image needs the image tower; this bundle's " + variant + " variant has none");
   }
   for (int i = 0; i < opt.warmup; ++i) {
     for (TimedTower& lt : loaded) lt.Run();
@@ -208,6 +253,7 @@ inline BenchOptions ParseBench(const Args& args, const std::string& bundle) {
   opt.variant = args.One("--variant");
   opt.tower = args.One("--tower");
   opt.save_outputs = args.One("--save-outputs");
+  opt.image = args.One("--image");
   opt.runs = args.Int("--runs", 10);
   opt.warmup = args.Int("--warmup", 2);
   opt.threads = args.Int("--threads", 0);
@@ -220,6 +266,9 @@ inline BenchOptions ParseBench(const Args& args, const std::string& bundle) {
     std::vector<std::string>& files = opt.inputs[spec.substr(0, eq)];
     std::istringstream list(spec.substr(eq + 1));
     for (std::string file; std::getline(list, file, ',');) files.push_back(file);
+  }
+  if (!opt.image.empty() && (opt.batch != 1 || !opt.inputs.empty())) {
+    throw UsageError("--image times one photo a call: it takes batch 1 and no --input");
   }
   return opt;
 }

@@ -55,7 +55,8 @@ struct Mode {
 
 const Mode kModes[] = {
     {"bench", kBenchUsage, "time the towers and check them against the reference outputs (one JSON object)",
-     {"--bundle", "--variant", "--runs", "--warmup", "--threads", "--tower", "--input", "--save-outputs", "--batch"}, {},
+     {"--bundle", "--variant", "--runs", "--warmup", "--threads", "--tower", "--input", "--save-outputs", "--batch",
+      "--image"}, {},
      {"--input"}, [](const Args& a, const std::string& b) { BenchMain(ParseBench(a, b)); }},
     {"classify", kClassifyUsage, "rank labels for images (one JSON line per image)",
      {"--bundle", "--variant", "--threads", "--labels", "--labels-file", "--prompt", "--top"}, {"--image"}, {},

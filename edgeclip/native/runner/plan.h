@@ -23,10 +23,18 @@ struct BatchModule {
 
 constexpr int kMaxBatch = 64;  // as edgeclip.formats.manifest.MAX_BATCH
 
+// `packed FILE SHAPE [from STORED]`: a stored ternary weight, unpacked to a uint8 array of SHAPE;
+// with `from`, the stream is another kernel family's tiling (uint8 STORED) of the same trits,
+// re-tiled at load (a fat x86 bundle stores its weights once, in the AVX-512 layout).
+struct PackedWeight {
+  std::string path;
+  std::vector<int64_t> shape, stored_shape;  // stored_shape empty: the stream is SHAPE's own
+};
+
 struct Tower {
   std::string variant, name, module_path, function;
   std::vector<std::string> data, params, expected;
-  std::vector<std::pair<std::string, std::vector<int64_t>>> packed;  // file, uint8 shape
+  std::vector<PackedWeight> packed;
   std::vector<BatchModule> batches;  // ascending, all over 1
 };
 
@@ -107,6 +115,17 @@ inline std::vector<int64_t> ParseShape(std::istringstream& words, const std::str
   return shape;
 }
 
+inline PackedWeight ParsePacked(const std::string& path, std::istringstream& words, const std::string& line) {
+  PackedWeight weight{path, ParseShape(words, line), {}};
+  std::string from, extra;
+  if (words >> from) {
+    if (from != "from") throw std::runtime_error("runner.plan: a packed line is `packed FILE SHAPE [from STORED]`: " + line);
+    weight.stored_shape = ParseShape(words, line);
+  }
+  if (words >> extra) throw std::runtime_error("runner.plan: a packed line is `packed FILE SHAPE [from STORED]`: " + line);
+  return weight;
+}
+
 inline Plan ReadPlan(const std::string& bundle) {
   std::ifstream in(bundle + "/runner.plan");
   if (!in) throw std::runtime_error("cannot read " + bundle + "/runner.plan; is this an extracted bundle?");
@@ -156,7 +175,7 @@ inline Plan ReadPlan(const std::string& bundle) {
     }
     if (towers.empty() || !(words >> path)) throw std::runtime_error("runner.plan: bad line: " + line);
     path = bundle + "/" + path;
-    if (kind == "packed") towers.back().packed.emplace_back(path, ParseShape(words, line));
+    if (kind == "packed") towers.back().packed.push_back(ParsePacked(path, words, line));
     else if (kind == "data") towers.back().data.push_back(path);
     else if (kind == "param") towers.back().params.push_back(path);
     else if (kind == "expected") towers.back().expected.push_back(path);

@@ -114,7 +114,8 @@ inline Image Luminance(const Image& rgb) {
 
 // Resized and cropped to image_size x image_size, still uint8 (what parity checks compare).
 inline Image ResizeAndCrop(const Image& rgb, const Preprocessing& p) {
-  const Image colored = p.channels == 1 ? Luminance(rgb) : rgb;
+  const Image gray = p.channels == 1 ? Luminance(rgb) : Image();
+  const Image& colored = p.channels == 1 ? gray : rgb;  // RGB: read in place, never copied
   const int size = p.image_size;
   int out_w = size, out_h = size;
   if (p.short_side) {  // the long side truncated, as preprocess.resize_short_side

@@ -95,6 +95,31 @@ inline tvm::ffi::Tensor TwoBitFromBase3(const std::string& path, const std::vect
   return t;
 }
 
+// Another kernel family's tiling of the same 2-bit weights: `stored` [T, KQ, W] holds tiles of
+// W/KG-lane rows; the kernel wants [T', KQ, W'] with W' dividing W, i.e. each stored tile split
+// into W/W' narrower tiles, kept in order (tile t' = s*t + i holds part i of stored tile t).
+// T' may fall short of s*T by the padding tiles of the wider layout (edgeclip.quant.packing.retiled).
+inline tvm::ffi::Tensor Retiled(const tvm::ffi::Tensor& stored, const std::vector<int64_t>& shape,
+                                const std::string& path) {
+  const tvm::ffi::ShapeView in = stored.shape();
+  if (in.size() != 3 || shape.size() != 3 || shape[1] != in[1] || shape[2] <= 0 || in[2] % shape[2] != 0 ||
+      shape[0] > in[0] * (in[2] / shape[2]) || shape[0] <= (in[0] - 1) * (in[2] / shape[2])) {
+    throw std::runtime_error(path + ": its packed shape cannot be re-tiled to the kernel's; rebuild the bundle");
+  }
+  const size_t split = static_cast<size_t>(in[2] / shape[2]), row = static_cast<size_t>(shape[2]);
+  const size_t groups = static_cast<size_t>(in[1]), tiles = static_cast<size_t>(shape[0]);
+  tvm::ffi::Tensor t = tvm::ffi::Tensor::FromNDAlloc(AlignedAlloc(), tvm::ffi::ShapeView(shape.data(), shape.size()),
+                                                     DLDataType{kDLUInt, 8, 1}, DLDevice{kDLCPU, 0});
+  const auto* from = static_cast<const uint8_t*>(stored.data_ptr());
+  auto* to = static_cast<uint8_t*>(t.data_ptr());
+  for (size_t tile = 0; tile < tiles; ++tile) {
+    for (size_t g = 0; g < groups; ++g) {
+      std::memcpy(to + (tile * groups + g) * row, from + ((tile / split) * groups + g) * row * split + (tile % split) * row, row);
+    }
+  }
+  return t;
+}
+
 inline std::vector<tvm::ffi::Tensor> Flatten(const tvm::ffi::Any& result) {
   if (auto t = result.try_cast<tvm::ffi::Tensor>()) return {*t};
   if (auto items = result.try_cast<tvm::ffi::Array<tvm::ffi::Any>>()) {

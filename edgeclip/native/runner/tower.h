@@ -97,7 +97,10 @@ inline TowerProgram LoadTower(const std::string& bundle, const Tower& tower, con
   }
   program.data_count = files.size();
   for (const std::string& file : tower.params) program.args.push_back(ParamTensor(file));
-  for (const auto& [file, shape] : tower.packed) program.args.push_back(TwoBitFromBase3(file, shape));
+  for (const PackedWeight& w : tower.packed) {
+    program.args.push_back(w.stored_shape.empty() ? TwoBitFromBase3(w.path, w.shape)
+                                                  : Retiled(TwoBitFromBase3(w.path, w.stored_shape), w.shape, w.path));
+  }
   LoadBatches(bundle, tower, max_batch, &program);
   return program;
 }
