@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from clip_shapes import SHAPES, random_clip_dir
-from host_facts import host, save
+from host_facts import host, save, source_key
 from PIL import Image
 from skimage import data as samples
 
@@ -57,13 +57,6 @@ LABELS = ("an astronaut", "a cup of coffee", "a cat", "a rocket", "a galaxy", "a
           "a dog", "a bicycle", "a city street")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 TEXTS = tuple(f"a photo of {label}, taken {when}" for label in LABELS for when in ("at noon", "at night"))
-
-
-def source_key() -> str:
-    """The committed trees a bundle is built from; a cached bundle of other trees is rebuilt."""
-    trees = subprocess.run(["git", "rev-parse", "HEAD:edgeclip", "HEAD:schedules", "HEAD:targets"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    return "-".join(tree[:10] for tree in trees)
 
 
 def cached_bundle(shape: str, target: str, rebuild: bool) -> tuple[Path, float | None]:

@@ -1,6 +1,6 @@
 """What ran a benchmark, stored beside its figures (machines vary between runs: CPU and ISA flags,
-load, time and the edgeclip commit say which numbers may be compared), and the one way results
-are written."""
+load, time and the edgeclip commit say which numbers may be compared), the key cached bundles are
+kept under, and the one way results are written."""
 
 from __future__ import annotations
 
@@ -31,6 +31,13 @@ def host() -> dict:
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "edgeclip_commit": commit + ("-dirty" if dirty else "")}
+
+
+def source_key() -> str:
+    """The committed trees a bundle is built from: a bundle cached under another key is stale."""
+    trees = subprocess.run(["git", "rev-parse", "HEAD:edgeclip", "HEAD:schedules", "HEAD:targets"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    return "-".join(tree[:10] for tree in trees)
 
 
 def save(result: dict, name: str) -> None:

@@ -263,9 +263,33 @@ def search_table() -> str:
                    "load avg"], "search-*.json", rows)
 
 
+def minilm_table() -> str:
+    """The seed paper's MiniLM rows: per sentence at batch 1 and 32, each runtime against torch fp32 in the same run."""
+    lines = []
+    for _, d in _load("minilm-*.json"):
+        cpu, storage = d["host_before"], d["storage"]
+        lines += [f"all-MiniLM-L6-v2 q-all, {d['seq_len']} tokens, {d['target']} bundle; {cpu['cpu']} ({cpu['cpus']} CPUs, "
+                  f"{', '.join(cpu['cpu_flags'])}), load {cpu['load_average'][0]:.1f}–{d['host_after']['load_average'][0]:.1f}, "
+                  f"{cpu['date'][:10]}, edgeclip {cpu['edgeclip_commit']}. Storage: fp32 weights "
+                  f"{storage['fp32_weights_bytes'] / 1e6:.1f} MB → ternary payload {storage['ternary_payload_bytes'] / 1e6:.1f} MB "
+                  f"(**{100 * (1 - storage['ternary_vs_fp32_weights']):.0f} % less**; onnxruntime int8 QDQ file "
+                  f"{storage['onnxruntime_int8_mb']:.1f} MiB).", "",
+                  "| batch | threads | runtime | ms / call | ms / sentence | lower latency than torch fp32 | cosine |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in d["rows"]:
+            torch_ms = next(t["ms"] for t in d["rows"] if (t["batch"], t["threads"], t["runtime"]) ==
+                            (r["batch"], r["threads"], "torch fp32"))
+            agreement = r.get("cosine_vs_torch_fp32", r.get("cosine_to_bundle_reference"))
+            name = f"**{r['runtime']}**" if r["runtime"].startswith("edgeclip ternary") else r["runtime"]
+            lines.append(f"| {r['batch']} | {r['threads']} | {name} | {r['ms']:.1f} | {r['ms_per_sentence']:.2f} | "
+                         f"{100 * (1 - r['ms'] / torch_ms):+.0f} % | {agreement} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 TABLES = {"kernels": kernels_table, "e2e": e2e_table, "ptq": ptq_table, "bundle": bundle_table,
           "device": device_table, "training": training_table, "peak": peak_table,
-          "arm": arm_table, "search": search_table}
+          "arm": arm_table, "search": search_table, "minilm": minilm_table}
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 and the two pieces of the demo that compute something of their own (its cache, class retrieval).
 
 The quick demo trains a tiny teacher and student, evaluates, builds the host and rpi4 bundles,
-classifies real images and profiles; its expensive results are cached by their inputs under
+classifies real images, profiles, and ternarizes MiniLM whose rpi4 bundle indexes and searches fortunes
+on the emulated board; its expensive results are cached by their inputs under
 $EDGECLIP_CACHE/demo, so later runs of this test reuse them.
 """
 
@@ -68,11 +69,11 @@ def test_quick_demo_succeeds_and_accounts_for_every_step(quick_demo):
     out, done = quick_demo
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((out / "demo.json").read_text())
-    assert record["plan"] == "quick" and len(record["steps"]) == 9
+    assert record["plan"] == "quick" and len(record["steps"]) == 11
     for step in record["steps"]:
         assert step["status"] in ("done", "skipped"), step
         assert step["status"] == "done" or step["note"], f"{step['title']} skipped without a reason"
-        assert f"[{record['steps'].index(step) + 1}/9] {step['title']}" in done.stdout
+        assert f"[{record['steps'].index(step) + 1}/11] {step['title']}" in done.stdout
     assert [s["status"] for s in record["steps"][:3]] == ["done"] * 3  # teacher, student, evaluation
 
 
@@ -148,6 +149,25 @@ def test_the_device_runtime_classifies_and_embeds_on_the_emulated_board(quick_de
     assert embeddings.shape == (len(fashion), used["embed"]["dim"]) == (used["embed"]["count"], used["embed"]["dim"])
     assert used["embed"]["cosine_min"] >= 0.99, used["embed"]
     assert f"agree on {used['agree']} of {len(predictions)} images" in report
+
+
+@pytest.mark.slow
+def test_the_embedding_section_searches_on_the_emulated_board(quick_demo):
+    """Ternary MiniLM, its rpi4 bundle, and the board's own index and search of real fortunes."""
+    out, _ = quick_demo
+    record = json.loads((out / "demo.json").read_text())
+    assert [s["status"] for s in record["steps"][9:]] == ["done", "done"], record["steps"][9:]
+    found = record["embedding"]
+    assert found["fidelity"]["samples"] == 50 and 0.5 < found["fidelity"]["mean_cosine"] <= 1
+    assert 0.8 < found["sizes"]["storage_saved"] < 1  # ternary payload against the fp32 weights
+    search = found["search"]
+    assert (search["corpus"], search["queries"]) == (40, 5) and (out / "search" / "sentences.index").is_file()
+    # The board's int8 search over its own embeddings finds what exact search on the PyTorch student finds.
+    assert search["recall_at_10_vs_student"] >= 0.9 and search["device_vs_student_cosine_min"] >= 0.99, search
+    assert 0 < search["recall_at_10_vs_teacher"] <= 1
+    report = (out / "report.md").read_text()
+    assert "## Embedding model: ternary all-MiniLM-L6-v2" in report
+    assert f"{search['recall_at_10_vs_teacher']:.3f}" in report
 
 
 @pytest.mark.slow

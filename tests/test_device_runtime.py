@@ -396,7 +396,6 @@ BAD_BATCHES = [
     (("embed", "--image", "IMAGE", "--batch", 0), 2, "--batch needs a whole number of at least 1, not '0'"),
     (("embed", "--image", "IMAGE", "--batch", 65), 2, "--batch needs a whole number from 1 to 64, not '65'"),
     (("embed", "--image", "IMAGE", "--batch", "8x"), 2, "--batch needs a whole number of at least 1, not '8x'"),
-    (("embed", "--text", "a cat", "--batch", 8), 2, "--batch goes with --image"),
     (("bench", "--tower", "image", "--batch", 3), 2, "the image tower is compiled for batch 1,8; pick one"),
     (("bench", "--batch", 8), 2, "the text tower is compiled for batch 1"),
     (("bench", "--image", "IMAGE", "--batch", 8), 2, "--image times one photo a call: it takes batch 1 and no --input"),

@@ -287,8 +287,8 @@ def build_bundle(checkpoint, target_name: str, out_dir, towers=None, baseline: s
     the fp32 baseline is the same tower with its weights folded to float32 constants, compiled
     by TVM's stock Relax pipeline, i.e. what the model costs without ternary kernels.
     `labels` are embedded here with the PyTorch text tower (`prompt` around each) and baked in,
-    also into bundles without a text tower. `batches`: the image tower's compiled batch sizes
-    (the text tower is compiled for batch 1, one text at a time). `towers`: default all the model
+    also into bundles without a text tower. `batches`: the compiled batch sizes of the image
+    tower, or of a text-only bundle's text tower (a CLIP's text tower is compiled for batch 1). `towers`: default all the model
     has (a sentence encoder's one text tower); `seq_len`: the text context (default the family's).
     """
     from edgeclip.models.model_io import load_model
@@ -323,10 +323,13 @@ def build_bundle(checkpoint, target_name: str, out_dir, towers=None, baseline: s
         info["labels"], label_files = _baked_labels(available, family, config, labels, prompt)
         extra.update(label_files)
     variants = bundle_variants(target, baseline is not None)
+    # The tower a batch size is compiled for: the image tower, or a text-only bundle's text tower
+    # (a sentence encoder's one tower); a CLIP's text tower embeds labels and queries one at a time.
+    batched = "image" if "image" in towers else "text"
     modules = []
     for variant in variants:
-        for size in batches if "image" in towers else (1,):
-            names = list(towers) if size == 1 else ["image"]
+        for size in batches:
+            names = list(towers) if size == 1 else [batched]
             modules += _variant_modules(model, family, variant, names, size, target.cores, seq_len)
     name = Path(checkpoint).resolve().name
     return write_model_bundle(out_dir, name, target, modules, references, info, extra, variants)

@@ -27,8 +27,8 @@ def add_bundle_commands(subparsers) -> None:
     p.add_argument("--prompt", default=None,
                    help='text each label is embedded in, with {} for the label, e.g. "a photo of a {}" (default "{}")')
     p.add_argument("--batch", default="1,8", metavar="SIZES",
-                   help="batch sizes the image tower is compiled for, 1 among them (default 1,8; at most 64): "
-                        "`edgeclip-runner embed --batch 8` runs 8 images a call")
+                   help="batch sizes the image tower (or a sentence encoder's text tower) is compiled for, 1 among "
+                        "them (default 1,8; at most 64): `edgeclip-runner embed --batch 8` runs 8 items a call")
     p.add_argument("-o", "--out", required=True, help="output directory")
     p.set_defaults(func=run_build)
 

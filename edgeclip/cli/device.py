@@ -92,7 +92,7 @@ def _inputs(p, flag: str, help_text: str, nargs=None) -> None:
 
 
 def _batch(p) -> None:
-    p.add_argument("--batch", type=int, help="images a tower call, up to the bundle's compiled sizes (default 1)")
+    p.add_argument("--batch", type=int, help="images (or a sentence bundle's texts) a tower call, up to the bundle's compiled sizes (default 1)")
 
 
 def _common(p) -> None:

@@ -15,13 +15,14 @@ from edgeclip.demo import cache
 DEVICE_TARGET = "rpi4"
 
 
-def build(checkpoint: Path, target: str, baseline: str | None, out_dir: Path) -> tuple[Path, bool]:
-    """(bundle in `out_dir`, was_cached)."""
+def build(checkpoint: Path, target: str, baseline: str | None, out_dir: Path, seq_len: int | None = None
+          ) -> tuple[Path, bool]:
+    """(bundle in `out_dir`, was_cached); `seq_len`: a sentence encoder's token context."""
     from edgeclip.bundle.build import build_bundle
 
-    entry_key = cache.key("bundle", "bundle", cache.tree_digest(checkpoint), checkpoint.name, target, baseline)
-    folder, hit = cache.cached("bundles", entry_key,
-                               lambda staging: build_bundle(checkpoint, target, staging, baseline=baseline))
+    entry_key = cache.key("bundle", "bundle", cache.tree_digest(checkpoint), checkpoint.name, target, baseline, seq_len)
+    folder, hit = cache.cached("bundles", entry_key, lambda staging: build_bundle(
+        checkpoint, target, staging, baseline=baseline, seq_len=seq_len))
     (built,) = folder.glob("*.edgeclip")
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(built, out_dir / built.name)

@@ -51,7 +51,7 @@ def markdown(record: dict, files: dict[str, str]) -> str:
     for i, step in enumerate(record["steps"], 1):
         lines.append(f"| {i} | {step['title']} | {step['status']} | {step['seconds']:.0f} | {_cell(step['note'])} |")
     lines += _accuracy(record, files) + _sizes(record, files) + _speed(record, files) + _predictions(record, files)
-    lines += _on_device(record)
+    lines += _on_device(record) + _embedding(record)
     lines += ["", "## Files", "", f"- `{files['json']}`: every figure above, as JSON"]
     lines += [f"- `{name}`" for key, name in files.items() if key.endswith("_png")]
     lines += [f"- `{path}`" for path in record.get("artifacts", [])]
@@ -203,6 +203,33 @@ def _on_device(record: dict) -> list[str]:
     return lines + ["", f"`edgeclip-runner embed --image images/ --out {embed['file']}`: {embed['count']} images, "
                         f"{embed['dim']}-d; cosine to the PyTorch image tower min {embed['cosine_min']:.5f}, "
                         f"mean {embed['cosine_mean']:.5f}."]
+
+
+def _embedding(record: dict) -> list[str]:
+    """The sentence encoder: storage, fidelity to the float model, and search on the emulated board."""
+    found = record.get("embedding", {})
+    lines = ["", "## Embedding model: ternary all-MiniLM-L6-v2", ""]
+    if "search" not in found:
+        return lines + ["Not run (see the steps above)." if not found else
+                        f"Trained {found['steps']} steps; not bundled or searched (see the steps above)."]
+    sizes, fidelity, search = found["sizes"], found["fidelity"], found["search"]
+    lines += [f"all-MiniLM-L6-v2 with every linear layer ternarized (q-all), distilled from itself for {found['steps']} "
+              f"steps, bundled for {record.get('device_target', 'rpi4')} with a {search['seq_len']}-token "
+              "context. The board's own runner (under qemu-user: WordPiece, pooling, int8 index, exact search "
+              "in C++) indexed the corpus and answered held-out fortunes.", "",
+              "| what | figure |", "|---|---|",
+              f"| fp32 weights → ternary payload | {_mb(sizes['fp32_weights_bytes'])} → "
+              f"{_mb(sizes['ternary_payload_bytes'])} ({sizes['storage_saved']:.0%} less) |",
+              f"| held-out fidelity to the float model ({fidelity['samples']} fortunes) | mean cosine "
+              f"{fidelity['mean_cosine']:.3f}, neighbour recall@10 {fidelity['neighbour_recall_at_10']:.3f} |",
+              f"| index on the board ({search['corpus']:,} sentences) | {_mb(search['index_bytes'])} |",
+              f"| board search recall@10 ({search['queries']} queries) vs exact search on the float teacher | "
+              f"{search['recall_at_10_vs_teacher']:.3f} |",
+              f"| … vs exact search on the student's own PyTorch embeddings | {search['recall_at_10_vs_student']:.3f} |",
+              f"| board query embeddings vs the PyTorch student | cosine min {search['device_vs_student_cosine_min']:.4f} |",
+              "", f"Example: “{search['example']['query']}” → “{search['example']['top']}” "
+              f"(cosine {search['example']['score']:.3f})."]
+    return lines
 
 
 def _image(files: dict, key: str, alt: str) -> list[str]:

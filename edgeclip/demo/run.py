@@ -17,13 +17,13 @@ from datetime import datetime
 from pathlib import Path
 
 from edgeclip import __version__, console
-from edgeclip.demo import accuracy, bundles, device, models, predict, profiles, report
+from edgeclip.demo import accuracy, bundles, device, embedding, models, predict, profiles, report
 from edgeclip.demo.plan import Plan, plan_for
 from edgeclip.demo.steps import Skip, Steps, busy
 from edgeclip.errors import DemoError, TargetError, ToolchainError
 from edgeclip.hostinfo import cpu_model
 
-STEP_COUNT = 9
+STEP_COUNT = 11
 
 
 def run_demo(out=None, quick: bool = False, debug: bool = False) -> Path:
@@ -79,6 +79,11 @@ def _pipeline(plan: Plan, run: Path, record: dict, steps: Steps) -> None:
     steps.run(f"Use the {bundles.DEVICE_TARGET} bundle on the emulated board: classify and embed with its runtime",
               lambda: _use_on_board(device_bundle, predictions, student, run, record, steps),
               needs={f"the {bundles.DEVICE_TARGET} bundle": device_bundle, "the host predictions": predictions})
+    sentence = steps.run("Embedding model: ternary all-MiniLM-L6-v2 (q-all), self-taught distillation",
+                         lambda: _sentence_student(plan, run, record))
+    steps.run(f"Bundle it for {bundles.DEVICE_TARGET}; index and search {plan.index_sentences:,} sentences on the "
+              "emulated board", lambda: _sentence_search(plan, sentence, run, record),
+              needs={"the ternary MiniLM": sentence})
 
 
 def _ternarize(plan: Plan, teacher: Path, run: Path, record: dict):
@@ -198,6 +203,24 @@ def _use_on_board(bundle: Path, predictions: list[dict], student: Path, run: Pat
     embed = used["embed"]
     return used, (f"device and PyTorch agree on {used['agree']} of {len(used['classify'])} images; embedded "
                   f"{embed['count']} images, cosine to PyTorch min {embed['cosine_min']:.4f}")
+
+
+def _sentence_student(plan: Plan, run: Path, record: dict):
+    checkpoint, fidelity, note = embedding.student(plan, run / "minilm-student")
+    record["embedding"] = {"fidelity": fidelity, "steps": plan.sentence.steps}
+    record.setdefault("artifacts", []).append("minilm-student/")
+    return checkpoint, note
+
+
+def _sentence_search(plan: Plan, checkpoint: Path, run: Path, record: dict):
+    bundle, sizes = embedding.build(checkpoint, run)
+    record["embedding"]["sizes"] = sizes
+    found = embedding.search_on_board(plan, bundle, checkpoint, run)
+    record["embedding"]["search"] = found
+    record.setdefault("artifacts", []).append(f"search/{embedding.INDEX}")
+    return found, (f"{sizes['storage_saved']:.0%} less storage than the fp32 weights; board search recall@10 "
+                   f"{found['recall_at_10_vs_teacher']:.3f} vs the float teacher's exact search, "
+                   f"{found['recall_at_10_vs_student']:.3f} vs the student's")
 
 
 def _machine() -> dict:

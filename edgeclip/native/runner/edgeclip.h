@@ -44,6 +44,10 @@ int edgeclip_embed_image_files(edgeclip_model* model, const char* const* paths, 
 int edgeclip_embed_pixels(edgeclip_model* model, const unsigned char* pixels, int width, int height, int channels,
                           float* out);
 int edgeclip_embed_text(edgeclip_model* model, const char* utf8, float* out);
+/* `count` texts into out[count * D], in order, up to `batch` (1 to 64) a text tower call, as
+ * edgeclip_embed_image_files does with images (a sentence bundle's --batch sizes); equal to
+ * edgeclip_embed_text on each within float rounding. */
+int edgeclip_embed_texts(edgeclip_model* model, const char* const* texts, int count, int batch, float* out);
 
 /* The text tower's token ids for `utf8`: writes the whole padded sequence the tower sees (its
  * context length; `capacity` must be at least that) and returns how many of them are real tokens
@@ -86,8 +90,8 @@ void edgeclip_free_string(char* text); /* NULL is fine */
 typedef struct edgeclip_index edgeclip_index;
 
 /* Embeds `count` items with the model's text tower (`tower` EDGECLIP_TEXT; lines[i] is item i's
- * 1-based line number, NULL = i + 1) or image tower (EDGECLIP_IMAGE, items are file paths, `batch`
- * images a tower call as in edgeclip_embed_image_files) and writes the index to `out_path`
+ * 1-based line number, NULL = i + 1) or image tower (EDGECLIP_IMAGE, items are file paths), `batch`
+ * items a tower call as in edgeclip_embed_texts / edgeclip_embed_image_files, and writes the index to `out_path`
  * atomically. `encoding`: "int8" (NULL) or "binary". */
 int edgeclip_index_build(edgeclip_model* model, int tower, const char* const* items, const int* lines, int count,
                          int batch, const char* encoding, const char* out_path);

@@ -50,7 +50,9 @@ struct edgeclip_index {
 struct edgeclip_model {
   std::string bundle, variant;
   Plan plan;
-  const Tower* image_plan = nullptr;  // where more of the image tower's batch sizes are loaded from
+  // Where more of each tower's batch sizes are loaded from (edgeclip build --batch).
+  const Tower* image_plan = nullptr;
+  const Tower* text_plan = nullptr;
   std::optional<TowerProgram> image, text;
   std::optional<Preprocessing> preprocessing;
   std::unique_ptr<Tokenizer> tokenizer;
@@ -106,22 +108,25 @@ struct edgeclip_model {
     Embed(tower, out);
   }
 
-  // Image files through the compiled batch sizes up to `batch`, the largest that fits the images
-  // left each call (8, then 1, 1, 1 for 11 images on a 1,8 bundle), so no call computes padding.
-  void EmbedImageFiles(const std::vector<std::string>& paths, int batch, float* out) {
-    TowerProgram& tower = *image;
-    LoadBatches(bundle, *image_plan, batch, &tower);  // only on first use of a size
-    for (size_t done = 0; done < paths.size();) {
+  // `count` items through the tower's compiled batch sizes up to `batch`, the largest that fits
+  // the items left each call (8, then 1, 1, 1 for 11 items on a 1,8 bundle), so no call computes
+  // padding: `single(i, out)` embeds item i alone, `fill(i, inputs, row)` writes it into row
+  // `row` of a batch's data inputs.
+  template <class Single, class Fill>
+  void EmbedInBatches(TowerProgram& tower, const Tower& tower_plan, size_t count, int batch, float* out,
+                      const Single& single, const Fill& fill) {
+    LoadBatches(bundle, tower_plan, batch, &tower);  // only on first use of a size
+    for (size_t done = 0; done < count;) {
       const BatchProgram* fit = nullptr;
       for (const BatchProgram& b : tower.batches) {
-        if (b.batch <= batch && static_cast<size_t>(b.batch) <= paths.size() - done) fit = &b;
+        if (b.batch <= batch && static_cast<size_t>(b.batch) <= count - done) fit = &b;
       }
       if (fit == nullptr) {
-        EmbedImage(DecodeImage(paths[done]), out + done * dim);
+        single(done, out + done * dim);
         ++done;
         continue;
       }
-      for (int r = 0; r < fit->batch; ++r) Preprocess(DecodeImage(paths[done + r]), fit->data[0], r);
+      for (int r = 0; r < fit->batch; ++r) fill(done + static_cast<size_t>(r), fit->data, static_cast<size_t>(r));
       tvm::ffi::Any result;
       RunBatch(tower, *fit, &result);
       Normalised(result, static_cast<size_t>(fit->batch), out + done * dim);
@@ -129,9 +134,25 @@ struct edgeclip_model {
     }
   }
 
-  // The ids (and mask) of `utf8` written into the text tower's data inputs, then embedded.
-  void EmbedText(const std::string& utf8, float* out) {
-    const TowerProgram& tower = Need(text, "text");
+  void EmbedImageFiles(const std::vector<std::string>& paths, int batch, float* out) {
+    EmbedInBatches(
+        *image, *image_plan, paths.size(), batch, out,
+        [&](size_t i, float* row) { EmbedImage(DecodeImage(paths[i]), row); },
+        [&](size_t i, const std::vector<tvm::ffi::Tensor>& inputs, size_t row) {
+          Preprocess(DecodeImage(paths[i]), inputs[0], row);
+        });
+  }
+
+  void EmbedTexts(const std::vector<std::string>& texts, int batch, float* out) {
+    Need(text, "text");
+    EmbedInBatches(
+        *text, *text_plan, texts.size(), batch, out,
+        [&](size_t i, float* row) { EmbedText(texts[i], row); },
+        [&](size_t i, const std::vector<tvm::ffi::Tensor>& inputs, size_t row) { WriteTokens(texts[i], inputs, row); });
+  }
+
+  // The ids (and mask) of `utf8` written into row `row` of the text tower's data inputs `inputs`.
+  void WriteTokens(const std::string& utf8, const std::vector<tvm::ffi::Tensor>& inputs, size_t row) {
     size_t length = 0;
     const std::vector<int64_t> ids = NeedTokenizer().Encode(utf8, &length);
     const std::vector<std::string>& names = plan.tokenizer->inputs;
@@ -142,8 +163,13 @@ struct edgeclip_model {
       } else if (names[i] != "input_ids") {
         throw std::runtime_error("the text tower's input '" + names[i] + "' is not input_ids or attention_mask");
       }
-      FillIntegers(tower.args[i], values);
+      FillIntegers(inputs[i], values, row);
     }
+  }
+
+  void EmbedText(const std::string& utf8, float* out) {
+    const TowerProgram& tower = Need(text, "text");
+    WriteTokens(utf8, tower.args, 0);
     Embed(tower, out);
   }
 
@@ -252,18 +278,20 @@ struct edgeclip_model {
     return *tower;
   }
 
-  static void FillIntegers(const tvm::ffi::Tensor& tensor, const std::vector<int64_t>& values) {
+  // Row `row` of an integer tensor [rows, n] set to `values` (n of them).
+  static void FillIntegers(const tvm::ffi::Tensor& tensor, const std::vector<int64_t>& values, size_t row) {
     const DLTensor& t = *tensor.GetDLTensorPtr();
     size_t n = 1;
-    for (int i = 0; i < t.ndim; ++i) n *= static_cast<size_t>(t.shape[i]);
-    if (n != values.size() || t.dtype.code != kDLInt || (t.dtype.bits != 64 && t.dtype.bits != 32)) {
+    for (int i = 1; i < t.ndim; ++i) n *= static_cast<size_t>(t.shape[i]);
+    if (t.ndim < 1 || n != values.size() || row >= static_cast<size_t>(t.shape[0]) || t.dtype.code != kDLInt ||
+        (t.dtype.bits != 64 && t.dtype.bits != 32)) {
       throw std::runtime_error("the text tower's inputs are not " + std::to_string(values.size()) +
-                               " int32/int64 tokens; rebuild the bundle");
+                               " int32/int64 tokens a row; rebuild the bundle");
     }
     char* base = static_cast<char*>(t.data) + t.byte_offset;
     for (size_t i = 0; i < n; ++i) {
-      if (t.dtype.bits == 64) reinterpret_cast<int64_t*>(base)[i] = values[i];
-      else reinterpret_cast<int32_t*>(base)[i] = static_cast<int32_t>(values[i]);
+      if (t.dtype.bits == 64) reinterpret_cast<int64_t*>(base)[row * n + i] = values[i];
+      else reinterpret_cast<int32_t*>(base)[row * n + i] = static_cast<int32_t>(values[i]);
     }
   }
 };
@@ -334,7 +362,7 @@ edgeclip_model* Open(const char* bundle_dir, const char* variant_or_null, int to
     model->dim = dim;
     (bit == EDGECLIP_IMAGE ? model->image : model->text) = LoadTower(model->bundle, *found, {});
     if (bit == EDGECLIP_TEXT) model->text_inputs = found->data.size();
-    if (bit == EDGECLIP_IMAGE) model->image_plan = found;
+    (bit == EDGECLIP_IMAGE ? model->image_plan : model->text_plan) = found;
 
   }
   if (model->image) model->preprocessing = ReadPreprocessing(model->bundle);
@@ -407,21 +435,30 @@ int edgeclip_embed_image_file(edgeclip_model* model, const char* path, float* ou
   });
 }
 
+namespace {
+
+// A batch call's `count` strings, after checking the count and batch it gives (`call` names it).
+std::vector<std::string> BatchItems(const char* const* items, int count, int batch, const char* call, const char* what) {
+  if (count < 0 || batch < 1 || batch > kMaxBatch) {
+    throw std::invalid_argument(std::string(call) + " needs a count of 0 or more and a batch from 1 to " +
+                                std::to_string(kMaxBatch));
+  }
+  std::vector<std::string> strings;
+  for (int i = 0; i < count; ++i) {
+    if (items[i] == nullptr) throw std::invalid_argument(std::string(what) + " " + std::to_string(i) + " is NULL");
+    strings.emplace_back(items[i]);
+  }
+  return strings;
+}
+
+}  // namespace
+
 int edgeclip_embed_image_files(edgeclip_model* model, const char* const* paths, int count, int batch, float* out) {
   return Guard(-1, [&] {
     NeedModel(model, paths);
     NeedModel(model, out);
     edgeclip_model::Need(model->image, "image");
-    if (count < 0 || batch < 1 || batch > kMaxBatch) {
-      throw std::invalid_argument("edgeclip_embed_image_files needs a count of 0 or more and a batch from 1 to " +
-                                  std::to_string(kMaxBatch));
-    }
-    std::vector<std::string> files;
-    for (int i = 0; i < count; ++i) {
-      if (paths[i] == nullptr) throw std::invalid_argument("image path " + std::to_string(i) + " is NULL");
-      files.emplace_back(paths[i]);
-    }
-    model->EmbedImageFiles(files, batch, out);
+    model->EmbedImageFiles(BatchItems(paths, count, batch, "edgeclip_embed_image_files", "image path"), batch, out);
     return 0;
   });
 }
@@ -451,6 +488,16 @@ int edgeclip_embed_text(edgeclip_model* model, const char* utf8, float* out) {
     NeedModel(model, utf8);
     NeedModel(model, out);
     model->EmbedText(utf8, out);
+    return 0;
+  });
+}
+
+int edgeclip_embed_texts(edgeclip_model* model, const char* const* texts, int count, int batch, float* out) {
+  return Guard(-1, [&] {
+    NeedModel(model, texts);
+    NeedModel(model, out);
+    edgeclip_model::Need(model->text, "text");
+    model->EmbedTexts(BatchItems(texts, count, batch, "edgeclip_embed_texts", "text"), batch, out);
     return 0;
   });
 }
@@ -554,12 +601,9 @@ int edgeclip_index_build(edgeclip_model* model, int tower, const char* const* it
     }
     const size_t dim = static_cast<size_t>(model->dim);
     std::vector<float> rows(dim * names.size());
-    if (tower == EDGECLIP_IMAGE) {
-      if (batch < 1 || batch > kMaxBatch) throw std::invalid_argument("batch must be 1 to " + std::to_string(kMaxBatch));
-      model->EmbedImageFiles(names, batch, rows.data());
-    } else {
-      for (size_t i = 0; i < names.size(); ++i) model->EmbedText(names[i], &rows[i * dim]);
-    }
+    if (batch < 1 || batch > kMaxBatch) throw std::invalid_argument("batch must be 1 to " + std::to_string(kMaxBatch));
+    if (tower == EDGECLIP_IMAGE) model->EmbedImageFiles(names, batch, rows.data());
+    else model->EmbedTexts(names, batch, rows.data());
     WriteFileAtomic(out_path, EncodeIndex(code == "int8" ? kEncodingInt8 : kEncodingBinary, kind, model->Identity(kind),
                                           rows.data(), names, numbers, static_cast<uint32_t>(dim)));
     return 0;

@@ -1,8 +1,8 @@
 // `edgeclip-runner embed (--image FILE|DIR... | --text T | --text-file F) [--out FILE.npy]`:
 // L2-normalised embeddings in input order, a DIR standing for its JPEG/PNG files sorted by name.
 // Without --out one JSON line per input; with it a float32 [N, D] .npy written atomically and one
-// JSON line {"out": PATH, "count": N, "dim": D}. `--batch N` runs up to N images a tower call
-// (edgeclip_embed_image_files: the bundle's compiled batch sizes up to N).
+// JSON line {"out": PATH, "count": N, "dim": D}. `--batch N` runs up to N images or texts a tower
+// call (edgeclip_embed_image_files / edgeclip_embed_texts: the bundle's compiled sizes up to N).
 #ifndef EDGECLIP_EMBED_COMMAND_H_
 #define EDGECLIP_EMBED_COMMAND_H_
 
@@ -85,7 +85,6 @@ inline void WriteNpyAtomic(const std::string& path, const HostArray& arr) {
 inline void EmbedMain(const Args& args, const std::string& bundle) {
   const bool images = args.Has("--image"), texts = args.Has("--text") || args.Has("--text-file");
   if (images == texts) throw UsageError("embed needs --image FILE|DIR... or --text/--text-file, not both");
-  if (texts && args.Has("--batch")) throw UsageError("--batch goes with --image; texts are embedded one at a time");
   const int batch = args.Int("--batch", 1, 1);
   if (batch > kMaxBatch) throw UsageError("--batch needs a whole number from 1 to " + std::to_string(kMaxBatch) +
                                           ", not '" + args.One("--batch") + "'");
@@ -95,13 +94,13 @@ inline void EmbedMain(const Args& args, const std::string& bundle) {
   const std::string out = args.One("--out");
   const size_t step = static_cast<size_t>(batch);
   std::vector<float> all(out.empty() ? dim * step : dim * inputs.size());
-  for (size_t i = 0; i < inputs.size(); i += step) {  // one call per batch; texts come one a step
+  for (size_t i = 0; i < inputs.size(); i += step) {  // one library call per `batch` items
     const size_t count = std::min(step, inputs.size() - i);
     float* rows = out.empty() ? all.data() : &all[i * dim];
     std::vector<const char*> items;
     for (size_t j = i; j < i + count; ++j) items.push_back(inputs[j].c_str());
     Checked(images ? edgeclip_embed_image_files(model.get(), items.data(), static_cast<int>(count), batch, rows)
-                   : edgeclip_embed_text(model.get(), items[0], rows));
+                   : edgeclip_embed_texts(model.get(), items.data(), static_cast<int>(count), batch, rows));
     for (size_t j = 0; out.empty() && j < count; ++j) {
       const std::vector<float> row(rows + j * dim, rows + (j + 1) * dim);
       std::printf("%s\n", EmbeddingJson(images, inputs[i + j], row).c_str());

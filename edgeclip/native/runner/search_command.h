@@ -1,5 +1,5 @@
 // `edgeclip-runner index (--text-file F | --image DIR...) --out INDEX [--encoding int8|binary]`
-// embeds a corpus (every line of F, or the images, batched with --batch) and writes an index;
+// embeds a corpus (every line of F, or the images; --batch N items a tower call) and writes an index;
 // `edgeclip-runner search --index INDEX (--query T | --image Q | --vector Q.npy) [--k 10]` prints
 // one JSON line per query: {"query"|"image"|"vector": ..., "results": [{"id", "line", "text" |
 // "path", "score"}, ...]}. --vector takes float32 [N, D] query rows and needs no model. "ms" is
@@ -36,7 +36,6 @@ inline void IndexMain(const Args& args, const std::string& bundle) {
   const bool images = args.Has("--image"), texts = args.Has("--text-file");
   if (images == texts) throw UsageError("index needs --text-file F or --image FILE|DIR..., not both");
   if (!args.Has("--out")) throw UsageError("index needs --out INDEX, the file to write");
-  if (texts && args.Has("--batch")) throw UsageError("--batch goes with --image; texts are embedded one at a time");
   const int batch = args.Int("--batch", 1, 1);
   if (batch > kMaxBatch) throw UsageError("--batch needs a whole number from 1 to " + std::to_string(kMaxBatch));
   const std::string encoding = args.One("--encoding", "int8");
