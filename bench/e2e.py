@@ -4,7 +4,7 @@ ViT-B-shaped HF CLIPs (random init: speed does not depend on weight values), ter
 frozen: image towers on 224x224 images (ViT-B/32: 50 tokens, ViT-B/16: 197), the text tower on
 77-token captions (measured once: both shapes share it), at each batch size and thread count.
 Peers (bench/peers.py), timed in the same process on the same input: torch fp32, torch int8
-dynamic, onnxruntime fp32 and int8 static QDQ (per-channel), OpenVINO at its default precision
+dynamic, onnxruntime fp32, int8 dynamic and int8 static QDQ (per-channel), OpenVINO at its default precision
 (the row says which it chose) and at f32, OpenVINO int8 via NNCF; and, with --tvm-fp32, TVM fp32
 with the same (zero) tuning effort. Efficiency: the tower's multiply-accumulates (torch's flop
 counter: linears, convolutions, matmuls) over time x this CPU's int8 peak (bench/peak.py,

@@ -11,11 +11,12 @@ fortunes, padded to --seq-len), alternating per batch size and thread count:
 - edgeclip ternary: the bundle's own native runner, `edgeclip-runner bench --tower text --batch N
   --threads T` (p50 of its in-process timing; no fp32 baseline module: TVM's untuned fp32 build is
   no fair fp32 figure, torch and onnxruntime are);
-- torch fp32 and torch int8 dynamic (the float model), onnxruntime fp32 and int8 static QDQ
-  (per-channel, calibrated on other fortunes): median wall time of a call in this process.
+- torch fp32 and torch int8 dynamic (the float model), onnxruntime fp32, int8 dynamic (what BERT
+  models usually ship as) and int8 static QDQ (per-channel, calibrated on other fortunes): median
+  wall time of a call in this process.
 
 Storage: the float model's fp32 weights against the bundle's ternary payload (modules, params and
-1.6-bit weights) and the onnxruntime int8 model file. Writes bench/results/minilm-<cpu>.json;
+1.6-bit weights) and the onnxruntime int8 dynamic model file. Writes bench/results/minilm-<cpu>.json;
 bench/tables.py renders its README table.
 """
 
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import peers
 import torch
-from e2e import cosine, median_ms, set_threads
+from e2e import cosine, median_ms
 from host_facts import host, save, source_key
 
 from edgeclip.bundle import local
@@ -95,7 +96,9 @@ def measure(bundle: Path, seq_len: int, threads_list: list[int], repeat: int, wo
             with torch.no_grad():
                 reference = tower.module(*args).numpy()
             for threads in threads_list:
-                set_threads(threads)
+                # torch's pool only: TVM's is not used in this process (the runner is its own), and sizing
+                # it to 1 worker would pin this thread to one CPU for every peer after it (docs/lowering.md).
+                torch.set_num_threads(threads)
 
                 def row(runtime, ms, batch=batch, threads=threads, **extra):
                     rows.append({"batch": batch, "threads": threads, "runtime": runtime, "ms": round(ms, 2),
@@ -126,7 +129,7 @@ def main() -> None:
     bundle, fp32_weights = cached_bundle(args.seq_len, target, args.rebuild)
     with tempfile.TemporaryDirectory(prefix="bench-minilm-") as tmp:
         rows, sizes = measure(bundle, args.seq_len, [int(t) for t in args.threads.split(",")], args.repeat, Path(tmp))
-        qdq = next((r["weights_mb"] for r in rows if r["runtime"] == "onnxruntime int8 static QDQ"), None)
+        qdq = next((r["weights_mb"] for r in rows if r["runtime"] == "onnxruntime int8 dynamic"), None)
     storage = {"fp32_weights_bytes": fp32_weights, **sizes, "onnxruntime_int8_mb": qdq,
                "ternary_vs_fp32_weights": round(sizes["ternary_payload_bytes"] / fp32_weights, 4)}
     save({"model": "all-MiniLM-L6-v2 q-all", "target": target, "seq_len": args.seq_len, "repeat": args.repeat,

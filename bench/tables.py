@@ -272,7 +272,7 @@ def minilm_table() -> str:
                   f"{', '.join(cpu['cpu_flags'])}), load {cpu['load_average'][0]:.1f}–{d['host_after']['load_average'][0]:.1f}, "
                   f"{cpu['date'][:10]}, edgeclip {cpu['edgeclip_commit']}. Storage: fp32 weights "
                   f"{storage['fp32_weights_bytes'] / 1e6:.1f} MB → ternary payload {storage['ternary_payload_bytes'] / 1e6:.1f} MB "
-                  f"(**{100 * (1 - storage['ternary_vs_fp32_weights']):.0f} % less**; onnxruntime int8 QDQ file "
+                  f"(**{100 * (1 - storage['ternary_vs_fp32_weights']):.0f} % less**; onnxruntime int8 dynamic file "
                   f"{storage['onnxruntime_int8_mb']:.1f} MiB).", "",
                   "| batch | threads | runtime | ms / call | ms / sentence | lower latency than torch fp32 | cosine |",
                   "|---|---|---|---|---|---|---|"]

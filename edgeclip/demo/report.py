@@ -218,11 +218,11 @@ def _embedding(record: dict) -> list[str]:
               "context. The board's own runner (under qemu-user: WordPiece, pooling, int8 index, exact search "
               "in C++) indexed the corpus and answered held-out fortunes.", "",
               "| what | figure |", "|---|---|",
-              f"| fp32 weights → ternary payload | {_mb(sizes['fp32_weights_bytes'])} → "
-              f"{_mb(sizes['ternary_payload_bytes'])} ({sizes['storage_saved']:.0%} less) |",
+              f"| fp32 weights → ternary payload | {_mb(sizes['fp32_weights_bytes'])} MB → "
+              f"{_mb(sizes['ternary_payload_bytes'])} MB ({sizes['storage_saved']:.0%} less) |",
               f"| held-out fidelity to the float model ({fidelity['samples']} fortunes) | mean cosine "
               f"{fidelity['mean_cosine']:.3f}, neighbour recall@10 {fidelity['neighbour_recall_at_10']:.3f} |",
-              f"| index on the board ({search['corpus']:,} sentences) | {_mb(search['index_bytes'])} |",
+              f"| index on the board ({search['corpus']:,} sentences) | {search['index_bytes'] / 1e3:.1f} kB |",
               f"| board search recall@10 ({search['queries']} queries) vs exact search on the float teacher | "
               f"{search['recall_at_10_vs_teacher']:.3f} |",
               f"| … vs exact search on the student's own PyTorch embeddings | {search['recall_at_10_vs_student']:.3f} |",
