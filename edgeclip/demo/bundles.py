@@ -15,14 +15,17 @@ from edgeclip.demo import cache
 DEVICE_TARGET = "rpi4"
 
 
-def build(checkpoint: Path, target: str, baseline: str | None, out_dir: Path, seq_len: int | None = None
-          ) -> tuple[Path, bool]:
-    """(bundle in `out_dir`, was_cached); `seq_len`: a sentence encoder's token context."""
-    from edgeclip.bundle.build import build_bundle
+def build(checkpoint: Path, target: str, baseline: str | None, out_dir: Path, seq_len: int | None = None,
+          batches: tuple[int, ...] | None = None) -> tuple[Path, bool]:
+    """(bundle in `out_dir`, was_cached); `seq_len`: a sentence encoder's token context; `batches`:
+    the compiled batch sizes (default build's)."""
+    from edgeclip.bundle.build import DEFAULT_BATCHES, build_bundle
 
-    entry_key = cache.key("bundle", "bundle", cache.tree_digest(checkpoint), checkpoint.name, target, baseline, seq_len)
+    batches = batches or DEFAULT_BATCHES
+    entry_key = cache.key("bundle", "bundle", cache.tree_digest(checkpoint), checkpoint.name, target, baseline, seq_len,
+                          batches)
     folder, hit = cache.cached("bundles", entry_key, lambda staging: build_bundle(
-        checkpoint, target, staging, baseline=baseline, seq_len=seq_len))
+        checkpoint, target, staging, baseline=baseline, seq_len=seq_len, batches=batches))
     (built,) = folder.glob("*.edgeclip")
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(built, out_dir / built.name)
