@@ -33,7 +33,7 @@ class WeightStore:
     def packed(self, path: str, weight: np.ndarray) -> dict:
         """The manifest's packed_weights entry for 2-bit `weight`: its own base-3 member, or an
         earlier member it is a narrower tiling of (`stored_shape` then names that member's shape)."""
-        found = self.tilings.get(sha256_bytes(np.ascontiguousarray(weight).tobytes() + repr(weight.shape).encode()))
+        found = self.tilings.get(_tiling_key(weight))
         if found is not None:
             member, stored_shape = found
             return {"path": member, "shape": list(weight.shape), "stored_shape": stored_shape}
@@ -50,5 +50,9 @@ class WeightStore:
             if tiles and (narrow[-1] == _ZERO_CODES).all():  # the narrower tiling may need one tile less
                 shapes.append(narrow[:-1])
             for candidate in shapes:
-                key = sha256_bytes(candidate.tobytes() + repr(candidate.shape).encode())
-                self.tilings.setdefault(key, (member, list(weight.shape)))
+                self.tilings.setdefault(_tiling_key(candidate), (member, list(weight.shape)))
+
+
+def _tiling_key(weight: np.ndarray) -> str:
+    """What two packed weights share when they are the same tiling: their bytes and their shape."""
+    return sha256_bytes(np.ascontiguousarray(weight).tobytes() + repr(weight.shape).encode())

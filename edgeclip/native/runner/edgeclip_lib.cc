@@ -91,14 +91,7 @@ struct edgeclip_model {
 
   // `rgb` preprocessed into row `row` of the image tower's input `input`.
   void Preprocess(const Image& rgb, const tvm::ffi::Tensor& input, size_t row) const {
-    HostArray pixels = Normalise(ResizeAndCrop(rgb, *preprocessing), *preprocessing);
-    const DLTensor& t = *input.GetDLTensorPtr();
-    const size_t bytes = pixels.bytes.size(), total = static_cast<size_t>(tvm::ffi::GetDataSize(t));
-    if (bytes == 0 || total % bytes != 0 || (row + 1) * bytes > total) {
-      throw std::runtime_error("the manifest's preprocessing does not give the image tower's input size; "
-                               "rebuild the bundle");
-    }
-    std::memcpy(static_cast<char*>(t.data) + row * bytes, pixels.bytes.data(), bytes);
+    WriteImageRow(Normalise(ResizeAndCrop(rgb, *preprocessing), *preprocessing), input, row);
   }
 
   void EmbedImage(const Image& rgb, float* out) {

@@ -120,6 +120,18 @@ inline tvm::ffi::Tensor Retiled(const tvm::ffi::Tensor& stored, const std::vecto
   return t;
 }
 
+// One preprocessed image (float32 [1, C, H, W]) into row `row` of the image tower's input `input`:
+// what embedding and bench --image feed the tower; a size that is not one row is refused.
+inline void WriteImageRow(const HostArray& pixels, const tvm::ffi::Tensor& input, size_t row) {
+  const DLTensor& t = *input.GetDLTensorPtr();
+  const size_t bytes = pixels.bytes.size(), total = static_cast<size_t>(tvm::ffi::GetDataSize(t));
+  if (bytes == 0 || total % bytes != 0 || (row + 1) * bytes > total) {
+    throw std::runtime_error("the manifest's preprocessing does not give the image tower's input size; "
+                             "rebuild the bundle");
+  }
+  std::memcpy(static_cast<char*>(t.data) + row * bytes, pixels.bytes.data(), bytes);
+}
+
 inline std::vector<tvm::ffi::Tensor> Flatten(const tvm::ffi::Any& result) {
   if (auto t = result.try_cast<tvm::ffi::Tensor>()) return {*t};
   if (auto items = result.try_cast<tvm::ffi::Array<tvm::ffi::Any>>()) {
