@@ -97,6 +97,54 @@ def test_frozen_layers_hold_only_int8_and_match_latent_outputs():
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("granularity", ["channel", ("group", 2)])
+def test_learned_scales_start_at_the_fixed_ones_get_exact_gradients_and_are_what_freeze_keeps(granularity):
+    torch.manual_seed(0)
+    source = nn.Linear(16, 6)
+    fixed, learned = TernaryLinear(source, granularity), TernaryLinear(source, granularity, learn_scales=True)
+    x = torch.randn(5, 16)
+    assert torch.equal(fixed(x), learned(x))  # step 0 is unchanged
+    learned(x).pow(2).sum().backward()
+    trits = learned.ternary().values.float()
+    scales = learned.ternary().scales.clone().requires_grad_()
+    per_row = scales.repeat_interleave(learned.group)[:, None]
+    nn.functional.linear(x, trits * per_row, source.bias.detach()).pow(2).sum().backward()
+    assert torch.allclose(learned.learned_scales.grad, scales.grad, rtol=1e-5)
+    assert torch.equal(learned.weight.grad, fixed_grad(source, granularity, x))  # the latent STE is the same
+    with torch.no_grad():
+        learned.learned_scales.mul_(1.25)
+    before = learned(x).detach()
+    assert not torch.allclose(before, fixed(x))
+    learned.freeze()
+    assert torch.equal(learned(x), before) and torch.equal(learned.scales, scales.detach() * 1.25)
+    assert [name for name, _ in learned.named_parameters()] == ["bias"]
+
+
+def fixed_grad(source, granularity, x):
+    layer = TernaryLinear(source, granularity)
+    gamma = layer.ternary().scales.repeat_interleave(layer.group)[:, None]
+    # d/dW of sum(y^2) with the identity STE: grad_y^T x, masked to the clip range
+    y = layer(x).detach()
+    return ((2 * y).T @ x) * (layer.weight.detach().abs() <= layer.clip * gamma)
+
+
+def test_learned_scales_of_an_embedding_train_only_the_rows_a_batch_uses():
+    torch.manual_seed(0)
+    layer = TernaryEmbedding(nn.Embedding(30, 8, padding_idx=0), learn_scales=True)
+    out = layer(torch.tensor([[0, 4, 4, 9]]))
+    out.backward(torch.randn_like(out))
+    assert layer.learned_scales.grad.nonzero().flatten().tolist() == [4, 9]
+
+
+def test_config_round_trips_learn_scales():
+    config = TernaryConfig(learn_scales=True)
+    assert TernaryConfig.from_dict(config.to_dict()) == config
+    assert TernaryConfig.from_dict({}).learn_scales is False
+    model = nn.Sequential(nn.Linear(4, 4))
+    quantize(model, config)
+    assert model[0].learned_scales is not None
+
+
 @pytest.mark.parametrize("granularity", ["channel", "tensor", ("group", 5)])
 def test_embedding_ternarizes_only_used_rows_with_whole_table_results(granularity):
     """Per-row scales let training ternarize just the batch's rows; outputs and gradients (padding

@@ -80,14 +80,21 @@ def test_checkpoint_rebuilds_bit_identical_clip(tiny_clip_dir, tmp_path, granula
     assert torch.equal(expected.logits_per_image, got.logits_per_image)
 
 
-def test_checkpoint_rebuilds_bit_identical_minilm(tmp_path):
+@pytest.mark.parametrize("learn_scales", [False, True])
+def test_checkpoint_rebuilds_bit_identical_minilm(tmp_path, learn_scales):
+    """With learned scales the checkpoint holds the trained scales, not beta * mean|W|."""
     model, family, arch = load_source("minilm")
-    quantize(model, TernaryConfig())
+    config = TernaryConfig(learn_scales=learn_scales)
+    quantize(model, config)
+    if learn_scales:
+        with torch.no_grad():
+            for parameter in (p for n, p in model.named_parameters() if n.endswith("learned_scales")):
+                parameter.mul_(torch.linspace(0.8, 1.2, parameter.numel()))
     _, tokenizer = load_minilm()
     batch = tokenizer(["a ternary sentence encoder", "edge devices run it fast"], padding=True, return_tensors="pt")
     with torch.no_grad():
         expected = model(**batch)
-    save_model(model, tmp_path / "ckpt", family, arch, TernaryConfig())
+    save_model(model, tmp_path / "ckpt", family, arch, config)
     rebuilt, _ = load_model(tmp_path / "ckpt")
     with torch.no_grad():
         assert torch.equal(expected, rebuilt(**batch))

@@ -9,14 +9,18 @@ POLICIES = ("q-all", "q-ffn", "q-attn")  # edgeclip.quant.policy.POLICIES (a tes
 ACTS = ("int8", "fp32")  # activation modes of the ternary kernels
 
 
-def add_quant_options(p, skip: bool = False) -> None:
-    """--policy, --granularity, --beta (and --skip): how a model is ternarized."""
+def add_quant_options(p, skip: bool = False, scales: bool = False) -> None:
+    """--policy, --granularity, --beta (and --skip, --scales): how a model is ternarized."""
     p.add_argument("--policy", default="q-all", choices=POLICIES,
                    help="which layers become ternary (default q-all: every linear and embedding)")
     p.add_argument("--granularity", default="channel", help="'tensor', 'channel' (default) or 'group:ROWS'")
     p.add_argument("--beta", type=float, default=None, help="ternary scale = beta * mean|W| (default 1.5)")
     if skip:
         p.add_argument("--skip", action="append", default=[], help="module name (prefix) to keep in float; repeatable")
+    if scales:
+        p.add_argument("--scales", default="fixed", choices=("fixed", "learned"),
+                       help="'fixed': every step rescales trits to beta * mean|W| (default); 'learned': "
+                            "the scales start there and are trained with the weights")
 
 
 def quant_config(args):
@@ -24,7 +28,8 @@ def quant_config(args):
     from edgeclip.quant import DEFAULT_BETA, TernaryConfig, parse_granularity
 
     return TernaryConfig(policy=args.policy, granularity=parse_granularity(args.granularity),
-                         beta=DEFAULT_BETA if args.beta is None else args.beta, skip=tuple(getattr(args, "skip", ())))
+                         beta=DEFAULT_BETA if args.beta is None else args.beta, skip=tuple(getattr(args, "skip", ())),
+                         learn_scales=getattr(args, "scales", "fixed") == "learned")
 
 
 def add_model_option(p, help_text: str = "edgeclip checkpoint, model directory, 'minilm' or 'demo'") -> None:

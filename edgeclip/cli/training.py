@@ -102,7 +102,7 @@ def _add_train(verbs) -> None:
     p.add_argument("--data", default=None,
                    help="'fashion-mnist', captions .csv/.jsonl, .tar shard or shard directory; 'fortunes' for "
                    "embedding models (default: fashion-mnist for CLIP, fortunes otherwise)")
-    add_quant_options(p)
+    add_quant_options(p, scales=True)
     p.add_argument("--out", required=True, help="checkpoint directory to write (trainer state goes to OUT.train/)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.train/train_state.pt")
     p.add_argument("--force", action="store_true", help="replace a model already in --out")

@@ -35,7 +35,7 @@ def save_model(model: nn.Module, directory, family: ModelFamily, arch: dict, qua
         tensors[name + TRITS] = pack_base3(ternary.values.numpy())
         tensors[name + SCALE] = ternary.scales.detach().float().contiguous()
         layer_meta[name] = {"shape": list(ternary.values.shape), "rows_per_scale": ternary.rows_per_scale}
-    owned = {f"{name}.{leaf}" for name in layers for leaf in ("weight", "trits", "scales")}
+    owned = {f"{name}.{leaf}" for name in layers for leaf in ("weight", "learned_scales", "trits", "scales")}
     for key, value in model.state_dict().items():
         if key not in owned:
             tensors[key] = value.detach().contiguous().clone()

@@ -4,6 +4,10 @@ While training each keeps a latent float weight and quantizes it on every forwar
 straight-through estimator. `freeze()` drops the latent weight and keeps only int8 trits and
 float scales, which is what a checkpoint stores and a kernel consumes. Both modes compute the
 forward with the same arithmetic, so a frozen layer reproduces its training-mode output bit for bit.
+
+With `learn_scales` the output scales become parameters of their own (initialised to beta * mean|W|,
+so step 0 is unchanged): the threshold still follows the latent weights, but the loss, not mean|W|,
+decides how large each row's trits are.
 """
 
 from __future__ import annotations
@@ -49,16 +53,43 @@ class _SteTernarize(torch.autograd.Function):
         return grad_output * inside, None, None, None
 
 
+class _SteTernarizeScaled(torch.autograd.Function):
+    """Trits chosen as in `_SteTernarize`, times a learned per-group scale.
+
+    Backward: the latent weight gets the straight-through gradient (identity inside the clip range);
+    each scale gets the sum over its rows of grad * trit, the exact derivative of trits * scale."""
+
+    @staticmethod
+    def forward(ctx, weight, scales, granularity, beta, clip):
+        magnitudes = weight.detach().float().abs()
+        thresholds, group = ternary_scales_from_magnitudes(magnitudes, granularity, beta)
+        gamma = expand_scales(thresholds, group, weight.dim())
+        trits = (weight.detach().float() / gamma).round_().clamp_(-1, 1)
+        ctx.save_for_backward(magnitudes <= clip * gamma, trits)
+        ctx.group = group
+        return (trits * expand_scales(scales.detach().float(), group, weight.dim())).to(weight.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        inside, trits = ctx.saved_tensors
+        per_row = (grad_output.float() * trits).reshape(trits.shape[0], -1).sum(dim=1)
+        grad_scales = per_row.reshape(-1, ctx.group).sum(dim=1)
+        return grad_output * inside, grad_scales, None, None, None
+
+
 class TernaryWeight(nn.Module):
     """Weight handling shared by the ternary layers; subclasses only say how the weight is applied."""
 
-    def __init__(self, weight: torch.Tensor, granularity: Granularity, beta: float, clip: float):
+    def __init__(self, weight: torch.Tensor, granularity: Granularity, beta: float, clip: float,
+                 learn_scales: bool = False):
         super().__init__()
         self.granularity = granularity
         self.beta = beta
         self.clip = clip
         self.group = rows_per_scale(granularity, weight.shape[0])
         self.weight = nn.Parameter(weight.detach().clone())
+        initial = nn.Parameter(ternarize_tensor(weight, granularity, beta).scales) if learn_scales else None
+        self.register_parameter("learned_scales", initial)
 
     @property
     def frozen(self) -> bool:
@@ -79,12 +110,20 @@ class TernaryWeight(nn.Module):
     def ternary(self) -> TernaryTensor:
         if self.frozen:
             return TernaryTensor(self.trits, self.scales, self.group)
-        return ternarize_tensor(self.weight, self.granularity, self.beta)
+        ternary = ternarize_tensor(self.weight, self.granularity, self.beta)
+        if self.learned_scales is None:
+            return ternary
+        return TernaryTensor(ternary.values, self.learned_scales.detach().float().clone(), self.group)
 
     def effective_weight(self) -> torch.Tensor:
         if self.frozen:
             return self.ternary().dequantize()
-        return _SteTernarize.apply(self.weight, self.granularity, self.beta, self.clip)
+        return self._ste(self.weight, self.learned_scales)
+
+    def _ste(self, weight: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
+        if scales is None:
+            return _SteTernarize.apply(weight, self.granularity, self.beta, self.clip)
+        return _SteTernarizeScaled.apply(weight, scales, self.granularity, self.beta, self.clip)
 
     def freeze(self) -> None:
         """Keep only int8 trits + scales (inference form)."""
@@ -92,6 +131,7 @@ class TernaryWeight(nn.Module):
             return
         ternary = self.ternary()
         del self._parameters["weight"]
+        self._parameters["learned_scales"] = None
         self.register_buffer("trits", ternary.values)
         self.register_buffer("scales", ternary.scales.float())
 
@@ -112,8 +152,9 @@ class TernaryWeight(nn.Module):
 
 
 class TernaryLinear(TernaryWeight):
-    def __init__(self, source: nn.Linear, granularity=DEFAULT_GRANULARITY, beta=DEFAULT_BETA, clip=DEFAULT_CLIP):
-        super().__init__(source.weight, granularity, beta, clip)
+    def __init__(self, source: nn.Linear, granularity=DEFAULT_GRANULARITY, beta=DEFAULT_BETA, clip=DEFAULT_CLIP,
+                 learn_scales=False):
+        super().__init__(source.weight, granularity, beta, clip, learn_scales)
         self.in_features, self.out_features = source.in_features, source.out_features
         self.bias = None if source.bias is None else nn.Parameter(source.bias.detach().clone())
 
@@ -124,8 +165,9 @@ class TernaryLinear(TernaryWeight):
 class TernaryConv2d(TernaryWeight):
     """Ternary patch embedding (ViT's conv with stride = kernel)."""
 
-    def __init__(self, source: nn.Conv2d, granularity=DEFAULT_GRANULARITY, beta=DEFAULT_BETA, clip=DEFAULT_CLIP):
-        super().__init__(source.weight, granularity, beta, clip)
+    def __init__(self, source: nn.Conv2d, granularity=DEFAULT_GRANULARITY, beta=DEFAULT_BETA, clip=DEFAULT_CLIP,
+                 learn_scales=False):
+        super().__init__(source.weight, granularity, beta, clip, learn_scales)
         self.stride, self.padding = source.stride, source.padding
         self.dilation, self.groups = source.dilation, source.groups
         self.bias = None if source.bias is None else nn.Parameter(source.bias.detach().clone())
@@ -138,8 +180,9 @@ class TernaryConv2d(TernaryWeight):
 class TernaryEmbedding(TernaryWeight):
     """Ternary token embedding: one scale per token row under 'channel' granularity."""
 
-    def __init__(self, source: nn.Embedding, granularity=DEFAULT_GRANULARITY, beta=DEFAULT_BETA, clip=DEFAULT_CLIP):
-        super().__init__(source.weight, granularity, beta, clip)
+    def __init__(self, source: nn.Embedding, granularity=DEFAULT_GRANULARITY, beta=DEFAULT_BETA, clip=DEFAULT_CLIP,
+                 learn_scales=False):
+        super().__init__(source.weight, granularity, beta, clip, learn_scales)
         self.padding_idx = source.padding_idx
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -155,7 +198,7 @@ class TernaryEmbedding(TernaryWeight):
         """With a scale per row, ternarizing only the rows a batch uses gives the same output and
         gradients as ternarizing the whole vocabulary, at a few hundred rows instead of ~30,000."""
         used, positions = torch.unique(ids, return_inverse=True)
-        rows = _SteTernarize.apply(self.weight[used], self.granularity, self.beta, self.clip)
+        rows = self._ste(self.weight[used], None if self.learned_scales is None else self.learned_scales[used])
         padding = (used == self.padding_idx).nonzero().flatten().tolist() if self.padding_idx is not None else []
         return F.embedding(positions, rows, padding[0] if padding else None)
 

@@ -17,13 +17,15 @@ FilterFn = Callable[[nn.Module, str], bool]
 
 @dataclass(frozen=True)
 class TernaryConfig:
-    """How to ternarize: which layers (policy, skip), and how (granularity, beta, STE clip)."""
+    """How to ternarize: which layers (policy, skip), and how (granularity, beta, STE clip, and
+    whether training learns the scales or keeps them at beta * mean|W|)."""
 
     policy: str = "q-all"
     granularity: Granularity = DEFAULT_GRANULARITY
     beta: float = DEFAULT_BETA
     clip: float = 2.0
     skip: tuple[str, ...] = ()
+    learn_scales: bool = False
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -40,6 +42,7 @@ class TernaryConfig:
             beta=float(data.get("beta", DEFAULT_BETA)),
             clip=float(data.get("clip", 2.0)),
             skip=tuple(data.get("skip", ())),
+            learn_scales=bool(data.get("learn_scales", False)),
         )
 
 
@@ -88,7 +91,8 @@ def quantize(model: nn.Module, config: TernaryConfig = TernaryConfig(), filter_f
     for name, module, role in targets:
         ternary_type = next(t for base, t in TERNARY_TYPES.items() if isinstance(module, base))
         granularity = _granularity_for(module, config.granularity)
-        replacement = ternary_type(module, granularity=granularity, beta=config.beta, clip=config.clip)
+        replacement = ternary_type(module, granularity=granularity, beta=config.beta, clip=config.clip,
+                                   learn_scales=config.learn_scales)
         _set_submodule(model, name, replacement)
         report.quantized[name] = role
     return report
