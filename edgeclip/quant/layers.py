@@ -25,10 +25,21 @@ from edgeclip.quant.ternarize import (
     expand_scales,
     rows_per_scale,
     ternarize_tensor,
+    ternary_scales,
     ternary_scales_from_magnitudes,
 )
 
 DEFAULT_CLIP = 2.0  # latent weights beyond clip * gamma get no gradient: rounding cannot move them
+
+
+def _trits_and_clip_mask(weight: torch.Tensor, granularity: Granularity, beta: float, clip: float):
+    """(float trits, per-row gamma = beta * mean|W|, mask |W| <= clip * gamma, rows per scale) of a
+    latent weight: what both straight-through forwards start from."""
+    magnitudes = weight.detach().float().abs()
+    scales, group = ternary_scales_from_magnitudes(magnitudes, granularity, beta)
+    gamma = expand_scales(scales, group, weight.dim())
+    trits = (weight.detach().float() / gamma).round_().clamp_(-1, 1)
+    return trits, gamma, magnitudes <= clip * gamma, group
 
 
 class _SteTernarize(torch.autograd.Function):
@@ -40,12 +51,9 @@ class _SteTernarize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight, granularity, beta, clip):
-        magnitudes = weight.detach().float().abs()
-        scales, group = ternary_scales_from_magnitudes(magnitudes, granularity, beta)
-        gamma = expand_scales(scales, group, weight.dim())
-        ctx.save_for_backward(magnitudes <= clip * gamma)
-        ternary = weight.detach().float() / gamma
-        return ternary.round_().clamp_(-1, 1).mul_(gamma).to(weight.dtype)
+        trits, gamma, inside, _ = _trits_and_clip_mask(weight, granularity, beta, clip)
+        ctx.save_for_backward(inside)
+        return trits.mul_(gamma).to(weight.dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -61,11 +69,8 @@ class _SteTernarizeScaled(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight, scales, granularity, beta, clip):
-        magnitudes = weight.detach().float().abs()
-        thresholds, group = ternary_scales_from_magnitudes(magnitudes, granularity, beta)
-        gamma = expand_scales(thresholds, group, weight.dim())
-        trits = (weight.detach().float() / gamma).round_().clamp_(-1, 1)
-        ctx.save_for_backward(magnitudes <= clip * gamma, trits)
+        trits, _, inside, group = _trits_and_clip_mask(weight, granularity, beta, clip)
+        ctx.save_for_backward(inside, trits)
         ctx.group = group
         return (trits * expand_scales(scales.detach().float(), group, weight.dim())).to(weight.dtype)
 
@@ -88,7 +93,7 @@ class TernaryWeight(nn.Module):
         self.clip = clip
         self.group = rows_per_scale(granularity, weight.shape[0])
         self.weight = nn.Parameter(weight.detach().clone())
-        initial = nn.Parameter(ternarize_tensor(weight, granularity, beta).scales) if learn_scales else None
+        initial = nn.Parameter(ternary_scales(weight, granularity, beta)[0]) if learn_scales else None
         self.register_parameter("learned_scales", initial)
 
     @property
